@@ -1,0 +1,64 @@
+# edged: `make run` sets up everything and runs the daemon; `make test` runs the test suite.
+# Both install what they need (system packages when allowed, a virtualenv, the default model).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+EDGED  := $(VENV)/bin/edged
+CONFIG ?= configs/edged.toml
+
+.PHONY: run test deps dev-deps model broker stop-broker lint typecheck check bench clean
+
+run: deps model broker
+	@echo ""
+	@echo "edged is starting. In another terminal, ask it something:"
+	@echo "    $(EDGED) ask --config $(CONFIG) \"What is the capital of France?\""
+	@echo "or, from any MQTT client: mosquitto_sub -t 'edged/+/response/#' -v &"
+	@echo "    mosquitto_pub -t edged/$$(hostname)/request -q 1 -m '{\"prompt\":\"Hello\"}'"
+	@echo "Stop with Ctrl-C."
+	@echo ""
+	exec $(EDGED) run --config $(CONFIG)
+
+test: dev-deps model
+	scripts/bootstrap.sh mosquitto
+	$(PY) -m pytest -q
+
+deps: $(VENV)/.stamp-base
+dev-deps: $(VENV)/.stamp-dev
+
+$(VENV)/.stamp-base: pyproject.toml scripts/bootstrap.sh
+	PYTHON=$(PYTHON) scripts/bootstrap.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	@echo "installing edged and llama-cpp-python (the first build takes a few minutes; pip caches it)"
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -q --disable-pip-version-check -e .
+	touch $@
+
+$(VENV)/.stamp-dev: $(VENV)/.stamp-base
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+model: deps
+	$(EDGED) models fetch --config $(CONFIG)
+
+broker:
+	scripts/ensure-broker.sh
+
+stop-broker:
+	@if [ -f .run/mosquitto/mosquitto.pid ]; then kill $$(cat .run/mosquitto/mosquitto.pid) && echo "stopped Mosquitto"; else echo "no broker started by make"; fi
+
+lint: dev-deps
+	$(VENV)/bin/ruff check edged tests bench
+	$(VENV)/bin/ruff format --check edged tests bench
+
+typecheck: dev-deps
+	$(VENV)/bin/mypy --python-version 3.10
+
+check: lint typecheck test
+
+bench: dev-deps model
+	scripts/bootstrap.sh mosquitto
+	$(PY) bench/overhead.py
+
+clean:
+	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,120 @@
+"""Composition root: builds the components, runs them as named tasks, shuts down in order.
+
+Start order: model loaded (so no request waits on a load), then MQTT connected (the broker
+then delivers requests queued while we were away), then requests flow. Stop order: stop
+admitting, let requests in flight finish within the grace period, publish ``offline``,
+disconnect, free the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+
+from edged import __version__
+from edged.backends.llama import LlamaBackend
+from edged.config import Config
+from edged.energy.meter import NullMeter
+from edged.guardian import PassGuardian
+from edged.ingress.service import Ingress
+from edged.models import load_manifest, resolve
+from edged.mqtt.link import Incoming, MqttLink, Will
+from edged.mqtt.topics import Topics
+from edged.pipeline import Pipeline
+from edged.router.policy import LOCAL, Router
+
+log = logging.getLogger("edged.app")
+
+SHUTDOWN_GRACE_S = 10.0
+
+
+def status_payload(cfg: Config, state: str, **extra: object) -> bytes:
+    """The retained status message (``online`` / ``offline``)."""
+    body: dict[str, object] = {"schema_version": 1, "state": state, "device_id": cfg.device_id,
+                               "ts_unix_s": round(time.time(), 3)}
+    body.update(extra)
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+class App:
+    """The daemon: one instance per process."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.topics = Topics(cfg.mqtt.topic_prefix, cfg.device_id)
+        manifest = load_manifest(cfg.models.manifest)
+        entry = manifest.get(cfg.local.model)
+        self.model_name = entry.name
+        self.local = LlamaBackend(name=LOCAL, model_path=resolve(entry, cfg.models.dir),
+                                  cfg=cfg.local)
+        self.pipeline = Pipeline(guardian=PassGuardian(), router=Router(),
+                                 backends={LOCAL: self.local}, meter=NullMeter())
+        password = os.environ.get(cfg.mqtt.password_env) if cfg.mqtt.username else None
+        self.link = MqttLink(
+            host=cfg.mqtt.host,
+            port=cfg.mqtt.port,
+            client_id=cfg.client_id,
+            keepalive_s=cfg.mqtt.keepalive_s,
+            session_expiry_s=cfg.mqtt.session_expiry_s,
+            receive_maximum=max(64, cfg.ingress.queue_limit * 4),
+            username=cfg.mqtt.username,
+            password=password,
+            will=Will(self.topics.status, status_payload(cfg, "offline", reason="connection_lost")),
+            subscriptions=((self.topics.request, 1),),
+            on_message=self._on_message,
+            on_connected=self._on_connected,
+            reconnect_min_s=cfg.mqtt.reconnect_min_s,
+            reconnect_max_s=cfg.mqtt.reconnect_max_s,
+        )
+        self.ingress = Ingress(cfg, self.topics, self.link, self.link.ack_when_done,
+                               self.pipeline.handle)
+        self.started_unix_s = time.time()
+        self._stop = asyncio.Event()
+
+    def _on_message(self, msg: Incoming) -> None:
+        self.ingress.on_message(msg)
+
+    def _on_connected(self, session_present: bool) -> None:
+        self.link.publish(self.topics.status, status_payload(
+            self.cfg, "online", version=__version__, model=self.model_name,
+            started_unix_s=round(self.started_unix_s, 3), pid=os.getpid(),
+            request_topic=self.topics.request,
+        ), qos=1, retain=True)
+
+    def stop(self) -> None:
+        """Ask the daemon to shut down (signal handlers call this)."""
+        self._stop.set()
+
+    async def run(self) -> int:
+        """Run until stopped; returns the process exit status."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        await self.local.start()
+        link_task = asyncio.create_task(self.link.run(), name="mqtt-link")
+        log.info("event=started device_id=%s request_topic=%s broker=%s:%d",
+                 self.cfg.device_id, self.topics.request, self.cfg.mqtt.host, self.cfg.mqtt.port)
+        stop_task = asyncio.create_task(self._stop.wait(), name="stop")
+        done, _ = await asyncio.wait({link_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        if link_task in done:  # the link never returns unless it crashed
+            stop_task.cancel()
+            link_task.result()
+            return 1
+        log.info("event=stopping in_flight=%d", self.ingress.in_flight)
+        await self.ingress.drain(SHUTDOWN_GRACE_S)
+        if self.link.connected.is_set():
+            self.link.publish(self.topics.status, status_payload(
+                self.cfg, "offline", reason="shutdown"), qos=1, retain=True)
+        await self.link.close()
+        link_task.cancel()
+        try:
+            await link_task
+        except asyncio.CancelledError:
+            pass
+        await self.local.close()
+        log.info("event=stopped")
+        return 0

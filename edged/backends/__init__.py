@@ -1,0 +1,1 @@
+"""Backends: one file per backend, each registered by name in :mod:`edged.backends.base`."""

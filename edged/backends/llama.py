@@ -1,0 +1,233 @@
+"""The local backend: a GGUF model run by llama-cpp-python, decoded off the event loop.
+
+The model is loaded once. Decoding runs on one dedicated thread, so requests are served
+one at a time in arrival order; the event loop only moves finished text pieces. The token
+loop is ``Llama.generate`` plus incremental detokenization (one token's bytes at a time
+through a UTF-8 incremental decoder), which is what ``create_chat_completion(stream=True)``
+cannot do cheaply: it re-detokenizes the whole output on every token.
+
+The decode job speaks to the event loop only through ``call_soon_threadsafe``; that keeps
+the door open to moving it into a worker process (llama.cpp aborts the whole process on
+some errors) without changing this interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from edged.backends.base import register
+from edged.config import LocalModelConfig
+from edged.errors import BadRequest, EdgedError, Internal, Unavailable
+from edged.types import Finished, Request, Started, StreamEvent, TextDelta, Usage
+
+log = logging.getLogger("edged.backend.llama")
+
+_Item = StreamEvent | BaseException
+
+
+@register("llama")
+class LlamaBackend:
+    """A llama.cpp model on this device."""
+
+    def __init__(self, *, name: str, model_path: Path, cfg: LocalModelConfig) -> None:
+        self.name = name
+        self.model_path = model_path
+        self._cfg = cfg
+        self._llm: Any = None
+        self._format: Callable[[list[dict[str, str]]], str] | None = None
+        self._vocab: Any = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"decode-{name}")
+        self._waiting = 0
+        self.load_s: float | None = None
+        #: Tokens per second of the last finished generation (decode only), or None.
+        self.last_tokens_per_s: float | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the model on the decode thread (it can take seconds for large models)."""
+        loop = asyncio.get_running_loop()
+        t0 = time.monotonic()
+        await loop.run_in_executor(self._executor, self._load)
+        self.load_s = time.monotonic() - t0
+        log.info("event=model_loaded backend=%s path=%s load_s=%.2f",
+                 self.name, self.model_path, self.load_s)
+
+    def _load(self) -> None:
+        import llama_cpp  # heavy import, done off the event loop
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        if not self.model_path.is_file():
+            raise Unavailable(f"model file {self.model_path} is missing; run 'edged models fetch'")
+        kwargs: dict[str, Any] = {
+            "model_path": str(self.model_path),
+            "n_ctx": self._cfg.n_ctx,
+            "n_batch": self._cfg.n_batch,
+            "verbose": False,
+        }
+        if self._cfg.n_threads is not None:
+            kwargs["n_threads"] = self._cfg.n_threads
+            kwargs["n_threads_batch"] = self._cfg.n_threads
+        if self._cfg.seed >= 0:
+            kwargs["seed"] = self._cfg.seed
+        llm = llama_cpp.Llama(**kwargs)
+        self._vocab = llm._model.vocab
+        self._is_eog: Callable[[Any, int], bool] = llama_cpp.llama_vocab_is_eog
+        template = llm.metadata.get("tokenizer.chat_template")
+        if template:
+            m = llm._model
+            formatter = Jinja2ChatFormatter(
+                template=template,
+                eos_token=m.token_get_text(llm.token_eos()),
+                bos_token=m.token_get_text(llm.token_bos()),
+                add_generation_prompt=True,
+            )
+            self._format = lambda messages: formatter(messages=messages).prompt
+        else:  # a base model without a template: plain transcript
+            def plain(messages: list[dict[str, str]]) -> str:
+                lines = [f"{msg['role']}: {msg['content']}" for msg in messages]
+                return "\n".join([*lines, "assistant:"])
+            self._format = plain
+        self._llm = llm
+
+    def healthy(self) -> bool:
+        """True once the model is loaded."""
+        return self._llm is not None
+
+    @property
+    def waiting(self) -> int:
+        """Generations queued or running on this backend."""
+        return self._waiting
+
+    async def close(self) -> None:
+        """Stop the decode thread after the current job; free the model."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._executor.shutdown, True)
+        if self._llm is not None:
+            with contextlib.suppress(Exception):
+                self._llm.close()
+            self._llm = None
+
+    # --- generation -------------------------------------------------------------------------------
+
+    def prompt_tokens(self, request: Request) -> list[int]:
+        """Render the chat template and tokenize (runs on the decode thread)."""
+        assert self._llm is not None and self._format is not None
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        if self._cfg.system_prompt and not any(m["role"] == "system" for m in messages):
+            messages.insert(0, {"role": "system", "content": self._cfg.system_prompt})
+        prompt = self._format(messages)
+        tokens: list[int] = self._llm.tokenize(prompt.encode("utf-8"), add_bos=False,
+                                               special=True)
+        return tokens
+
+    async def generate(self, request: Request) -> AsyncIterator[StreamEvent]:
+        """Stream one generation; closing the iterator cancels it."""
+        if self._llm is None:
+            raise Unavailable(f"backend {self.name} has no model loaded")
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[_Item] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def emit(item: _Item) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        self._waiting += 1
+        job = loop.run_in_executor(self._executor, self._decode, request, cancel, emit)
+        try:
+            pending: _Item | None = None
+            while True:
+                item = pending if pending is not None else await queue.get()
+                pending = None
+                if isinstance(item, TextDelta):
+                    # Coalesce what piled up while the consumer was busy: fewer messages.
+                    text, n = item.text, item.tokens
+                    while not queue.empty():
+                        nxt = queue.get_nowait()
+                        if not isinstance(nxt, TextDelta):
+                            pending = nxt
+                            break
+                        text += nxt.text
+                        n += nxt.tokens
+                    yield TextDelta(text, n)
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield item
+                    if isinstance(item, Finished):
+                        return
+        finally:
+            cancel.set()
+            self._waiting -= 1
+            job.add_done_callback(_log_job_failure)
+
+    def _decode(self, request: Request, cancel: threading.Event,
+                emit: Callable[[_Item], None]) -> None:
+        """The decode job, on the decode thread. Reports only through ``emit``."""
+        if cancel.is_set():
+            return
+        emit(Started())
+        try:
+            llm = self._llm
+            if llm is None:
+                raise Unavailable(f"backend {self.name} has no model loaded")
+            tokens = self.prompt_tokens(request)
+            n_ctx = self._cfg.n_ctx
+            if len(tokens) >= n_ctx:
+                raise BadRequest(
+                    f"prompt is {len(tokens)} tokens; the local context holds {n_ctx}")
+            budget = min(request.max_tokens, n_ctx - len(tokens))
+            if self._cfg.seed >= 0:
+                llm.set_seed(self._cfg.seed)
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            vocab, is_eog = self._vocab, self._is_eog
+            produced = 0
+            finish = "length"
+            t_first: float | None = None
+            for tok in llm.generate(
+                tokens,
+                temp=request.temperature,
+                top_k=self._cfg.top_k,
+                top_p=self._cfg.top_p,
+                min_p=self._cfg.min_p,
+                repeat_penalty=self._cfg.repeat_penalty,
+            ):
+                if cancel.is_set():
+                    finish = "cancelled"
+                    break
+                if is_eog(vocab, tok):
+                    finish = "stop"
+                    break
+                produced += 1
+                if t_first is None:
+                    t_first = time.monotonic()
+                text = decoder.decode(llm.detokenize([tok]))
+                if text:
+                    emit(TextDelta(text, 1))
+                if produced >= budget:
+                    break
+            tail = decoder.decode(b"", final=True)
+            if tail:
+                emit(TextDelta(tail, 0))
+            if t_first is not None and produced > 1:
+                self.last_tokens_per_s = (produced - 1) / max(time.monotonic() - t_first, 1e-9)
+            emit(Finished(finish, Usage(prompt_tokens=len(tokens), completion_tokens=produced)))
+        except EdgedError as e:
+            emit(e)
+        except Exception as e:
+            log.exception("event=decode_failed backend=%s", self.name)
+            emit(Internal(f"local generation failed: {type(e).__name__}"))
+
+
+def _log_job_failure(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("event=decode_job_crashed error=%r", fut.exception())

@@ -1,0 +1,219 @@
+"""Configuration: pydantic models that reject unknown keys, loaded from TOML plus environment.
+
+Every key can be overridden from the environment: top-level keys as ``EDGED_<KEY>``
+(``EDGED_DEVICE_ID``), nested keys as ``EDGED_<SECTION>__<KEY>`` (``EDGED_MQTT__PORT=1884``).
+Values are read as JSON when they parse as JSON (numbers, booleans, lists), else as strings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edged.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+ENV_PREFIX = "EDGED_"
+#: Environment variables with the prefix that are not config keys (the config path, and the
+#: default variable holding the broker password).
+ENV_RESERVED = frozenset({"EDGED_CONFIG", "EDGED_MQTT_PASSWORD"})
+
+_TOPIC_SEGMENT_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class MqttConfig(_Model):
+    """Connection to the MQTT broker."""
+
+    host: str = Field("127.0.0.1", description="Broker host name or address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker TCP port.")
+    client_id: str | None = Field(
+        None, description="MQTT client id; default 'edged-<device_id>'. Must be stable so the "
+        "broker keeps the session (queued QoS 1 requests) across restarts."
+    )
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive interval, seconds.")
+    session_expiry_s: int = Field(
+        3600, ge=0, description="How long the broker keeps our session (and queues requests) "
+        "while edged is away, seconds."
+    )
+    username: str | None = Field(None, description="Broker user name, if the broker wants one.")
+    password_env: str = Field(
+        "EDGED_MQTT_PASSWORD",
+        description="Name of the environment variable holding the broker password (never put "
+        "the password itself in a config file).",
+    )
+    reconnect_min_s: float = Field(0.5, gt=0, description="First reconnect back-off, seconds.")
+    reconnect_max_s: float = Field(30.0, gt=0, description="Largest reconnect back-off, seconds.")
+    reply_qos: Literal[0, 1] = Field(1, description="QoS of reply messages (chunks and result).")
+    allowed_reply_prefixes: list[str] = Field(
+        default_factory=lambda: ["edged/", "reply/"],
+        description="Replies are only published under these topic prefixes.",
+    )
+    topic_prefix: str = Field("edged", description="First topic level of every edged topic.")
+
+    @field_validator("allowed_reply_prefixes")
+    @classmethod
+    def _no_wildcards(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if not p or "+" in p or "#" in p:
+                raise ValueError(f"prefix {p!r} must be non-empty and contain no wildcard")
+        return v
+
+
+class IngressConfig(_Model):
+    """Request intake limits."""
+
+    max_payload_bytes: int = Field(65536, ge=256, description="Largest request payload, bytes.")
+    queue_limit: int = Field(
+        8, ge=1, description="Requests admitted at once (running plus waiting); past it: busy."
+    )
+    max_tokens_default: int = Field(256, ge=1, description="max_tokens when a request has none.")
+    max_tokens_limit: int = Field(2048, ge=1, description="Largest max_tokens a request may ask.")
+    max_messages: int = Field(64, ge=1, description="Most messages in one request.")
+    dedupe_window: int = Field(
+        1024, ge=0, description="How many recent request ids are remembered, so that a QoS 1 "
+        "redelivery of the same id is not served twice."
+    )
+
+
+class LocalModelConfig(_Model):
+    """The local llama.cpp backend."""
+
+    model: str = Field("smollm2-135m-instruct", description="Model name from the manifest.")
+    n_ctx: int = Field(2048, ge=128, description="Context window, tokens.")
+    n_threads: int | None = Field(
+        None, ge=1, description="Decode threads; default: half the cores (at least 1)."
+    )
+    n_batch: int = Field(256, ge=1, description="Prompt evaluation batch size, tokens.")
+    seed: int = Field(-1, description="Sampling seed; -1 picks a random one.")
+    top_k: int = Field(40, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    min_p: float = Field(0.05, ge=0, le=1)
+    repeat_penalty: float = Field(1.1, gt=0)
+    system_prompt: str | None = Field(
+        None, description="System message prepended when a request has none."
+    )
+
+
+class ModelsConfig(_Model):
+    """Where model files live and where their manifest is."""
+
+    dir: Path = Field(Path("models"), description="Directory holding model files.")
+    manifest: Path = Field(Path("models/manifest.toml"), description="Model manifest (TOML).")
+
+
+class LogConfig(_Model):
+    """Logging to stdout (journald picks it up)."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["logfmt", "json"] = "logfmt"
+    log_prompts: bool = Field(False, description="Log prompt and answer text (off by default).")
+
+
+class Config(_Model):
+    """The whole daemon configuration."""
+
+    device_id: str = Field(default_factory=socket.gethostname, description="This device's id; "
+                           "one MQTT topic level, so no '/', '+' or '#'.")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)  # type: ignore[arg-type]
+    ingress: IngressConfig = Field(default_factory=IngressConfig)  # type: ignore[arg-type]
+    local: LocalModelConfig = Field(default_factory=LocalModelConfig)  # type: ignore[arg-type]
+    models: ModelsConfig = Field(default_factory=ModelsConfig)  # type: ignore[arg-type]
+    log: LogConfig = Field(default_factory=LogConfig)
+
+    @field_validator("device_id")
+    @classmethod
+    def _topic_safe(cls, v: str) -> str:
+        if not v or not set(v) <= _TOPIC_SEGMENT_CHARS or len(v) > 64:
+            raise ValueError("must be 1-64 characters of [A-Za-z0-9._-]")
+        return v
+
+    @property
+    def client_id(self) -> str:
+        """The MQTT client id in use."""
+        return self.mqtt.client_id or f"edged-{self.device_id}"
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Turn ``EDGED_*`` variables into a nested dict of overrides (keys lower-cased)."""
+    out: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in ENV_RESERVED:
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        if any(not p for p in path):
+            raise ConfigError(f"{name}: empty key segment")
+        node = out
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{name}: '{part}' is not a section")
+            node = child
+        node[path[-1]] = _parse_env_value(raw)
+    return out
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line per problem, each naming the key path: ``mqtt.port: Input should be ...``."""
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"{source}: {path}: {msg}")
+    return "\n".join(lines)
+
+
+def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Load a TOML config file (or defaults when ``path`` is None) and apply env overrides.
+
+    Raises ConfigError with one line per problem, each naming the key path.
+    """
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError as e:
+            raise ConfigError(f"{path}: no such file") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from e
+    overrides = env_overrides(os.environ if environ is None else environ)
+    if overrides:
+        source = f"{source} + environment"
+    try:
+        return Config.model_validate(_merge(data, overrides))
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source)) from e

@@ -1,0 +1,1 @@
+"""Energy accounting: a fixed-cadence sampler and named per-request measurement windows."""

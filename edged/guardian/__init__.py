@@ -1,0 +1,46 @@
+"""The guardian: rules on every input and on the streamed output.
+
+This module holds the interface and the pass-through guardian used until rule packs are
+configured; rule kinds, normalization and the hold-back stream filter live beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from edged.types import GuardianReport, Request, StreamEvent, Verdict
+
+
+class Guardian(Protocol):
+    """What the pipeline needs from the guardian."""
+
+    def check_input(self, request: Request) -> Verdict:
+        """Judge a request's input; raises :class:`~edged.errors.Blocked` to refuse it."""
+        ...
+
+    def filter_stream(self, events: AsyncIterator[StreamEvent],
+                      verdict: Verdict) -> AsyncIterator[StreamEvent]:
+        """Wrap a backend's stream so nothing forbidden reaches the client."""
+        ...
+
+    def report(self, verdict: Verdict) -> GuardianReport | None:
+        """What the guardian did to this request, for the result; None when it has no rules."""
+        ...
+
+
+class PassGuardian:
+    """No rules: lets everything through, and says so by reporting None."""
+
+    def check_input(self, request: Request) -> Verdict:
+        """Accept the request unchanged."""
+        return Verdict(request=request)
+
+    def filter_stream(self, events: AsyncIterator[StreamEvent],
+                      verdict: Verdict) -> AsyncIterator[StreamEvent]:
+        """Return the stream unchanged."""
+        return events
+
+    def report(self, verdict: Verdict) -> GuardianReport | None:
+        """None: no rules are loaded."""
+        return None

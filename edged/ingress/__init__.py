@@ -1,0 +1,1 @@
+"""Request intake over MQTT: parsing and validation, admission, and the responder."""

@@ -1,0 +1,272 @@
+"""The wire contract: request parsing and validation, reply encoding (docs/protocol.md).
+
+Pure functions, no I/O. A request that cannot be served becomes a :class:`Rejection` that
+knows where its error reply may go (or that it may go nowhere, in which case the caller
+only logs it).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
+
+from edged.config import Config
+from edged.errors import BadRequest, EdgedError, TooLarge
+from edged.types import ChatMessage, ReplyAddress, Request, Result
+
+SCHEMA_VERSION = 1
+ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+MAX_TOPIC_BYTES = 512
+#: Deepest JSON nesting accepted; checked before the parser runs.
+MAX_JSON_DEPTH = 16
+MAX_DEADLINE_MS = 3_600_000
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(max_length=1_000_000)
+
+
+class RequestBody(BaseModel):
+    """The JSON body of a request, validated strictly (no type coercion, no unknown keys)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    id: str | None = None
+    prompt: str | None = None
+    messages: list[_Message] | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    stream: StrictBool = True
+    route: Literal["auto", "local", "cloud"] = "auto"
+    sensitivity: Literal["normal", "private"] = "normal"
+    deadline_ms: int | None = Field(None, ge=1, le=MAX_DEADLINE_MS)
+    reply_to: str | None = None
+
+    @model_validator(mode="after")
+    def _prompt_xor_messages(self) -> RequestBody:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("exactly one of 'prompt' or 'messages' is required")
+        if self.prompt is not None and not self.prompt.strip():
+            raise ValueError("'prompt' is empty")
+        if self.messages is not None:
+            if not self.messages:
+                raise ValueError("'messages' is empty")
+            if self.messages[-1].role != "user":
+                raise ValueError("the last message must have role 'user'")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A request that gets an error reply instead of an answer.
+
+    ``reply`` is None when no safe reply address is known; then it is only logged.
+    """
+
+    id: str | None
+    reply: ReplyAddress | None
+    error: EdgedError
+
+
+def json_depth_exceeds(raw: str, limit: int) -> bool:
+    """True when brackets nest deeper than ``limit`` (strings are skipped). Linear time."""
+    depth = 0
+    in_str = False
+    escaped = False
+    for ch in raw:
+        if in_str:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
+def reply_topic_problem(topic: str, allowed_prefixes: list[str]) -> str | None:
+    """Why ``topic`` may not receive replies, or None when it may."""
+    if not topic:
+        return "reply address is empty"
+    if "+" in topic or "#" in topic:
+        return "reply address contains a wildcard"
+    if "\x00" in topic or any(ord(c) < 0x20 for c in topic):
+        return "reply address contains control characters"
+    if len(topic.encode("utf-8")) > MAX_TOPIC_BYTES:
+        return "reply address is too long"
+    if not any(topic.startswith(p) for p in allowed_prefixes):
+        return f"reply address must start with one of {allowed_prefixes}"
+    return None
+
+
+def _format_errors(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors()[:5]:
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def parse_request(
+    payload: bytes,
+    *,
+    cfg: Config,
+    default_reply_topic: Any,
+    response_topic: str | None,
+    correlation_data: bytes | None,
+    received_at_s: float,
+    expiry_s: int | None = None,
+) -> Request | Rejection:
+    """Validate one request payload. ``default_reply_topic(id)`` names the fallback topic."""
+    prefixes = cfg.mqtt.allowed_reply_prefixes
+    v5_reply: ReplyAddress | None = None
+    v5_problem: str | None = None
+    if response_topic is not None:
+        v5_problem = reply_topic_problem(response_topic, prefixes)
+        if v5_problem is None:
+            v5_reply = ReplyAddress(response_topic, correlation_data)
+
+    def reject(req_id: str | None, reply_to: Any, err: EdgedError) -> Rejection:
+        reply = v5_reply
+        if reply is None and v5_problem is None and isinstance(reply_to, str):
+            if reply_topic_problem(reply_to, prefixes) is None:
+                reply = ReplyAddress(reply_to, None)
+        if reply is None and req_id is not None:
+            reply = ReplyAddress(default_reply_topic(req_id), correlation_data)
+        return Rejection(req_id, reply, err)
+
+    # 1. size, before anything is parsed
+    if len(payload) > cfg.ingress.max_payload_bytes:
+        return reject(None, None, TooLarge(
+            f"payload is {len(payload)} bytes; the limit is {cfg.ingress.max_payload_bytes}"))
+    # 2. UTF-8 and JSON, with the nesting depth checked before the parser runs
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return reject(None, None, BadRequest(f"payload is not valid UTF-8 (byte {e.start})"))
+    if json_depth_exceeds(text, MAX_JSON_DEPTH):
+        return reject(None, None, BadRequest(f"JSON nests deeper than {MAX_JSON_DEPTH} levels"))
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        return reject(None, None, BadRequest(f"payload is not valid JSON: {e}"))
+    if not isinstance(data, dict):
+        return reject(None, None, BadRequest("payload must be a JSON object"))
+    # 3. the id: needed to address any reply
+    raw_id = data.get("id")
+    req_id: str
+    if raw_id is None:
+        req_id = uuid.uuid4().hex
+    elif isinstance(raw_id, str) and ID_RE.match(raw_id):
+        req_id = raw_id
+    else:
+        return reject(None, data.get("reply_to"), BadRequest(
+            "id must be 1-128 characters of [A-Za-z0-9._:-]"))
+    reply_to = data.get("reply_to")
+    # 4. the reply address: v5 response topic, else reply_to, else the default topic
+    if v5_problem is not None:
+        return reject(req_id, None, BadRequest(f"response topic refused: {v5_problem}"))
+    if reply_to is not None:
+        if not isinstance(reply_to, str):
+            return reject(req_id, None, BadRequest("reply_to: must be a string"))
+        problem = reply_topic_problem(reply_to, prefixes)
+        if problem is not None:
+            return reject(req_id, None, BadRequest(f"reply_to refused: {problem}"))
+    # 5. every field, strictly
+    try:
+        body = RequestBody.model_validate(data)
+    except ValidationError as e:
+        return reject(req_id, reply_to, BadRequest(_format_errors(e)))
+    limit = cfg.ingress.max_tokens_limit
+    if body.max_tokens is not None and body.max_tokens > limit:
+        return reject(req_id, reply_to, BadRequest(
+            f"max_tokens: {body.max_tokens} is over this device's limit of {limit}"))
+    if body.messages is not None and len(body.messages) > cfg.ingress.max_messages:
+        return reject(req_id, reply_to, BadRequest(
+            f"messages: at most {cfg.ingress.max_messages} are accepted"))
+    if body.messages is not None:
+        messages = tuple(ChatMessage(m.role, m.content) for m in body.messages)
+    else:
+        assert body.prompt is not None
+        messages = (ChatMessage("user", body.prompt),)
+    deadlines = []
+    if body.deadline_ms is not None:
+        deadlines.append(received_at_s + body.deadline_ms / 1000.0)
+    if expiry_s is not None:
+        deadlines.append(received_at_s + float(expiry_s))
+    reply = v5_reply or (ReplyAddress(reply_to, None) if reply_to is not None
+                         else ReplyAddress(default_reply_topic(req_id), correlation_data))
+    return Request(
+        id=req_id,
+        messages=messages,
+        max_tokens=body.max_tokens or cfg.ingress.max_tokens_default,
+        temperature=body.temperature,
+        stream=body.stream,
+        route=body.route,
+        sensitivity=body.sensitivity,
+        reply=reply,
+        received_at_s=received_at_s,
+        deadline_at_s=min(deadlines) if deadlines else None,
+    )
+
+
+# --- replies ------------------------------------------------------------------------------------
+
+
+def _dumps(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def encode_chunk(request_id: str, seq: int, text: str) -> bytes:
+    """A streamed piece of the answer."""
+    return _dumps({"id": request_id, "type": "chunk", "seq": seq, "text": text})
+
+
+def encode_error(request_id: str | None, err: EdgedError) -> bytes:
+    """The final reply of a request that failed."""
+    return _dumps({"id": request_id, "type": "error", "code": err.code, "message": err.message})
+
+
+def _ms(v: float | None) -> float | None:
+    return None if v is None else round(v, 3)
+
+
+def encode_result(result: Result) -> bytes:
+    """The final reply of a request that succeeded."""
+    e = result.energy
+    g = result.guardian
+    return _dumps({
+        "id": result.id,
+        "type": "result",
+        "text": result.text,
+        "finish_reason": result.finish_reason,
+        "route": {"backend": result.route.backend, "reasons": list(result.route.reasons)},
+        "usage": {"prompt_tokens": result.usage.prompt_tokens,
+                  "completion_tokens": result.usage.completion_tokens},
+        "timing_ms": {"queue": _ms(result.timing.queue_ms), "ttft": _ms(result.timing.ttft_ms),
+                      "total": _ms(result.timing.total_ms)},
+        "energy": {
+            "joules": e.joules, "joules_active": e.joules_active,
+            "tokens_per_joule": e.tokens_per_joule, "mwh_per_1k_tokens": e.mwh_per_1k_tokens,
+            "source": e.source, "estimated": e.estimated, "sample_hz": e.sample_hz,
+            "reason": e.reason,
+        },
+        "guardian": None if g is None else {"input": g.input, "output": g.output},
+    })

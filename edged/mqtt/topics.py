@@ -1,0 +1,32 @@
+"""Topic names: the one place that spells them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Every topic of one device: ``<prefix>/<device_id>/...``."""
+
+    prefix: str
+    device_id: str
+
+    @property
+    def base(self) -> str:
+        """``edged/<device_id>``."""
+        return f"{self.prefix}/{self.device_id}"
+
+    @property
+    def request(self) -> str:
+        """Where clients publish requests (QoS 1)."""
+        return f"{self.base}/request"
+
+    @property
+    def status(self) -> str:
+        """Retained online/offline status; ``offline`` is also the last will."""
+        return f"{self.base}/status"
+
+    def response(self, request_id: str) -> str:
+        """Default reply topic when a request names none."""
+        return f"{self.base}/response/{request_id}"

@@ -1,0 +1,135 @@
+"""The request path, in data-flow order.
+
+ingress (validated Request) -> guardian in -> router -> backend -> guardian out
+-> responder -> energy. Every request handled here ends with exactly one result or one
+error reply. The stages are passed in; this module only puts them in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Protocol
+
+from edged.aio import deadline
+from edged.backends.base import Backend
+from edged.energy.meter import Meter
+from edged.errors import EdgedError, Internal
+from edged.guardian import Guardian
+from edged.router.policy import Router
+from edged.types import (
+    FinishReason,
+    Finished,
+    Request,
+    Result,
+    RouteDecision,
+    Started,
+    StreamEvent,
+    TextDelta,
+    Timing,
+    Usage,
+)
+
+log = logging.getLogger("edged.pipeline")
+
+
+class ReplySink(Protocol):
+    """Where one request's replies go (the responder)."""
+
+    def chunk(self, text: str) -> None:
+        """A streamed piece of text."""
+        ...
+
+    def result(self, result: Result) -> None:
+        """The final result."""
+        ...
+
+    def error(self, err: EdgedError) -> None:
+        """The final error."""
+        ...
+
+
+@dataclass(slots=True)
+class _Outcome:
+    text: str
+    finish_reason: FinishReason
+    usage: Usage
+    started_at_s: float | None
+    first_text_at_s: float | None
+
+
+class Pipeline:
+    """Puts the stages in order for each request."""
+
+    def __init__(self, *, guardian: Guardian, router: Router, backends: Mapping[str, Backend],
+                 meter: Meter) -> None:
+        self.guardian = guardian
+        self.router = router
+        self.backends = backends
+        self.meter = meter
+
+    async def handle(self, request: Request, reply: ReplySink) -> None:
+        """Serve one request; always ends with exactly one ``result`` or ``error``."""
+        self.meter.begin(request.id)
+        try:
+            async with deadline(request.deadline_at_s):
+                verdict = self.guardian.check_input(request)                    # guardian in
+                healthy = {name: b.healthy() for name, b in self.backends.items()}
+                route = self.router.decide(verdict.request, verdict, healthy)   # router
+                events = self.backends[route.backend].generate(verdict.request)  # backend
+                events = self.guardian.filter_stream(events, verdict)          # guardian out
+                out = await self._respond(verdict.request, events, reply)      # responder
+        except EdgedError as err:
+            self.meter.end(request.id, 0)
+            reply.error(err)
+            return
+        except Exception:
+            log.exception("event=request_failed id=%s", request.id)
+            self.meter.end(request.id, 0)
+            reply.error(Internal("unexpected failure; see the device log"))
+            return
+        energy = self.meter.end(request.id, out.usage.completion_tokens)      # energy
+        reply.result(self._result(request, route, out, energy, self.guardian.report(verdict)))
+
+    @staticmethod
+    async def _respond(request: Request, events: AsyncIterator[StreamEvent],
+                       reply: ReplySink) -> _Outcome:
+        parts: list[str] = []
+        started: float | None = None
+        first: float | None = None
+        async with aclosing(events) as stream:
+            async for ev in stream:
+                if isinstance(ev, TextDelta):
+                    if first is None:
+                        first = time.monotonic()
+                    parts.append(ev.text)
+                    if request.stream:
+                        reply.chunk(ev.text)
+                elif isinstance(ev, Started):
+                    started = time.monotonic()
+                elif isinstance(ev, Finished):
+                    return _Outcome("".join(parts), ev.finish_reason, ev.usage, started, first)
+        raise Internal("the backend's stream ended without finishing")
+
+    @staticmethod
+    def _result(request: Request, route: RouteDecision, out: _Outcome, energy: object,
+                guardian: object) -> Result:
+        t0 = request.received_at_s
+        now = time.monotonic()
+        return Result(
+            id=request.id,
+            text=out.text,
+            finish_reason=out.finish_reason,
+            route=route,
+            usage=out.usage,
+            timing=Timing(
+                queue_ms=None if out.started_at_s is None else (out.started_at_s - t0) * 1000,
+                ttft_ms=None if out.first_text_at_s is None else (out.first_text_at_s - t0) * 1000,
+                total_ms=(now - t0) * 1000,
+            ),
+            energy=energy,  # type: ignore[arg-type]
+            guardian=guardian,  # type: ignore[arg-type]
+        )

@@ -1,0 +1,1 @@
+"""The router: pure policy functions that pick a backend for each request."""

@@ -1,0 +1,57 @@
+"""Shared fixtures. Integration fixtures use the real parts: Mosquitto and the real model."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import DEFAULT_MODEL_FILE, Broker, Daemon
+
+
+@pytest.fixture(scope="session")
+def model_file() -> Path:
+    if not DEFAULT_MODEL_FILE.is_file():
+        pytest.fail("the default model is missing: run `make test` (it fetches it) or "
+                    "`.venv/bin/edged models fetch`")
+    return DEFAULT_MODEL_FILE
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    b = Broker(tmp_path_factory.mktemp("mosquitto"))
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def make_daemon(broker: Broker, model_file: Path, tmp_path: Path) -> Iterator[object]:
+    """Factory: ``make_daemon(**env)`` starts an edged with its own device id."""
+    started: list[Daemon] = []
+
+    def make(start: bool = True, **env: str) -> Daemon:
+        d = Daemon(broker_port=broker.port, device_id=f"t{uuid.uuid4().hex[:10]}",
+                   log_path=tmp_path / f"edged-{len(started)}.log", extra_env=env)
+        started.append(d)
+        if start:
+            d.start()
+        return d
+
+    yield make
+    for d in started:
+        if d.proc is not None and d.proc.poll() is None:
+            d.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_daemon(broker: Broker, model_file: Path,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """One daemon for the tests of a module that do not restart it."""
+    d = Daemon(broker_port=broker.port, device_id=f"s{uuid.uuid4().hex[:10]}",
+               log_path=tmp_path_factory.mktemp("edged") / "edged.log")
+    d.start()
+    yield d
+    d.stop()
