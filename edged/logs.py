@@ -14,8 +14,10 @@ class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         """Render one record."""
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        line = (f"ts={ts}.{int(record.msecs):03d}Z level={record.levelname.lower()} "
-                f"logger={record.name} {record.getMessage()}")
+        line = (
+            f"ts={ts}.{int(record.msecs):03d}Z level={record.levelname.lower()} "
+            f"logger={record.name} {record.getMessage()}"
+        )
         if record.exc_info:
             line += " exc=" + json.dumps(self.formatException(record.exc_info))
         return line
@@ -26,8 +28,12 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """Render one record."""
-        obj = {"ts": record.created, "level": record.levelname.lower(),
-               "logger": record.name, "msg": record.getMessage()}
+        obj = {
+            "ts": record.created,
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
         if record.exc_info:
             obj["exc"] = self.formatException(record.exc_info)
         return json.dumps(obj, ensure_ascii=False)

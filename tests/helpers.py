@@ -65,8 +65,9 @@ class Broker:
 
     def start(self) -> None:
         self.log = open(self.log_path, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.conf)],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [mosquitto_binary(), "-c", str(self.conf)], stdout=self.log, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -74,7 +75,7 @@ class Broker:
                     return
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"mosquitto exited: {self.log_path.read_text()}")
+                    raise RuntimeError(f"mosquitto exited: {self.log_path.read_text()}") from None
                 time.sleep(0.05)
         raise RuntimeError("mosquitto did not start listening")
 
@@ -97,24 +98,35 @@ class Daemon:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGED_")}
-        env.update({
-            "EDGED_DEVICE_ID": self.device_id,
-            "EDGED_MQTT__PORT": str(self.broker_port),
-            "EDGED_MQTT__RECONNECT_MIN_S": "0.2",
-            "EDGED_MODELS__DIR": str(MODELS_DIR),
-            "EDGED_MODELS__MANIFEST": str(MANIFEST),
-            "EDGED_LOCAL__N_THREADS": "1",
-            "EDGED_LOG__LEVEL": "debug",
-        })
+        env.update(
+            {
+                "EDGED_DEVICE_ID": self.device_id,
+                "EDGED_MQTT__PORT": str(self.broker_port),
+                "EDGED_MQTT__RECONNECT_MIN_S": "0.2",
+                "EDGED_MODELS__DIR": str(MODELS_DIR),
+                "EDGED_MODELS__MANIFEST": str(MANIFEST),
+                "EDGED_LOCAL__N_THREADS": "1",
+                "EDGED_LOG__LEVEL": "debug",
+            }
+        )
         env.update(self.extra_env)
         return env
 
     def start(self, wait_online: bool = True) -> None:
         self._log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edged.cli", "run", "--config",
-             str(ROOT / "configs" / "edged.toml")],
-            env=self.env(), stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
+            [
+                sys.executable,
+                "-m",
+                "edged.cli",
+                "run",
+                "--config",
+                str(ROOT / "configs" / "edged.toml"),
+            ],
+            env=self.env(),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
         )
         if wait_online:
             self.wait_online()
@@ -167,8 +179,11 @@ class Client:
         self.port = port
         self.protocol = protocol
         self.inbox: queue.Queue[Msg] = queue.Queue()
-        self._c = paho.Client(callback_api_version=paho.CallbackAPIVersion.VERSION2,
-                              client_id=f"test-{uuid.uuid4().hex[:8]}", protocol=protocol)
+        self._c = paho.Client(
+            callback_api_version=paho.CallbackAPIVersion.VERSION2,
+            client_id=f"test-{uuid.uuid4().hex[:8]}",
+            protocol=protocol,
+        )
         self._c.on_message = self._on_message
         self._subacks: queue.Queue[int] = queue.Queue()
         self._c.on_subscribe = lambda *a: self._subacks.put(1)
@@ -176,8 +191,14 @@ class Client:
     def _on_message(self, client: Any, userdata: Any, msg: paho.MQTTMessage) -> None:
         props = getattr(msg, "properties", None)
         corr = getattr(props, "CorrelationData", None) if props is not None else None
-        self.inbox.put(Msg(msg.topic, bytes(msg.payload),
-                           bytes(corr) if corr is not None else None, bool(msg.retain)))
+        self.inbox.put(
+            Msg(
+                msg.topic,
+                bytes(msg.payload),
+                bytes(corr) if corr is not None else None,
+                bool(msg.retain),
+            )
+        )
 
     def __enter__(self) -> Client:
         if self.protocol == paho.MQTTv5:
@@ -195,8 +216,15 @@ class Client:
         self._c.subscribe(topic, qos=1)
         self._subacks.get(timeout=10)
 
-    def publish(self, topic: str, payload: bytes | str, *, response_topic: str | None = None,
-                correlation_data: bytes | None = None, expiry_s: int | None = None) -> None:
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        *,
+        response_topic: str | None = None,
+        correlation_data: bytes | None = None,
+        expiry_s: int | None = None,
+    ) -> None:
         props = None
         if self.protocol == paho.MQTTv5 and (response_topic or correlation_data or expiry_s):
             props = Properties(PacketTypes.PUBLISH)

@@ -7,7 +7,7 @@ task cancellation) cancels the generation. Errors are raised as :mod:`edged.erro
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Protocol, runtime_checkable
 
 from edged.types import Request, StreamEvent
@@ -19,7 +19,7 @@ class Backend(Protocol):
 
     name: str
 
-    def generate(self, request: Request) -> AsyncIterator[StreamEvent]:
+    def generate(self, request: Request) -> AsyncGenerator[StreamEvent, None]:
         """Stream events for one request; closing the iterator cancels the generation."""
         ...
 

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,15 @@ from typing import Any
 from edged.backends.base import register
 from edged.config import LocalModelConfig
 from edged.errors import BadRequest, EdgedError, Internal, Unavailable
-from edged.types import Finished, Request, Started, StreamEvent, TextDelta, Usage
+from edged.types import (
+    Finished,
+    FinishReason,
+    Request,
+    Started,
+    StreamEvent,
+    TextDelta,
+    Usage,
+)
 
 log = logging.getLogger("edged.backend.llama")
 
@@ -59,8 +67,12 @@ class LlamaBackend:
         t0 = time.monotonic()
         await loop.run_in_executor(self._executor, self._load)
         self.load_s = time.monotonic() - t0
-        log.info("event=model_loaded backend=%s path=%s load_s=%.2f",
-                 self.name, self.model_path, self.load_s)
+        log.info(
+            "event=model_loaded backend=%s path=%s load_s=%.2f",
+            self.name,
+            self.model_path,
+            self.load_s,
+        )
 
     def _load(self) -> None:
         import llama_cpp  # heavy import, done off the event loop
@@ -91,11 +103,13 @@ class LlamaBackend:
                 bos_token=m.token_get_text(llm.token_bos()),
                 add_generation_prompt=True,
             )
-            self._format = lambda messages: formatter(messages=messages).prompt
+            self._format = lambda messages: formatter(messages=messages).prompt  # type: ignore[arg-type]
         else:  # a base model without a template: plain transcript
+
             def plain(messages: list[dict[str, str]]) -> str:
                 lines = [f"{msg['role']}: {msg['content']}" for msg in messages]
                 return "\n".join([*lines, "assistant:"])
+
             self._format = plain
         self._llm = llm
 
@@ -126,11 +140,10 @@ class LlamaBackend:
         if self._cfg.system_prompt and not any(m["role"] == "system" for m in messages):
             messages.insert(0, {"role": "system", "content": self._cfg.system_prompt})
         prompt = self._format(messages)
-        tokens: list[int] = self._llm.tokenize(prompt.encode("utf-8"), add_bos=False,
-                                               special=True)
+        tokens: list[int] = self._llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
         return tokens
 
-    async def generate(self, request: Request) -> AsyncIterator[StreamEvent]:
+    async def generate(self, request: Request) -> AsyncGenerator[StreamEvent, None]:
         """Stream one generation; closing the iterator cancels it."""
         if self._llm is None:
             raise Unavailable(f"backend {self.name} has no model loaded")
@@ -170,8 +183,9 @@ class LlamaBackend:
             self._waiting -= 1
             job.add_done_callback(_log_job_failure)
 
-    def _decode(self, request: Request, cancel: threading.Event,
-                emit: Callable[[_Item], None]) -> None:
+    def _decode(
+        self, request: Request, cancel: threading.Event, emit: Callable[[_Item], None]
+    ) -> None:
         """The decode job, on the decode thread. Reports only through ``emit``."""
         if cancel.is_set():
             return
@@ -183,15 +197,14 @@ class LlamaBackend:
             tokens = self.prompt_tokens(request)
             n_ctx = self._cfg.n_ctx
             if len(tokens) >= n_ctx:
-                raise BadRequest(
-                    f"prompt is {len(tokens)} tokens; the local context holds {n_ctx}")
+                raise BadRequest(f"prompt is {len(tokens)} tokens; the local context holds {n_ctx}")
             budget = min(request.max_tokens, n_ctx - len(tokens))
             if self._cfg.seed >= 0:
                 llm.set_seed(self._cfg.seed)
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             vocab, is_eog = self._vocab, self._is_eog
             produced = 0
-            finish = "length"
+            finish: FinishReason = "length"
             t_first: float | None = None
             for tok in llm.generate(
                 tokens,

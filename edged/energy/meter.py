@@ -34,6 +34,13 @@ class NullMeter:
 
     def end(self, key: str, completion_tokens: int) -> EnergyReport:
         """An all-unknown report."""
-        return EnergyReport(joules=None, joules_active=None, tokens_per_joule=None,
-                            mwh_per_1k_tokens=None, source="none", estimated=False,
-                            sample_hz=None, reason=self.reason)
+        return EnergyReport(
+            joules=None,
+            joules_active=None,
+            tokens_per_joule=None,
+            mwh_per_1k_tokens=None,
+            source="none",
+            estimated=False,
+            sample_hz=None,
+            reason=self.reason,
+        )

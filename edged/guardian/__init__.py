@@ -6,7 +6,7 @@ configured; rule kinds, normalization and the hold-back stream filter live besid
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol
 
 from edged.types import GuardianReport, Request, StreamEvent, Verdict
@@ -19,8 +19,9 @@ class Guardian(Protocol):
         """Judge a request's input; raises :class:`~edged.errors.Blocked` to refuse it."""
         ...
 
-    def filter_stream(self, events: AsyncIterator[StreamEvent],
-                      verdict: Verdict) -> AsyncIterator[StreamEvent]:
+    def filter_stream(
+        self, events: AsyncGenerator[StreamEvent, None], verdict: Verdict
+    ) -> AsyncGenerator[StreamEvent, None]:
         """Wrap a backend's stream so nothing forbidden reaches the client."""
         ...
 
@@ -36,8 +37,9 @@ class PassGuardian:
         """Accept the request unchanged."""
         return Verdict(request=request)
 
-    def filter_stream(self, events: AsyncIterator[StreamEvent],
-                      verdict: Verdict) -> AsyncIterator[StreamEvent]:
+    def filter_stream(
+        self, events: AsyncGenerator[StreamEvent, None], verdict: Verdict
+    ) -> AsyncGenerator[StreamEvent, None]:
         """Return the stream unchanged."""
         return events
 

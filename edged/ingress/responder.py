@@ -15,9 +15,17 @@ log = logging.getLogger("edged.responder")
 class Publisher(Protocol):
     """The part of the MQTT link the responder uses."""
 
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
-                correlation_data: bytes | None = None, response_topic: str | None = None,
-                expiry_s: int | None = None) -> object:
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        correlation_data: bytes | None = None,
+        response_topic: str | None = None,
+        expiry_s: int | None = None,
+    ) -> object:
         """Queue one message."""
         ...
 
@@ -25,8 +33,9 @@ class Publisher(Protocol):
 class Responder:
     """Replies for one request: chunks in order, then exactly one result or error."""
 
-    def __init__(self, publisher: Publisher, request_id: str | None, address: ReplyAddress,
-                 qos: int = 1) -> None:
+    def __init__(
+        self, publisher: Publisher, request_id: str | None, address: ReplyAddress, qos: int = 1
+    ) -> None:
         self._pub = publisher
         self.request_id = request_id
         self.address = address
@@ -35,8 +44,12 @@ class Responder:
         self.final: str | None = None
 
     def _send(self, payload: bytes) -> None:
-        self._pub.publish(self.address.topic, payload, qos=self._qos,
-                          correlation_data=self.address.correlation_data)
+        self._pub.publish(
+            self.address.topic,
+            payload,
+            qos=self._qos,
+            correlation_data=self.address.correlation_data,
+        )
 
     def chunk(self, text: str) -> None:
         """Publish the next piece of streamed text."""
@@ -57,8 +70,12 @@ class Responder:
 
     def _finish(self, kind: str) -> bool:
         if self.final is not None:
-            log.error("event=second_final_reply_dropped id=%s first=%s second=%s",
-                      self.request_id, self.final, kind)
+            log.error(
+                "event=second_final_reply_dropped id=%s first=%s second=%s",
+                self.request_id,
+                self.final,
+                kind,
+            )
             return False
         self.final = kind
         return True

@@ -29,8 +29,9 @@ AckFactory = Callable[[Incoming], Callable[[], None]]
 class Ingress:
     """Validation, admission (bounded), de-duplication and per-request tasks."""
 
-    def __init__(self, cfg: Config, topics: Topics, publisher: Publisher, ack: AckFactory,
-                 handler: Handler) -> None:
+    def __init__(
+        self, cfg: Config, topics: Topics, publisher: Publisher, ack: AckFactory, handler: Handler
+    ) -> None:
         self._cfg = cfg
         self._topics = topics
         self._pub = publisher
@@ -39,8 +40,7 @@ class Ingress:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._recent: OrderedDict[str, None] = OrderedDict()
         self.closing = False
-        self.counts: dict[str, int] = {"received": 0, "admitted": 0, "rejected": 0,
-                                       "duplicates": 0}
+        self.counts: dict[str, int] = {"received": 0, "admitted": 0, "rejected": 0, "duplicates": 0}
 
     @property
     def in_flight(self) -> int:
@@ -89,16 +89,24 @@ class Ingress:
             if msg.dup:
                 log.info("event=redelivery_ignored id=%s", req.id)
             else:
-                self._reject(req.id, req.reply, BadRequest(
-                    f"id {req.id!r} was used by a recent request; ids must be unique"))
+                self._reject(
+                    req.id,
+                    req.reply,
+                    BadRequest(f"id {req.id!r} was used by a recent request; ids must be unique"),
+                )
             done()
             return
         self._remember(req.id)
         if len(self._tasks) >= self._cfg.ingress.queue_limit:
             self.counts["rejected"] += 1
-            self._reject(req.id, req.reply, Busy(
-                f"{len(self._tasks)} requests are in progress; the limit is "
-                f"{self._cfg.ingress.queue_limit}"))
+            self._reject(
+                req.id,
+                req.reply,
+                Busy(
+                    f"{len(self._tasks)} requests are in progress; the limit is "
+                    f"{self._cfg.ingress.queue_limit}"
+                ),
+            )
             done()
             return
         self.counts["admitted"] += 1
@@ -106,17 +114,16 @@ class Ingress:
         task = asyncio.create_task(self._serve(req, responder, done), name=f"request-{req.id}")
         self._tasks[req.id] = task
 
-    def _reject(self, request_id: str | None, reply: ReplyAddress | None,
-                err: EdgedError) -> None:
-        log.info("event=request_rejected id=%s code=%s reason=%r", request_id, err.code,
-                 err.message)
+    def _reject(self, request_id: str | None, reply: ReplyAddress | None, err: EdgedError) -> None:
+        log.info(
+            "event=request_rejected id=%s code=%s reason=%r", request_id, err.code, err.message
+        )
         if reply is None:
             log.warning("event=reply_dropped id=%s reason=no_safe_reply_address", request_id)
             return
         Responder(self._pub, request_id, reply, self._cfg.mqtt.reply_qos).error(err)
 
-    async def _serve(self, req: Request, responder: Responder,
-                     done: Callable[[], None]) -> None:
+    async def _serve(self, req: Request, responder: Responder, done: Callable[[], None]) -> None:
         try:
             await self._handler(req, responder)
         except asyncio.CancelledError:

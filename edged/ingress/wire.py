@@ -119,7 +119,7 @@ def _format_errors(err: ValidationError) -> str:
         loc = ".".join(str(p) for p in e["loc"])
         msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
         if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
+            msg = msg[len("Value error, ") :]
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts)
 
@@ -145,17 +145,26 @@ def parse_request(
 
     def reject(req_id: str | None, reply_to: Any, err: EdgedError) -> Rejection:
         reply = v5_reply
-        if reply is None and v5_problem is None and isinstance(reply_to, str):
-            if reply_topic_problem(reply_to, prefixes) is None:
-                reply = ReplyAddress(reply_to, None)
+        if (
+            reply is None
+            and v5_problem is None
+            and isinstance(reply_to, str)
+            and reply_topic_problem(reply_to, prefixes) is None
+        ):
+            reply = ReplyAddress(reply_to, None)
         if reply is None and req_id is not None:
             reply = ReplyAddress(default_reply_topic(req_id), correlation_data)
         return Rejection(req_id, reply, err)
 
     # 1. size, before anything is parsed
     if len(payload) > cfg.ingress.max_payload_bytes:
-        return reject(None, None, TooLarge(
-            f"payload is {len(payload)} bytes; the limit is {cfg.ingress.max_payload_bytes}"))
+        return reject(
+            None,
+            None,
+            TooLarge(
+                f"payload is {len(payload)} bytes; the limit is {cfg.ingress.max_payload_bytes}"
+            ),
+        )
     # 2. UTF-8 and JSON, with the nesting depth checked before the parser runs
     try:
         text = payload.decode("utf-8")
@@ -177,8 +186,9 @@ def parse_request(
     elif isinstance(raw_id, str) and ID_RE.match(raw_id):
         req_id = raw_id
     else:
-        return reject(None, data.get("reply_to"), BadRequest(
-            "id must be 1-128 characters of [A-Za-z0-9._:-]"))
+        return reject(
+            None, data.get("reply_to"), BadRequest("id must be 1-128 characters of [A-Za-z0-9._:-]")
+        )
     reply_to = data.get("reply_to")
     # 4. the reply address: v5 response topic, else reply_to, else the default topic
     if v5_problem is not None:
@@ -196,11 +206,17 @@ def parse_request(
         return reject(req_id, reply_to, BadRequest(_format_errors(e)))
     limit = cfg.ingress.max_tokens_limit
     if body.max_tokens is not None and body.max_tokens > limit:
-        return reject(req_id, reply_to, BadRequest(
-            f"max_tokens: {body.max_tokens} is over this device's limit of {limit}"))
+        return reject(
+            req_id,
+            reply_to,
+            BadRequest(f"max_tokens: {body.max_tokens} is over this device's limit of {limit}"),
+        )
     if body.messages is not None and len(body.messages) > cfg.ingress.max_messages:
-        return reject(req_id, reply_to, BadRequest(
-            f"messages: at most {cfg.ingress.max_messages} are accepted"))
+        return reject(
+            req_id,
+            reply_to,
+            BadRequest(f"messages: at most {cfg.ingress.max_messages} are accepted"),
+        )
     if body.messages is not None:
         messages = tuple(ChatMessage(m.role, m.content) for m in body.messages)
     else:
@@ -211,8 +227,11 @@ def parse_request(
         deadlines.append(received_at_s + body.deadline_ms / 1000.0)
     if expiry_s is not None:
         deadlines.append(received_at_s + float(expiry_s))
-    reply = v5_reply or (ReplyAddress(reply_to, None) if reply_to is not None
-                         else ReplyAddress(default_reply_topic(req_id), correlation_data))
+    reply = v5_reply or (
+        ReplyAddress(reply_to, None)
+        if reply_to is not None
+        else ReplyAddress(default_reply_topic(req_id), correlation_data)
+    )
     return Request(
         id=req_id,
         messages=messages,
@@ -252,21 +271,32 @@ def encode_result(result: Result) -> bytes:
     """The final reply of a request that succeeded."""
     e = result.energy
     g = result.guardian
-    return _dumps({
-        "id": result.id,
-        "type": "result",
-        "text": result.text,
-        "finish_reason": result.finish_reason,
-        "route": {"backend": result.route.backend, "reasons": list(result.route.reasons)},
-        "usage": {"prompt_tokens": result.usage.prompt_tokens,
-                  "completion_tokens": result.usage.completion_tokens},
-        "timing_ms": {"queue": _ms(result.timing.queue_ms), "ttft": _ms(result.timing.ttft_ms),
-                      "total": _ms(result.timing.total_ms)},
-        "energy": {
-            "joules": e.joules, "joules_active": e.joules_active,
-            "tokens_per_joule": e.tokens_per_joule, "mwh_per_1k_tokens": e.mwh_per_1k_tokens,
-            "source": e.source, "estimated": e.estimated, "sample_hz": e.sample_hz,
-            "reason": e.reason,
-        },
-        "guardian": None if g is None else {"input": g.input, "output": g.output},
-    })
+    return _dumps(
+        {
+            "id": result.id,
+            "type": "result",
+            "text": result.text,
+            "finish_reason": result.finish_reason,
+            "route": {"backend": result.route.backend, "reasons": list(result.route.reasons)},
+            "usage": {
+                "prompt_tokens": result.usage.prompt_tokens,
+                "completion_tokens": result.usage.completion_tokens,
+            },
+            "timing_ms": {
+                "queue": _ms(result.timing.queue_ms),
+                "ttft": _ms(result.timing.ttft_ms),
+                "total": _ms(result.timing.total_ms),
+            },
+            "energy": {
+                "joules": e.joules,
+                "joules_active": e.joules_active,
+                "tokens_per_joule": e.tokens_per_joule,
+                "mwh_per_1k_tokens": e.mwh_per_1k_tokens,
+                "source": e.source,
+                "estimated": e.estimated,
+                "sample_hz": e.sample_hz,
+                "reason": e.reason,
+            },
+            "guardian": None if g is None else {"input": g.input, "output": g.output},
+        }
+    )

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -61,6 +62,11 @@ class Incoming:
     response_topic: str | None
     correlation_data: bytes | None
     expiry_s: int | None
+
+
+def props_for(packet_type: int) -> Properties:
+    """An empty MQTT v5 property set for one packet type."""
+    return Properties(packet_type)  # type: ignore[no-untyped-call]
 
 
 class AckTracker:
@@ -146,9 +152,9 @@ class MqttLink:
         self.last_error: str | None = None
 
         c = paho.Client(
-            callback_api_version=paho.CallbackAPIVersion.VERSION2,
+            callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
-            protocol=paho.MQTTv5,
+            protocol=MQTTProtocolVersion.MQTTv5,
             manual_ack=manual_ack,
             reconnect_on_failure=False,
         )
@@ -166,7 +172,14 @@ class MqttLink:
         c.on_disconnect = self._cb_disconnect
         c.on_message = self._cb_message
         self._client = c
-        self.acks = AckTracker(lambda mid: self._client.ack(mid, 1))
+        self.acks = AckTracker(self._send_puback)
+
+    def _send_puback(self, mid: int) -> None:
+        rc = self._client.ack(mid, 1)
+        if rc != paho.MQTT_ERR_SUCCESS:
+            # Not connected: the broker redelivers the message after we reconnect, and the
+            # id de-duplication keeps it from being served twice.
+            log.info("event=puback_not_sent mid=%d rc=%s", mid, rc)
 
     # --- thread bridge -----------------------------------------------------------------------
 
@@ -231,15 +244,17 @@ class MqttLink:
 
     # --- paho protocol callbacks (all on the loop thread) -----------------------------------
 
-    def _cb_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any,
-                    properties: Any) -> None:
+    def _cb_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
         if self._connack is not None and not self._connack.done():
             rc = int(reason.value) if hasattr(reason, "value") else int(reason)
             self._connack.set_result(rc)
             self._session_present = bool(getattr(flags, "session_present", False))
 
-    def _cb_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any,
-                       properties: Any) -> None:
+    def _cb_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
         self._on_loop(self._mark_lost, str(reason))
 
     def _mark_lost(self, reason: str) -> None:
@@ -294,7 +309,7 @@ class MqttLink:
         """Queue one PUBLISH. QoS 1 messages are kept by paho and resent after a reconnect."""
         props: Properties | None = None
         if correlation_data is not None or response_topic is not None or expiry_s is not None:
-            props = Properties(PacketTypes.PUBLISH)
+            props = props_for(PacketTypes.PUBLISH)
             if correlation_data is not None:
                 props.CorrelationData = correlation_data
             if response_topic is not None:
@@ -323,16 +338,25 @@ class MqttLink:
             except Exception as e:  # connect refused, DNS, CONNACK error, ...
                 self.last_error = str(e) or type(e).__name__
                 sleep_s = random.uniform(delay / 2, delay)
-                log.warning("event=mqtt_connect_failed host=%s port=%d error=%r retry_s=%.2f",
-                            self.host, self.port, self.last_error, sleep_s)
+                log.warning(
+                    "event=mqtt_connect_failed host=%s port=%d error=%r retry_s=%.2f",
+                    self.host,
+                    self.port,
+                    self.last_error,
+                    sleep_s,
+                )
                 self._cleanup_socket()
                 await asyncio.sleep(sleep_s)
                 delay = min(delay * 2, self._backoff[1])
                 continue
             delay = self._backoff[0]
             self.connects += 1
-            log.info("event=mqtt_connected host=%s port=%d session_present=%s",
-                     self.host, self.port, session_present)
+            log.info(
+                "event=mqtt_connected host=%s port=%d session_present=%s",
+                self.host,
+                self.port,
+                session_present,
+            )
             if not session_present:
                 # A fresh session: the broker has no unacked messages of ours to redeliver.
                 self.acks.reset()
@@ -357,14 +381,17 @@ class MqttLink:
         self._lost.clear()
         self._connack = self._loop.create_future()
         self._session_present = False
-        props = Properties(PacketTypes.CONNECT)
+        props = props_for(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self._session_expiry_s
         props.ReceiveMaximum = self._receive_maximum
         await self._loop.run_in_executor(
             None,
             lambda: self._client.connect(
-                self.host, self.port, keepalive=self._keepalive_s,
-                clean_start=self._clean_start, properties=props,
+                self.host,
+                self.port,
+                keepalive=self._keepalive_s,
+                clean_start=self._clean_start,
+                properties=props,
             ),
         )
         rc = await asyncio.wait_for(self._connack, timeout=max(10.0, self._keepalive_s))
@@ -390,7 +417,8 @@ class MqttLink:
     async def flush(self, timeout_s: float = 2.0) -> None:
         """Wait until queued outgoing packets are written, or ``timeout_s`` passes."""
         end = time.monotonic() + timeout_s
-        while self._client.want_write() and time.monotonic() < end and self.connected.is_set():
+        # paho offers no event for "all written", so poll (only at shutdown).
+        while self._client.want_write() and time.monotonic() < end and self.connected.is_set():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
 
     async def close(self, timeout_s: float = 2.0) -> None:
@@ -398,7 +426,7 @@ class MqttLink:
         self._stopping = True
         await self.flush(timeout_s)
         if self.connected.is_set():
-            props = Properties(PacketTypes.DISCONNECT)
+            props = props_for(PacketTypes.DISCONNECT)
             # Keep the session for session_expiry_s so queued requests survive a restart.
             props.SessionExpiryInterval = self._session_expiry_s
             self._client.disconnect(properties=props)

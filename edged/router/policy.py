@@ -38,7 +38,8 @@ def decide(request: Request, verdict: Verdict, healthy: Mapping[str, bool]) -> R
 class Router:
     """Holds what the policy needs between requests (for now, nothing but the function)."""
 
-    def decide(self, request: Request, verdict: Verdict,
-               healthy: Mapping[str, bool]) -> RouteDecision:
+    def decide(
+        self, request: Request, verdict: Verdict, healthy: Mapping[str, bool]
+    ) -> RouteDecision:
         """See :func:`decide`."""
         return decide(request, verdict, healthy)

@@ -21,24 +21,39 @@ pytestmark = pytest.mark.integration
 SYSTEM = {"role": "system", "content": "You are a helpful assistant. Answer briefly."}
 
 
-def ask(d: Daemon, port: int, body: dict[str, object], timeout_s: float = 60.0,
-        **pub: object) -> list[dict[str, object]]:
+def ask(
+    d: Daemon, port: int, body: dict[str, object], timeout_s: float = 60.0, **pub: object
+) -> list[dict[str, object]]:
     """Publish one request with a v5 response topic; return its reply messages."""
     rid = str(body.get("id", uuid.uuid4().hex))
     body = {**body, "id": rid}
     topic = f"reply/{uuid.uuid4().hex[:8]}"
     with Client(port) as c:
         c.subscribe(topic)
-        c.publish(f"edged/{d.device_id}/request", json.dumps(body), response_topic=topic,
-                  **pub)  # type: ignore[arg-type]
+        c.publish(f"edged/{d.device_id}/request", json.dumps(body), response_topic=topic, **pub)  # type: ignore[arg-type]
         return [m.json() for m in c.collect(rid, timeout_s=timeout_s)]
 
 
 def test_ask_cli_answers_capital_of_france(shared_daemon: Daemon, broker: Broker) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "edged.cli", "ask", "--device", shared_daemon.device_id,
-         "--port", str(broker.port), "--temperature", "0", "What is the capital of France?"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "edged.cli",
+            "ask",
+            "--device",
+            shared_daemon.device_id,
+            "--port",
+            str(broker.port),
+            "--temperature",
+            "0",
+            "What is the capital of France?",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
         env={k: v for k, v in os.environ.items() if not k.startswith("EDGED_")},
     )
     assert out.returncode == 0, out.stderr
@@ -47,9 +62,15 @@ def test_ask_cli_answers_capital_of_france(shared_daemon: Daemon, broker: Broker
 
 
 def test_stream_chunks_then_one_result(shared_daemon: Daemon, broker: Broker) -> None:
-    replies = ask(shared_daemon, broker.port, {
-        "messages": [SYSTEM, {"role": "user", "content": "Name three colours."}],
-        "max_tokens": 24, "temperature": 0})
+    replies = ask(
+        shared_daemon,
+        broker.port,
+        {
+            "messages": [SYSTEM, {"role": "user", "content": "Name three colours."}],
+            "max_tokens": 24,
+            "temperature": 0,
+        },
+    )
     chunks = [r for r in replies if r["type"] == "chunk"]
     final = replies[-1]
     assert final["type"] == "result", final
@@ -68,38 +89,75 @@ def test_stream_chunks_then_one_result(shared_daemon: Daemon, broker: Broker) ->
     assert final["guardian"] is None
 
 
-def test_non_streaming_request_gets_only_the_result(shared_daemon: Daemon,
-                                                    broker: Broker) -> None:
-    replies = ask(shared_daemon, broker.port, {"prompt": "Say hello.", "stream": False,
-                                              "max_tokens": 8})
+def test_non_streaming_request_gets_only_the_result(shared_daemon: Daemon, broker: Broker) -> None:
+    replies = ask(
+        shared_daemon, broker.port, {"prompt": "Say hello.", "stream": False, "max_tokens": 8}
+    )
     assert [r["type"] for r in replies] == ["result"]
     assert replies[0]["finish_reason"] in ("stop", "length")
 
 
 def test_max_tokens_is_honoured(shared_daemon: Daemon, broker: Broker) -> None:
-    replies = ask(shared_daemon, broker.port, {"prompt": "Write a long story about a dragon.",
-                                              "max_tokens": 5, "temperature": 0})
+    replies = ask(
+        shared_daemon,
+        broker.port,
+        {"prompt": "Write a long story about a dragon.", "max_tokens": 5, "temperature": 0},
+    )
     final = replies[-1]
     assert final["finish_reason"] == "length"
     assert final["usage"]["completion_tokens"] == 5  # type: ignore[index]
 
 
-def test_mosquitto_clients_v5_response_topic_and_correlation(shared_daemon: Daemon,
-                                                             broker: Broker) -> None:
+def test_mosquitto_clients_v5_response_topic_and_correlation(
+    shared_daemon: Daemon, broker: Broker
+) -> None:
     topic = f"reply/cli-{uuid.uuid4().hex[:6]}"
     sub = subprocess.Popen(
-        ["mosquitto_sub", "-p", str(broker.port), "-V", "mqttv5", "-q", "1", "-t", topic,
-         "-F", "%D\t%p", "-W", "60"],
-        stdout=subprocess.PIPE, text=True)
+        [
+            "mosquitto_sub",
+            "-p",
+            str(broker.port),
+            "-V",
+            "mqttv5",
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-F",
+            "%D\t%p",
+            "-W",
+            "60",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         time.sleep(0.5)  # let the subscription reach the broker
         subprocess.run(
-            ["mosquitto_pub", "-p", str(broker.port), "-V", "mqttv5", "-q", "1",
-             "-t", f"edged/{shared_daemon.device_id}/request",
-             "-D", "publish", "response-topic", topic,
-             "-D", "publish", "correlation-data", "corr-42",
-             "-m", json.dumps({"id": "cli-1", "prompt": "Say hi.", "max_tokens": 12})],
-            check=True, timeout=10)
+            [
+                "mosquitto_pub",
+                "-p",
+                str(broker.port),
+                "-V",
+                "mqttv5",
+                "-q",
+                "1",
+                "-t",
+                f"edged/{shared_daemon.device_id}/request",
+                "-D",
+                "publish",
+                "response-topic",
+                topic,
+                "-D",
+                "publish",
+                "correlation-data",
+                "corr-42",
+                "-m",
+                json.dumps({"id": "cli-1", "prompt": "Say hi.", "max_tokens": 12}),
+            ],
+            check=True,
+            timeout=10,
+        )
         lines: list[tuple[str, dict[str, object]]] = []
         assert sub.stdout is not None
         for line in sub.stdout:
@@ -127,21 +185,25 @@ BAD_INPUTS: list[tuple[str, bytes, str]] = [
     ("absurd max_tokens", b'{"prompt": "hi", "max_tokens": 100000000}', "bad_request"),
     ("negative deadline", b'{"prompt": "hi", "deadline_ms": -5}', "bad_request"),
     ("bool as int", b'{"prompt": "hi", "max_tokens": true}', "bad_request"),
-    ("deep nesting", b'{"prompt": "hi", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",
-     "bad_request"),
+    ("deep nesting", b'{"prompt": "hi", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", "bad_request"),
     ("over the size limit", b'{"prompt": "' + b"a" * 70000 + b'"}', "too_large"),
 ]
 
 
 def test_bad_inputs_each_get_their_error_and_the_daemon_keeps_serving(
-        shared_daemon: Daemon, broker: Broker) -> None:
+    shared_daemon: Daemon, broker: Broker
+) -> None:
     topic = f"reply/bad-{uuid.uuid4().hex[:6]}"
     with Client(broker.port) as c:
         c.subscribe(topic)
         for i, (name, payload, code) in enumerate(BAD_INPUTS):
             corr = f"bad-{i}".encode()
-            c.publish(f"edged/{shared_daemon.device_id}/request", payload,
-                      response_topic=topic, correlation_data=corr)
+            c.publish(
+                f"edged/{shared_daemon.device_id}/request",
+                payload,
+                response_topic=topic,
+                correlation_data=corr,
+            )
             msg = c.get(timeout_s=10)
             body = msg.json()
             assert msg.correlation_data == corr, name
@@ -158,8 +220,10 @@ def test_reply_address_with_wildcard_is_refused(shared_daemon: Daemon, broker: B
     with Client(broker.port) as c:
         c.subscribe("reply/#")
         c.subscribe(f"edged/{shared_daemon.device_id}/response/#")
-        c.publish(f"edged/{shared_daemon.device_id}/request",
-                  json.dumps({"id": "wild-1", "prompt": "hi", "reply_to": "reply/+/x"}))
+        c.publish(
+            f"edged/{shared_daemon.device_id}/request",
+            json.dumps({"id": "wild-1", "prompt": "hi", "reply_to": "reply/+/x"}),
+        )
         msg = c.get(timeout_s=10)
     assert msg.topic == f"edged/{shared_daemon.device_id}/response/wild-1"
     body = msg.json()
@@ -167,12 +231,15 @@ def test_reply_address_with_wildcard_is_refused(shared_daemon: Daemon, broker: B
     assert "wildcard" in str(body["message"])
 
 
-def test_reply_to_outside_allowed_prefixes_is_refused(shared_daemon: Daemon,
-                                                      broker: Broker) -> None:
+def test_reply_to_outside_allowed_prefixes_is_refused(
+    shared_daemon: Daemon, broker: Broker
+) -> None:
     with Client(broker.port) as c:
         c.subscribe("#")
-        c.publish(f"edged/{shared_daemon.device_id}/request",
-                  json.dumps({"id": "out-1", "prompt": "hi", "reply_to": "home/lights/set"}))
+        c.publish(
+            f"edged/{shared_daemon.device_id}/request",
+            json.dumps({"id": "out-1", "prompt": "hi", "reply_to": "home/lights/set"}),
+        )
         deadline = time.monotonic() + 10
         seen = []
         while time.monotonic() < deadline:
@@ -189,9 +256,10 @@ def test_mqtt311_client_with_reply_to(shared_daemon: Daemon, broker: Broker) -> 
     topic = f"reply/v311-{uuid.uuid4().hex[:6]}"
     with Client(broker.port, protocol=paho.MQTTv311) as c:
         c.subscribe(topic)
-        c.publish(f"edged/{shared_daemon.device_id}/request",
-                  json.dumps({"id": "v311", "prompt": "Say hi.", "max_tokens": 6,
-                              "reply_to": topic}))
+        c.publish(
+            f"edged/{shared_daemon.device_id}/request",
+            json.dumps({"id": "v311", "prompt": "Say hi.", "max_tokens": 6, "reply_to": topic}),
+        )
         replies = [m.json() for m in c.collect("v311")]
     assert replies[-1]["type"] == "result"
 
@@ -199,16 +267,20 @@ def test_mqtt311_client_with_reply_to(shared_daemon: Daemon, broker: Broker) -> 
 def test_default_reply_topic_when_none_is_given(shared_daemon: Daemon, broker: Broker) -> None:
     with Client(broker.port) as c:
         c.subscribe(f"edged/{shared_daemon.device_id}/response/plain-1")
-        c.publish(f"edged/{shared_daemon.device_id}/request",
-                  json.dumps({"id": "plain-1", "prompt": "hi", "max_tokens": 3}))
+        c.publish(
+            f"edged/{shared_daemon.device_id}/request",
+            json.dumps({"id": "plain-1", "prompt": "hi", "max_tokens": 3}),
+        )
         replies = [m.json() for m in c.collect("plain-1")]
     assert replies[-1]["type"] == "result"
 
 
-def test_deadline_gives_timeout_never_a_late_answer(shared_daemon: Daemon,
-                                                    broker: Broker) -> None:
-    replies = ask(shared_daemon, broker.port, {
-        "prompt": "Write a long story about a dragon.", "max_tokens": 400, "deadline_ms": 150})
+def test_deadline_gives_timeout_never_a_late_answer(shared_daemon: Daemon, broker: Broker) -> None:
+    replies = ask(
+        shared_daemon,
+        broker.port,
+        {"prompt": "Write a long story about a dragon.", "max_tokens": 400, "deadline_ms": 150},
+    )
     final = replies[-1]
     assert final["type"] == "error" and final["code"] == "timeout"
 
@@ -219,9 +291,18 @@ def test_busy_past_the_queue_limit(make_daemon: Callable[..., Daemon], broker: B
     with Client(broker.port) as c:
         c.subscribe(topic)
         for i in range(3):
-            c.publish(f"edged/{d.device_id}/request",
-                      json.dumps({"id": f"b{i}", "prompt": "Tell me a long story.",
-                                  "max_tokens": 64, "stream": False}), response_topic=topic)
+            c.publish(
+                f"edged/{d.device_id}/request",
+                json.dumps(
+                    {
+                        "id": f"b{i}",
+                        "prompt": "Tell me a long story.",
+                        "max_tokens": 64,
+                        "stream": False,
+                    }
+                ),
+                response_topic=topic,
+            )
         finals = {}
         while len(finals) < 3:
             body = c.get(timeout_s=60).json()
@@ -232,15 +313,18 @@ def test_busy_past_the_queue_limit(make_daemon: Callable[..., Daemon], broker: B
 
 
 def test_request_sent_while_daemon_is_down_is_answered_after_start(
-        make_daemon: Callable[..., Daemon], broker: Broker) -> None:
+    make_daemon: Callable[..., Daemon], broker: Broker
+) -> None:
     d = make_daemon()
     assert d.stop() == 0  # its session stays on the broker
     topic = f"reply/later-{uuid.uuid4().hex[:6]}"
     with Client(broker.port) as c:
         c.subscribe(topic)
-        c.publish(f"edged/{d.device_id}/request",
-                  json.dumps({"id": "later-1", "prompt": "Say hi.", "max_tokens": 6}),
-                  response_topic=topic)
+        c.publish(
+            f"edged/{d.device_id}/request",
+            json.dumps({"id": "later-1", "prompt": "Say hi.", "max_tokens": 6}),
+            response_topic=topic,
+        )
         time.sleep(0.3)
         d.start()
         replies = [m.json() for m in c.collect("later-1", timeout_s=60)]
@@ -248,8 +332,9 @@ def test_request_sent_while_daemon_is_down_is_answered_after_start(
     assert sum(r["type"] == "result" for r in replies) == 1
 
 
-def test_status_online_then_offline_on_sigterm(make_daemon: Callable[..., Daemon],
-                                               broker: Broker) -> None:
+def test_status_online_then_offline_on_sigterm(
+    make_daemon: Callable[..., Daemon], broker: Broker
+) -> None:
     d = make_daemon()
     with Client(broker.port) as c:
         c.subscribe(f"edged/{d.device_id}/status")
@@ -261,8 +346,9 @@ def test_status_online_then_offline_on_sigterm(make_daemon: Callable[..., Daemon
     assert offline["state"] == "offline" and offline["reason"] == "shutdown"
 
 
-def test_last_will_says_offline_when_killed(make_daemon: Callable[..., Daemon],
-                                            broker: Broker) -> None:
+def test_last_will_says_offline_when_killed(
+    make_daemon: Callable[..., Daemon], broker: Broker
+) -> None:
     d = make_daemon(EDGED_MQTT__KEEPALIVE_S="5")
     with Client(broker.port) as c:
         c.subscribe(f"edged/{d.device_id}/status")

@@ -1,0 +1,104 @@
+"""The local backend on the real default model."""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import time
+from pathlib import Path
+
+import pytest
+
+from edged.backends.llama import LlamaBackend
+from edged.config import LocalModelConfig
+from edged.errors import BadRequest
+from edged.types import ChatMessage, Finished, ReplyAddress, Request, Started, TextDelta
+
+pytestmark = pytest.mark.integration
+
+
+def request(prompt: str, max_tokens: int = 16, temperature: float = 0.0) -> Request:
+    return Request(id="x", messages=(ChatMessage("user", prompt),), max_tokens=max_tokens,
+                   temperature=temperature, stream=True, route="auto", sensitivity="normal",
+                   reply=ReplyAddress("reply/x"), received_at_s=time.monotonic())
+
+
+def test_stream_order_usage_and_repeatability(model_file: Path) -> None:
+    async def main() -> None:
+        b = LlamaBackend(name="local", model_path=model_file,
+                         cfg=LocalModelConfig(n_threads=1, n_ctx=512))
+        await b.start()
+        try:
+            texts = []
+            for _ in range(2):  # the second run reuses the prompt's KV cache
+                events = [ev async for ev in b.generate(request("Name a fruit.", 12))]
+                assert isinstance(events[0], Started)
+                assert isinstance(events[-1], Finished)
+                deltas = [e for e in events if isinstance(e, TextDelta)]
+                fin = events[-1]
+                assert fin.usage.completion_tokens == sum(d.tokens for d in deltas)
+                assert fin.usage.completion_tokens <= 12
+                texts.append("".join(d.text for d in deltas))
+            assert texts[0] == texts[1] and texts[0]  # greedy decoding is deterministic
+        finally:
+            await b.close()
+
+    asyncio.run(main())
+
+
+def test_closing_the_stream_cancels_and_the_next_request_is_served(model_file: Path) -> None:
+    async def main() -> None:
+        b = LlamaBackend(name="local", model_path=model_file,
+                         cfg=LocalModelConfig(n_threads=1, n_ctx=1024))
+        await b.start()
+        try:
+            gen = b.generate(request("Write a long story about a dragon.", 500))
+            got = 0
+            async for ev in gen:
+                if isinstance(ev, TextDelta):
+                    got += 1
+                    if got == 3:
+                        break
+            await gen.aclose()
+            t0 = time.monotonic()
+            events = [ev async for ev in b.generate(request("Say hi.", 4))]
+            # the cancelled job stopped within a token or two, not after 500 tokens
+            assert time.monotonic() - t0 < 2.0
+            assert isinstance(events[-1], Finished)
+            assert b.waiting == 0
+        finally:
+            await b.close()
+
+    asyncio.run(main())
+
+
+def test_prompt_longer_than_context_is_bad_request(model_file: Path) -> None:
+    async def main() -> None:
+        b = LlamaBackend(name="local", model_path=model_file,
+                         cfg=LocalModelConfig(n_threads=1, n_ctx=128))
+        await b.start()
+        try:
+            with pytest.raises(BadRequest, match="context"):
+                async for _ in b.generate(request("word " * 400)):
+                    pass
+        finally:
+            await b.close()
+
+    asyncio.run(main())
+
+
+def test_incremental_detokenization_keeps_multibyte_characters(model_file: Path) -> None:
+    """Per-token bytes through a UTF-8 incremental decoder rebuild text exactly, even where
+    one character's bytes are split across tokens (emoji, CJK, accents)."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(model_file), n_ctx=128, n_threads=1, verbose=False)
+    text = "Crème brûlée 🍮 costs 5€ in 東京; naïve café 👩‍🚀!"
+    tokens = llm.tokenize(text.encode(), add_bos=False, special=False)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pieces = [decoder.decode(llm.detokenize([t])) for t in tokens]
+    pieces.append(decoder.decode(b"", final=True))
+    split = sum(1 for t in tokens if not llm.detokenize([t]).decode("utf-8", "ignore"))
+    assert split > 0, "the sample should split at least one character across tokens"
+    assert "".join(pieces) == text
+    assert "\ufffd" not in "".join(pieces)

