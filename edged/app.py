@@ -73,7 +73,9 @@ class App:
             receive_maximum=max(64, cfg.ingress.queue_limit * 4),
             username=cfg.mqtt.username,
             password=password,
-            will=Will(self.topics.status, status_payload(cfg, "offline", reason="connection_lost")),
+            will=lambda: Will(
+                self.topics.status, status_payload(cfg, "offline", reason="connection_lost")
+            ),
             subscriptions=((self.topics.request, 1),),
             on_message=self._on_message,
             on_connected=self._on_connected,

@@ -73,6 +73,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
         ):
             if args.json:
                 print(json.dumps(msg, ensure_ascii=False), flush=True)
+                if msg.get("type") == "error":
+                    return 1
                 continue
             kind = msg.get("type")
             if kind == "chunk":

@@ -56,6 +56,8 @@ class LlamaBackend:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"decode-{name}")
         self._waiting = 0
         self.load_s: float | None = None
+        self.rss_before_load_mb = float("nan")
+        self.rss_after_load_mb = float("nan")
         #: Tokens per second of the last finished generation (decode only), or None.
         self.last_tokens_per_s: float | None = None
 
@@ -68,15 +70,20 @@ class LlamaBackend:
         await loop.run_in_executor(self._executor, self._load)
         self.load_s = time.monotonic() - t0
         log.info(
-            "event=model_loaded backend=%s path=%s load_s=%.2f",
+            "event=model_loaded backend=%s path=%s load_s=%.2f "
+            "rss_before_mb=%.1f rss_after_mb=%.1f",
             self.name,
             self.model_path,
             self.load_s,
+            self.rss_before_load_mb,
+            self.rss_after_load_mb,
         )
 
     def _load(self) -> None:
         import llama_cpp  # heavy import, done off the event loop
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.rss_before_load_mb = rss_mb()
 
         if not self.model_path.is_file():
             raise Unavailable(f"model file {self.model_path} is missing; run 'edged models fetch'")
@@ -112,6 +119,7 @@ class LlamaBackend:
 
             self._format = plain
         self._llm = llm
+        self.rss_after_load_mb = rss_mb()
 
     def healthy(self) -> bool:
         """True once the model is loaded."""
@@ -189,6 +197,7 @@ class LlamaBackend:
         """The decode job, on the decode thread. Reports only through ``emit``."""
         if cancel.is_set():
             return
+        t_job = time.monotonic()
         emit(Started())
         try:
             llm = self._llm
@@ -223,6 +232,12 @@ class LlamaBackend:
                 produced += 1
                 if t_first is None:
                     t_first = time.monotonic()
+                    log.debug(
+                        "event=first_token id=%s prompt_tokens=%d model_ttft_ms=%.3f",
+                        request.id,
+                        len(tokens),
+                        (t_first - t_job) * 1000,
+                    )
                 text = decoder.decode(llm.detokenize([tok]))
                 if text:
                     emit(TextDelta(text, 1))
@@ -239,6 +254,18 @@ class LlamaBackend:
         except Exception as e:
             log.exception("event=decode_failed backend=%s", self.name)
             emit(Internal(f"local generation failed: {type(e).__name__}"))
+
+
+def rss_mb() -> float:
+    """Resident memory of this process, MB (Linux; NaN elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
 
 
 def _log_job_failure(fut: asyncio.Future[None]) -> None:

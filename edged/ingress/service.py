@@ -84,19 +84,18 @@ class Ingress:
             done()
             return
         req = parsed
-        if req.id in self._recent:
+        if req.id in self._recent or req.id in self._tasks:
             self.counts["duplicates"] += 1
             if msg.dup:
                 log.info("event=redelivery_ignored id=%s", req.id)
             else:
                 self._reject(
-                    req.id,
+                    None,  # id null: not to be mistaken for the first request's reply
                     req.reply,
                     BadRequest(f"id {req.id!r} was used by a recent request; ids must be unique"),
                 )
             done()
             return
-        self._remember(req.id)
         if len(self._tasks) >= self._cfg.ingress.queue_limit:
             self.counts["rejected"] += 1
             self._reject(
@@ -109,6 +108,7 @@ class Ingress:
             )
             done()
             return
+        self._remember(req.id)
         self.counts["admitted"] += 1
         responder = Responder(self._pub, req.id, req.reply, self._cfg.mqtt.reply_qos)
         task = asyncio.create_task(self._serve(req, responder, done), name=f"request-{req.id}")

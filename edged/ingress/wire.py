@@ -19,8 +19,7 @@ from edged.config import Config
 from edged.errors import BadRequest, EdgedError, TooLarge
 from edged.types import ChatMessage, ReplyAddress, Request, Result
 
-SCHEMA_VERSION = 1
-ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 MAX_TOPIC_BYTES = 512
 #: Deepest JSON nesting accepted; checked before the parser runs.
 MAX_JSON_DEPTH = 16
@@ -98,18 +97,56 @@ def json_depth_exceeds(raw: str, limit: int) -> bool:
     return False
 
 
-def reply_topic_problem(topic: str, allowed_prefixes: list[str]) -> str | None:
-    """Why ``topic`` may not receive replies, or None when it may."""
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in obj:
+            raise ValueError(f"duplicate key {k!r}")
+        obj[k] = v
+    return obj
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    """True when a \\uD800-\\uDFFF escape is not part of a valid pair (cheap pre-check first)."""
+    if not _SURROGATE_ESCAPE.search(text):
+        return False
+    try:
+        json.dumps(json.loads(text), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def reply_topic_problem(
+    topic: str, allowed_prefixes: list[str], topic_prefix: str = "edged"
+) -> str | None:
+    """Why ``topic`` may not receive replies, or None when it may.
+
+    Under edged's own prefix only ``<prefix>/<device>/response/...`` may receive replies, so
+    a client cannot aim replies at a request, status or telemetry topic.
+    """
     if not topic:
         return "reply address is empty"
     if "+" in topic or "#" in topic:
         return "reply address contains a wildcard"
-    if "\x00" in topic or any(ord(c) < 0x20 for c in topic):
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in topic):
         return "reply address contains control characters"
     if len(topic.encode("utf-8")) > MAX_TOPIC_BYTES:
         return "reply address is too long"
     if not any(topic.startswith(p) for p in allowed_prefixes):
         return f"reply address must start with one of {allowed_prefixes}"
+    levels = topic.split("/")
+    if levels[0] == topic_prefix and (len(levels) < 4 or levels[2] != "response"):
+        return (
+            f"under '{topic_prefix}/' replies may only go to {topic_prefix}/<device>/response/..."
+        )
     return None
 
 
@@ -136,10 +173,11 @@ def parse_request(
 ) -> Request | Rejection:
     """Validate one request payload. ``default_reply_topic(id)`` names the fallback topic."""
     prefixes = cfg.mqtt.allowed_reply_prefixes
+    tp = cfg.mqtt.topic_prefix
     v5_reply: ReplyAddress | None = None
     v5_problem: str | None = None
     if response_topic is not None:
-        v5_problem = reply_topic_problem(response_topic, prefixes)
+        v5_problem = reply_topic_problem(response_topic, prefixes, tp)
         if v5_problem is None:
             v5_reply = ReplyAddress(response_topic, correlation_data)
 
@@ -149,9 +187,9 @@ def parse_request(
             reply is None
             and v5_problem is None
             and isinstance(reply_to, str)
-            and reply_topic_problem(reply_to, prefixes) is None
+            and reply_topic_problem(reply_to, prefixes, tp) is None
         ):
-            reply = ReplyAddress(reply_to, None)
+            reply = ReplyAddress(reply_to, correlation_data)
         if reply is None and req_id is not None:
             reply = ReplyAddress(default_reply_topic(req_id), correlation_data)
         return Rejection(req_id, reply, err)
@@ -173,9 +211,15 @@ def parse_request(
     if json_depth_exceeds(text, MAX_JSON_DEPTH):
         return reject(None, None, BadRequest(f"JSON nests deeper than {MAX_JSON_DEPTH} levels"))
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError) as e:
         return reject(None, None, BadRequest(f"payload is not valid JSON: {e}"))
+    if _has_lone_surrogate(text):
+        return reject(
+            None,
+            None,
+            BadRequest("payload contains an unpaired UTF-16 surrogate escape (\\ud800-\\udfff)"),
+        )
     if not isinstance(data, dict):
         return reject(None, None, BadRequest("payload must be a JSON object"))
     # 3. the id: needed to address any reply
@@ -183,7 +227,7 @@ def parse_request(
     req_id: str
     if raw_id is None:
         req_id = uuid.uuid4().hex
-    elif isinstance(raw_id, str) and ID_RE.match(raw_id):
+    elif isinstance(raw_id, str) and ID_RE.fullmatch(raw_id):
         req_id = raw_id
     else:
         return reject(
@@ -196,7 +240,7 @@ def parse_request(
     if reply_to is not None:
         if not isinstance(reply_to, str):
             return reject(req_id, None, BadRequest("reply_to: must be a string"))
-        problem = reply_topic_problem(reply_to, prefixes)
+        problem = reply_topic_problem(reply_to, prefixes, tp)
         if problem is not None:
             return reject(req_id, None, BadRequest(f"reply_to refused: {problem}"))
     # 5. every field, strictly
@@ -228,7 +272,7 @@ def parse_request(
     if expiry_s is not None:
         deadlines.append(received_at_s + float(expiry_s))
     reply = v5_reply or (
-        ReplyAddress(reply_to, None)
+        ReplyAddress(reply_to, correlation_data)
         if reply_to is not None
         else ReplyAddress(default_reply_topic(req_id), correlation_data)
     )

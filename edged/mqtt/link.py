@@ -122,7 +122,7 @@ class MqttLink:
         receive_maximum: int = 64,
         username: str | None = None,
         password: str | None = None,
-        will: Will | None = None,
+        will: Callable[[], Will] | None = None,
         subscriptions: tuple[tuple[str, int], ...] = (),
         on_message: Callable[[Incoming], None] | None = None,
         on_connected: Callable[[bool], None] | None = None,
@@ -162,8 +162,7 @@ class MqttLink:
         c.max_queued_messages_set(0)
         if username is not None:
             c.username_pw_set(username, password)
-        if will is not None:
-            c.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        self._will = will
         c.on_socket_open = self._cb_socket_open
         c.on_socket_close = self._cb_socket_close
         c.on_socket_register_write = self._cb_register_write
@@ -320,9 +319,10 @@ class MqttLink:
 
     def ack_when_done(self, incoming: Incoming) -> Callable[[], None]:
         """Track a QoS 1 message; returns the callable that marks its work finished."""
-        if incoming.qos != 1:
+        if incoming.qos != 1 or not self.acks.track(incoming.mid):
+            # QoS 0, or a redelivery of a message still in progress: the first copy's
+            # completion sends the one PUBACK.
             return lambda: None
-        self.acks.track(incoming.mid)
         return lambda: self.acks.done(incoming.mid)
 
     async def run(self) -> None:
@@ -381,6 +381,9 @@ class MqttLink:
         self._lost.clear()
         self._connack = self._loop.create_future()
         self._session_present = False
+        if self._will is not None:  # made fresh for each connection (its timestamp)
+            w = self._will()
+            self._client.will_set(w.topic, w.payload, qos=w.qos, retain=w.retain)
         props = props_for(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self._session_expiry_s
         props.ReceiveMaximum = self._receive_maximum

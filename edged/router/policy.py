@@ -1,7 +1,7 @@
 """Routing policy: pure functions from (request, verdict, backend health) to a decision.
 
 No I/O here: everything the decision depends on is an argument, so every rule is a unit
-test. Reason codes are stable; docs/routing.md explains each.
+test. Reason codes are stable (docs/protocol.md lists them).
 """
 
 from __future__ import annotations

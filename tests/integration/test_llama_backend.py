@@ -18,15 +18,24 @@ pytestmark = pytest.mark.integration
 
 
 def request(prompt: str, max_tokens: int = 16, temperature: float = 0.0) -> Request:
-    return Request(id="x", messages=(ChatMessage("user", prompt),), max_tokens=max_tokens,
-                   temperature=temperature, stream=True, route="auto", sensitivity="normal",
-                   reply=ReplyAddress("reply/x"), received_at_s=time.monotonic())
+    return Request(
+        id="x",
+        messages=(ChatMessage("user", prompt),),
+        max_tokens=max_tokens,
+        temperature=temperature,
+        stream=True,
+        route="auto",
+        sensitivity="normal",
+        reply=ReplyAddress("reply/x"),
+        received_at_s=time.monotonic(),
+    )
 
 
 def test_stream_order_usage_and_repeatability(model_file: Path) -> None:
     async def main() -> None:
-        b = LlamaBackend(name="local", model_path=model_file,
-                         cfg=LocalModelConfig(n_threads=1, n_ctx=512))
+        b = LlamaBackend(
+            name="local", model_path=model_file, cfg=LocalModelConfig(n_threads=1, n_ctx=512)
+        )
         await b.start()
         try:
             texts = []
@@ -48,8 +57,9 @@ def test_stream_order_usage_and_repeatability(model_file: Path) -> None:
 
 def test_closing_the_stream_cancels_and_the_next_request_is_served(model_file: Path) -> None:
     async def main() -> None:
-        b = LlamaBackend(name="local", model_path=model_file,
-                         cfg=LocalModelConfig(n_threads=1, n_ctx=1024))
+        b = LlamaBackend(
+            name="local", model_path=model_file, cfg=LocalModelConfig(n_threads=1, n_ctx=1024)
+        )
         await b.start()
         try:
             gen = b.generate(request("Write a long story about a dragon.", 500))
@@ -74,8 +84,9 @@ def test_closing_the_stream_cancels_and_the_next_request_is_served(model_file: P
 
 def test_prompt_longer_than_context_is_bad_request(model_file: Path) -> None:
     async def main() -> None:
-        b = LlamaBackend(name="local", model_path=model_file,
-                         cfg=LocalModelConfig(n_threads=1, n_ctx=128))
+        b = LlamaBackend(
+            name="local", model_path=model_file, cfg=LocalModelConfig(n_threads=1, n_ctx=128)
+        )
         await b.start()
         try:
             with pytest.raises(BadRequest, match="context"):

@@ -22,14 +22,17 @@ def test_device_id_defaults_to_hostname() -> None:
 
 
 def test_env_overrides_top_level_and_nested() -> None:
-    cfg = load_config(ROOT / "configs" / "edged.toml", environ={
-        "EDGED_DEVICE_ID": "kitchen-1",
-        "EDGED_MQTT__PORT": "1884",
-        "EDGED_MQTT__ALLOWED_REPLY_PREFIXES": '["apps/"]',
-        "EDGED_LOCAL__SYSTEM_PROMPT": "Be terse.",
-        "EDGED_MQTT_PASSWORD": "not-a-config-key",
-        "OTHER": "ignored",
-    })
+    cfg = load_config(
+        ROOT / "configs" / "edged.toml",
+        environ={
+            "EDGED_DEVICE_ID": "kitchen-1",
+            "EDGED_MQTT__PORT": "1884",
+            "EDGED_MQTT__ALLOWED_REPLY_PREFIXES": '["apps/"]',
+            "EDGED_LOCAL__SYSTEM_PROMPT": "Be terse.",
+            "EDGED_MQTT_PASSWORD": "not-a-config-key",
+            "OTHER": "ignored",
+        },
+    )
     assert cfg.device_id == "kitchen-1"
     assert cfg.mqtt.port == 1884
     assert cfg.mqtt.allowed_reply_prefixes == ["apps/"]

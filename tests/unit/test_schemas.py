@@ -1,0 +1,309 @@
+"""The JSON Schemas in docs/schemas/ (and docs/protocol.md) stay true to the wire code.
+
+Every message checked here is produced by the real encoders, parser and status builder;
+nothing needs the broker or the model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import typing
+from functools import cache
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from edged import __version__
+from edged.app import status_payload
+from edged.config import Config
+from edged.energy.meter import NullMeter
+from edged.errors import WIRE_CODES, EdgedError
+from edged.guardian import PassGuardian
+from edged.ingress import wire
+from edged.mqtt.topics import Topics
+from edged.types import (
+    EnergyReport,
+    GuardianReport,
+    Request,
+    Result,
+    RouteDecision,
+    Timing,
+    Usage,
+)
+from tests.helpers import ROOT
+
+SCHEMAS = ROOT / "docs" / "schemas"
+PROTOCOL_MD = ROOT / "docs" / "protocol.md"
+SCHEMA_NAMES = ("request", "chunk", "result", "error", "status")
+CFG = Config(device_id="dev1")
+
+
+@cache
+def validator(name: str) -> Draft202012Validator:
+    schema = json.loads((SCHEMAS / f"{name}.schema.json").read_text(encoding="utf-8"))
+    return Draft202012Validator(schema)
+
+
+def schema(name: str) -> dict[str, Any]:
+    return dict(validator(name).schema)
+
+
+def assert_valid(name: str, instance: Any) -> None:
+    errors = [e.message for e in validator(name).iter_errors(instance)]
+    assert not errors, (name, instance, errors)
+
+
+def is_valid(name: str, instance: Any) -> bool:
+    return bool(validator(name).is_valid(instance))
+
+
+def parse(body: dict[str, Any]) -> Request | wire.Rejection:
+    return wire.parse_request(
+        json.dumps(body).encode(),
+        cfg=CFG,
+        default_reply_topic=Topics(CFG.mqtt.topic_prefix, CFG.device_id).response,
+        response_topic=None,
+        correlation_data=None,
+        received_at_s=100.0,
+    )
+
+
+# --- the schemas themselves ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", SCHEMA_NAMES)
+def test_schema_is_valid_draft_2020_12_and_its_examples_validate(name: str) -> None:
+    s = schema(name)
+    assert s["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    Draft202012Validator.check_schema(s)
+    assert s.get("additionalProperties") is False
+    for example in s.get("examples", []):
+        assert_valid(name, example)
+
+
+# --- (a) the request schema matches RequestBody --------------------------------------------------
+
+
+def test_request_schema_properties_are_the_request_body_fields() -> None:
+    assert set(schema("request")["properties"]) == set(wire.RequestBody.model_fields)
+
+
+def test_request_schema_message_items_match_the_message_model() -> None:
+    items = schema("request")["properties"]["messages"]["items"]
+    # messages: list[_Message] | None
+    message_list, _ = typing.get_args(wire.RequestBody.model_fields["messages"].annotation)
+    (message_model,) = typing.get_args(message_list)
+    assert set(items["properties"]) == set(message_model.model_fields)
+    assert set(items["required"]) == set(message_model.model_fields)
+    role = message_model.model_fields["role"].annotation
+    assert items["properties"]["role"]["enum"] == list(typing.get_args(role))
+
+
+def test_request_schema_defaults_enums_and_limits_match_the_code() -> None:
+    props = schema("request")["properties"]
+    fields = wire.RequestBody.model_fields
+    for name, prop in props.items():
+        if "default" in prop:
+            assert prop["default"] == fields[name].default, name
+        if "enum" in prop:
+            assert prop["enum"] == list(typing.get_args(fields[name].annotation)), name
+    assert props["id"]["pattern"] == f"^{wire.ID_RE.pattern}$"
+    assert props["deadline_ms"]["maximum"] == wire.MAX_DEADLINE_MS
+
+
+def test_error_schema_codes_are_the_wire_codes() -> None:
+    assert schema("error")["properties"]["code"]["enum"] == list(WIRE_CODES)
+
+
+def test_protocol_doc_names_every_request_field_and_error_code() -> None:
+    text = PROTOCOL_MD.read_text(encoding="utf-8")
+    for field in wire.RequestBody.model_fields:
+        assert f"`{field}`" in text, field
+    for code in WIRE_CODES:
+        assert f"`{code}`" in text, code
+
+
+# --- (b) what the encoders produce validates ------------------------------------------------------
+
+
+def test_encoded_chunks_validate() -> None:
+    for seq, text in enumerate(["The capital", " of France", "", "é 🦊"]):
+        assert_valid("chunk", json.loads(wire.encode_chunk("kitchen-42", seq, text)))
+    assert not is_valid("chunk", {"id": "a", "type": "chunk", "seq": -1, "text": "x"})
+    assert not is_valid("chunk", {"id": "a", "type": "chunk", "seq": 0, "text": "x", "more": 1})
+
+
+def _error_classes() -> dict[str, type[EdgedError]]:
+    found: dict[str, type[EdgedError]] = {}
+    todo = list(EdgedError.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        found[cls.code] = cls
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+def test_every_wire_code_has_an_error_class() -> None:
+    assert set(_error_classes()) == set(WIRE_CODES)
+
+
+@pytest.mark.parametrize("code", WIRE_CODES)
+@pytest.mark.parametrize("request_id", ["kitchen-42", None])
+def test_encoded_errors_validate(code: str, request_id: str | None) -> None:
+    err = _error_classes()[code](f"something about {code}")
+    body = json.loads(wire.encode_error(request_id, err))
+    assert body["code"] == code
+    assert_valid("error", body)
+
+
+def _result(energy: EnergyReport, guardian: GuardianReport | None, timing: Timing) -> Result:
+    return Result(
+        id="kitchen-42",
+        text="The capital of France is Paris.",
+        finish_reason="stop",
+        route=RouteDecision("local", ("only_local",)),
+        usage=Usage(prompt_tokens=31, completion_tokens=8),
+        timing=timing,
+        energy=energy,
+        guardian=guardian,
+    )
+
+
+MEASURED = EnergyReport(
+    joules=1.25,
+    joules_active=0.5,
+    tokens_per_joule=6.4,
+    mwh_per_1k_tokens=43.4,
+    source="ina3221",
+    estimated=True,
+    sample_hz=100.0,
+)
+TIMINGS = [Timing(0.4123, 38.90512, 121.3), Timing(None, None, 0.5)]
+
+
+@pytest.mark.parametrize("timing", TIMINGS)
+def test_encoded_results_validate(timing: Timing) -> None:
+    unknown = NullMeter().end("kitchen-42", 8)  # what edged reports today
+    assert unknown.joules is None and unknown.reason
+    request = parse({"id": "kitchen-42", "prompt": "hi"})
+    assert isinstance(request, Request)
+    guard = PassGuardian()
+    no_rules = guard.report(guard.check_input(request))  # what edged reports today
+    assert no_rules is None
+    for energy in (unknown, MEASURED):
+        for guardian in (no_rules, GuardianReport({"pii.email": 2}, {}), GuardianReport()):
+            body = json.loads(wire.encode_result(_result(energy, guardian, timing)))
+            assert_valid("result", body)
+
+
+def test_result_schema_rejects_a_missing_or_extra_field() -> None:
+    body = json.loads(wire.encode_result(_result(MEASURED, None, TIMINGS[0])))
+    del body["guardian"]
+    assert not is_valid("result", body)
+    body = json.loads(wire.encode_result(_result(MEASURED, None, TIMINGS[0])))
+    body["energy"]["watts"] = 3.0
+    assert not is_valid("result", body)
+
+
+# --- (c) the status messages validate -------------------------------------------------------------
+
+
+def test_online_status_validates() -> None:
+    body = json.loads(
+        status_payload(
+            CFG,
+            "online",
+            version=__version__,
+            model="smollm2-135m-instruct",
+            started_unix_s=1767225598.001,
+            pid=os.getpid(),
+            request_topic=Topics(CFG.mqtt.topic_prefix, CFG.device_id).request,
+        )
+    )
+    assert_valid("status", body)
+    del body["pid"]
+    assert not is_valid("status", body)
+
+
+@pytest.mark.parametrize("reason", ["shutdown", "connection_lost"])
+def test_offline_status_validates(reason: str) -> None:
+    body = json.loads(status_payload(CFG, "offline", reason=reason))
+    assert_valid("status", body)
+    assert not is_valid("status", {**body, "pid": 1})
+    assert not is_valid("status", {k: v for k, v in body.items() if k != "reason"})
+
+
+# --- (d) the schema and the parser agree on requests ----------------------------------------------
+
+VALID_REQUESTS: list[dict[str, Any]] = [
+    {"prompt": "What is the capital of France?"},
+    {"id": "kitchen-42", "prompt": "hi", "max_tokens": 64, "temperature": 0},
+    {"id": None, "prompt": "hi", "max_tokens": None, "deadline_ms": None, "reply_to": None},
+    {
+        "id": "a.b:c_d-1",
+        "messages": [
+            {"role": "system", "content": "Answer briefly."},
+            {"role": "user", "content": "Name three colours."},
+            {"role": "assistant", "content": "Red, green, blue."},
+            {"role": "user", "content": ""},
+        ],
+        "max_tokens": CFG.ingress.max_tokens_limit,
+        "temperature": 2.0,
+        "stream": False,
+        "route": "local",
+        "sensitivity": "private",
+        "deadline_ms": wire.MAX_DEADLINE_MS,
+        "reply_to": "reply/kitchen-panel",
+    },
+    {"prompt": None, "messages": [{"role": "user", "content": "hi"}], "route": "cloud"},
+]
+
+INVALID_REQUESTS: list[tuple[str, dict[str, Any]]] = [
+    ("unknown field", {"prompt": "hi", "colour": "red"}),
+    ("unknown message field", {"messages": [{"role": "user", "content": "x", "name": "n"}]}),
+    ("bool as integer", {"prompt": "hi", "max_tokens": True}),
+    ("string as integer", {"prompt": "hi", "max_tokens": "5"}),
+    ("string as number", {"prompt": "hi", "temperature": "0.5"}),
+    ("bool as number", {"prompt": "hi", "temperature": True}),
+    ("null temperature", {"prompt": "hi", "temperature": None}),
+    ("string as boolean", {"prompt": "hi", "stream": "yes"}),
+    ("number as prompt", {"prompt": 42}),
+    ("both prompt and messages", {"prompt": "hi", "messages": [{"role": "user", "content": "x"}]}),
+    ("neither prompt nor messages", {"max_tokens": 5}),
+    ("whitespace prompt", {"prompt": " \t\n"}),
+    ("empty messages", {"messages": []}),
+    ("bad role", {"messages": [{"role": "robot", "content": "x"}]}),
+    ("missing content", {"messages": [{"role": "user"}]}),
+    ("max_tokens zero", {"prompt": "hi", "max_tokens": 0}),
+    ("temperature too high", {"prompt": "hi", "temperature": 2.5}),
+    ("bad route", {"prompt": "hi", "route": "moon"}),
+    ("bad sensitivity", {"prompt": "hi", "sensitivity": "secret"}),
+    ("deadline zero", {"prompt": "hi", "deadline_ms": 0}),
+    ("deadline too long", {"prompt": "hi", "deadline_ms": wire.MAX_DEADLINE_MS + 1}),
+    ("bad id", {"id": "a/b", "prompt": "hi"}),
+    ("empty id", {"id": "", "prompt": "hi"}),
+    ("id too long", {"id": "x" * 129, "prompt": "hi"}),
+    ("number as id", {"id": 5, "prompt": "hi"}),
+    ("wildcard reply_to", {"prompt": "hi", "reply_to": "reply/+/x"}),
+    ("control character in reply_to", {"prompt": "hi", "reply_to": "reply/\x01"}),
+    ("empty reply_to", {"prompt": "hi", "reply_to": ""}),
+    ("number as reply_to", {"prompt": "hi", "reply_to": 5}),
+]
+
+
+@pytest.mark.parametrize("body", VALID_REQUESTS)
+def test_valid_requests_pass_the_schema_and_the_parser(body: dict[str, Any]) -> None:
+    assert_valid("request", body)
+    assert isinstance(parse(body), Request)
+
+
+@pytest.mark.parametrize(
+    "body", [b for _, b in INVALID_REQUESTS], ids=[n for n, _ in INVALID_REQUESTS]
+)
+def test_invalid_requests_fail_the_schema_and_the_parser(body: dict[str, Any]) -> None:
+    assert not is_valid("request", body)
+    result = parse(body)
+    assert isinstance(result, wire.Rejection)
+    assert result.error.code == "bad_request"
