@@ -340,7 +340,9 @@ def main() -> int:
         f"{mem['model_file_rss_mb']:.1f} MB and {mem['rss_without_model_file_mb']:.1f} MB else "
         f"(runtime + llama.cpp KV cache and compute buffers)"
     )
-    print(f"daemon idle CPU over {args.idle_s:.0f} s: {idle_pct:.2f}% of one core (goal <= 1%)")
+    tick_pct = 100 / os.sysconf("SC_CLK_TCK") / args.idle_s
+    idle_txt = f"{idle_pct:.2f}%" if idle_pct > 0 else f"< {tick_pct:.2f}% (under one clock tick)"
+    print(f"daemon idle CPU over {args.idle_s:.0f} s: {idle_txt} of one core (goal <= 1%)")
     print(
         json.dumps(
             {

@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
@@ -356,3 +357,33 @@ def test_last_will_says_offline_when_killed(
         d.stop(signal.SIGKILL)
         offline = c.get(timeout_s=20).json()
     assert offline["state"] == "offline" and offline["reason"] == "connection_lost"
+
+
+def test_reconnects_after_the_broker_restarts(model_file: Path, tmp_path: Path) -> None:
+    own = Broker(tmp_path / "own-broker")
+    own.start()
+    try:
+        d = Daemon(
+            broker_port=own.port,
+            device_id=f"r{uuid.uuid4().hex[:8]}",
+            log_path=tmp_path / "edged-reconnect.log",
+        )
+        d.start()
+        try:
+            assert ask(d, own.port, {"prompt": "Say hi.", "max_tokens": 4})[-1]["type"] == "result"
+            own.stop(signal.SIGKILL)
+            time.sleep(1.0)
+            own.start()  # same port, same persistence directory
+            deadline = time.monotonic() + 30
+            while True:  # lost, then connected again
+                _, lost, after = d.logs().partition("event=mqtt_connection_lost")
+                if lost and "event=mqtt_connected" in after:
+                    break
+                assert time.monotonic() < deadline, d.logs()
+                time.sleep(0.2)
+            final = ask(d, own.port, {"prompt": "Say hi.", "max_tokens": 4})[-1]
+            assert final["type"] == "result"
+        finally:
+            d.stop()
+    finally:
+        own.stop()

@@ -59,13 +59,19 @@ def is_valid(name: str, instance: Any) -> bool:
     return bool(validator(name).is_valid(instance))
 
 
-def parse(body: dict[str, Any]) -> Request | wire.Rejection:
+def parse(
+    body: dict[str, Any] | None,
+    *,
+    raw: bytes | None = None,
+    response_topic: str | None = None,
+    corr: bytes | None = None,
+) -> Request | wire.Rejection:
     return wire.parse_request(
-        json.dumps(body).encode(),
+        raw if raw is not None else json.dumps(body).encode(),
         cfg=CFG,
         default_reply_topic=Topics(CFG.mqtt.topic_prefix, CFG.device_id).response,
-        response_topic=None,
-        correlation_data=None,
+        response_topic=response_topic,
+        correlation_data=corr,
         received_at_s=100.0,
     )
 
@@ -109,7 +115,8 @@ def test_request_schema_defaults_enums_and_limits_match_the_code() -> None:
             assert prop["default"] == fields[name].default, name
         if "enum" in prop:
             assert prop["enum"] == list(typing.get_args(fields[name].annotation)), name
-    assert props["id"]["pattern"] == f"^{wire.ID_RE.pattern}$"
+    # (?!\n): Python's re (used by jsonschema) lets $ match before a final newline.
+    assert props["id"]["pattern"] == f"^{wire.ID_RE.pattern}$(?!\\n)"
     assert props["deadline_ms"]["maximum"] == wire.MAX_DEADLINE_MS
 
 
@@ -258,6 +265,7 @@ VALID_REQUESTS: list[dict[str, Any]] = [
         "reply_to": "reply/kitchen-panel",
     },
     {"prompt": None, "messages": [{"role": "user", "content": "hi"}], "route": "cloud"},
+    {"prompt": "hi", "reply_to": "edged/panel-1/response/kitchen-42"},
 ]
 
 INVALID_REQUESTS: list[tuple[str, dict[str, Any]]] = [
@@ -286,8 +294,11 @@ INVALID_REQUESTS: list[tuple[str, dict[str, Any]]] = [
     ("empty id", {"id": "", "prompt": "hi"}),
     ("id too long", {"id": "x" * 129, "prompt": "hi"}),
     ("number as id", {"id": 5, "prompt": "hi"}),
+    ("id with trailing newline", {"id": "kitchen-42\n", "prompt": "hi"}),
     ("wildcard reply_to", {"prompt": "hi", "reply_to": "reply/+/x"}),
     ("control character in reply_to", {"prompt": "hi", "reply_to": "reply/\x01"}),
+    ("DEL in reply_to", {"prompt": "hi", "reply_to": "reply/\x7f"}),
+    ("C1 control character in reply_to", {"prompt": "hi", "reply_to": "reply/a\x85b"}),
     ("empty reply_to", {"prompt": "hi", "reply_to": ""}),
     ("number as reply_to", {"prompt": "hi", "reply_to": 5}),
 ]
@@ -307,3 +318,64 @@ def test_invalid_requests_fail_the_schema_and_the_parser(body: dict[str, Any]) -
     result = parse(body)
     assert isinstance(result, wire.Rejection)
     assert result.error.code == "bad_request"
+
+
+# --- (e) rules the schema only describes: the doc and the parser agree -----------------------------
+
+
+@pytest.mark.parametrize(
+    "topic",
+    ["edged/dev1/request", "edged/dev1/status", "edged/dev1/response", "edged/other/telemetry"],
+)
+def test_reply_addresses_under_edged_must_be_response_topics(topic: str) -> None:
+    result = parse({"id": "t1", "prompt": "hi", "reply_to": topic})
+    assert isinstance(result, wire.Rejection) and result.error.code == "bad_request"
+    assert "reply_to refused" in result.error.message
+    rule = "edged/<device>/response/..."
+    assert rule in PROTOCOL_MD.read_text(encoding="utf-8")
+    assert rule in schema("request")["properties"]["reply_to"]["description"]
+
+
+def test_protocol_doc_names_the_c1_controls_refused_in_reply_addresses() -> None:
+    assert "U+007F to U+009F" in PROTOCOL_MD.read_text(encoding="utf-8")
+    assert "U+007F-U+009F" in schema("request")["properties"]["reply_to"]["description"]
+
+
+def test_correlation_data_is_echoed_whatever_the_reply_address() -> None:
+    via_v5 = parse({"prompt": "hi"}, response_topic="reply/app", corr=b"c")
+    via_reply_to = parse({"prompt": "hi", "reply_to": "reply/app"}, corr=b"c")
+    via_default = parse({"id": "k1", "prompt": "hi"}, corr=b"c")
+    refused = parse({"id": "k2", "prompt": "hi", "max_tokens": 0}, corr=b"c")
+    no_id = parse(None, raw=b"[]", response_topic="reply/app", corr=b"c")
+    for r in (via_v5, via_reply_to, via_default, refused, no_id):
+        assert r.reply is not None and r.reply.correlation_data == b"c", r
+    assert "carries the request's MQTT v5\nCorrelation Data" in PROTOCOL_MD.read_text(
+        encoding="utf-8"
+    )
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"prompt": "hi", "temperature": NaN}',
+        b'{"prompt": "hi", "temperature": Infinity}',
+        b'{"prompt": "hi", "temperature": -Infinity}',
+        b'{"prompt": "hi", "prompt": "again"}',
+        b'{"messages": [{"role": "user", "content": "a", "content": "b"}]}',
+        b'{"prompt": "lone \\ud800 surrogate"}',
+        b'{"prompt": "lone \\udfff surrogate"}',
+    ],
+)
+def test_non_strict_json_is_a_bad_request_with_a_null_id(raw: bytes) -> None:
+    result = parse(None, raw=raw, response_topic="reply/app")
+    assert isinstance(result, wire.Rejection)
+    assert result.error.code == "bad_request" and result.id is None
+
+
+def test_protocol_doc_names_the_strict_json_rules() -> None:
+    text = PROTOCOL_MD.read_text(encoding="utf-8")
+    for rule in ("`NaN`", "`Infinity`", "`-Infinity`", "duplicate keys", "unpaired UTF-16"):
+        assert rule in text, rule
+    described = schema("request")["description"]
+    for rule in ("NaN", "Infinity", "duplicate keys", "unpaired UTF-16 surrogates"):
+        assert rule in described, rule

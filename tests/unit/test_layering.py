@@ -1,0 +1,58 @@
+"""Dependencies point one way: types/errors/config <- stages <- pipeline <- app.
+
+A stage never imports another stage; this test reads every stage module's imports.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[2] / "edged"
+BASE = {"edged.types", "edged.errors", "edged.config", "edged.aio"}
+# stage package -> what else it may import from edged
+STAGES = {
+    "guardian": BASE,
+    "router": BASE,
+    "backends": BASE,
+    "energy": BASE,
+    "ingress": BASE | {"edged.mqtt.link", "edged.mqtt.topics"},
+    "mqtt": BASE,
+}
+
+
+def edged_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("edged"):
+            out.add(node.module)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.startswith("edged"))
+    return out
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_stage_imports_only_base_modules_and_itself(stage: str) -> None:
+    files = sorted((PKG / stage).glob("*.py"))
+    assert files, stage
+    for f in files:
+        for mod in edged_imports(f):
+            if mod == f"edged.{stage}" or mod.startswith(f"edged.{stage}."):
+                continue
+            assert mod in STAGES[stage], f"{f.relative_to(PKG.parent)} imports {mod}"
+
+
+def test_base_modules_import_no_stage() -> None:
+    for name in ("types", "errors", "config"):
+        mods = edged_imports(PKG / f"{name}.py")
+        assert mods <= BASE, (name, mods)
+
+
+def test_the_scanner_sees_imports() -> None:
+    # the pipeline is where stages meet, so it must show up importing them
+    assert {"edged.guardian", "edged.router.policy", "edged.backends.base"} <= edged_imports(
+        PKG / "pipeline.py"
+    )
