@@ -50,6 +50,11 @@ def schema(name: str) -> dict[str, Any]:
     return dict(validator(name).schema)
 
 
+def protocol_text() -> str:
+    """docs/protocol.md with every run of whitespace (line breaks too) as one space."""
+    return " ".join(PROTOCOL_MD.read_text(encoding="utf-8").split())
+
+
 def assert_valid(name: str, instance: Any) -> None:
     errors = [e.message for e in validator(name).iter_errors(instance)]
     assert not errors, (name, instance, errors)
@@ -320,7 +325,7 @@ def test_invalid_requests_fail_the_schema_and_the_parser(body: dict[str, Any]) -
     assert result.error.code == "bad_request"
 
 
-# --- (e) rules the schema only describes: the doc and the parser agree -----------------------------
+# --- (e) reply addresses, Correlation Data, strict JSON: the doc and the parser agree -------------
 
 
 @pytest.mark.parametrize(
@@ -332,12 +337,12 @@ def test_reply_addresses_under_edged_must_be_response_topics(topic: str) -> None
     assert isinstance(result, wire.Rejection) and result.error.code == "bad_request"
     assert "reply_to refused" in result.error.message
     rule = "edged/<device>/response/..."
-    assert rule in PROTOCOL_MD.read_text(encoding="utf-8")
+    assert rule in protocol_text()
     assert rule in schema("request")["properties"]["reply_to"]["description"]
 
 
 def test_protocol_doc_names_the_c1_controls_refused_in_reply_addresses() -> None:
-    assert "U+007F to U+009F" in PROTOCOL_MD.read_text(encoding="utf-8")
+    assert "U+007F to U+009F" in protocol_text()
     assert "U+007F-U+009F" in schema("request")["properties"]["reply_to"]["description"]
 
 
@@ -349,8 +354,8 @@ def test_correlation_data_is_echoed_whatever_the_reply_address() -> None:
     no_id = parse(None, raw=b"[]", response_topic="reply/app", corr=b"c")
     for r in (via_v5, via_reply_to, via_default, refused, no_id):
         assert r.reply is not None and r.reply.correlation_data == b"c", r
-    assert "carries the request's MQTT v5\nCorrelation Data" in PROTOCOL_MD.read_text(
-        encoding="utf-8"
+    assert "every reply (chunks, result, error) carries the request's MQTT v5 Correlation Data" in (
+        protocol_text()
     )
 
 
@@ -373,7 +378,7 @@ def test_non_strict_json_is_a_bad_request_with_a_null_id(raw: bytes) -> None:
 
 
 def test_protocol_doc_names_the_strict_json_rules() -> None:
-    text = PROTOCOL_MD.read_text(encoding="utf-8")
+    text = protocol_text()
     for rule in ("`NaN`", "`Infinity`", "`-Infinity`", "duplicate keys", "unpaired UTF-16"):
         assert rule in text, rule
     described = schema("request")["description"]
