@@ -38,8 +38,13 @@ $(VENV)/.stamp-dev: $(VENV)/.stamp-base
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $@
 
+# The configured local model, then the text-embedding model and its tokenizer
+# (edged.embeddings). A file already present with the right sha256 is not fetched again.
+EMBEDDING_MODELS := minilm-l6-v2-int8 minilm-l6-v2-tokenizer
+
 model: deps
 	$(EDGED) models fetch --config $(CONFIG)
+	$(EDGED) models fetch $(EMBEDDING_MODELS) --config $(CONFIG)
 
 broker:
 	scripts/ensure-broker.sh

@@ -18,6 +18,7 @@ STAGES = {
     "router": BASE,
     "backends": BASE,
     "energy": BASE,
+    "embeddings": BASE | {"edged.models"},
     "ingress": BASE | {"edged.mqtt.link", "edged.mqtt.topics"},
     "mqtt": BASE,
 }
