@@ -15,12 +15,17 @@ import logging
 import os
 import signal
 import time
+from pathlib import Path
 
 from edged import __version__
+from edged.backends.base import Backend
+from edged.backends.fake import FakeBackend
 from edged.backends.llama import LlamaBackend
-from edged.config import Config
+from edged.config import Config, load_config
 from edged.energy.meter import NullMeter
-from edged.guardian import PassGuardian
+from edged.guardian import Guardian, PassGuardian
+from edged.guardian.engine import Embedder, RuleGuardian
+from edged.guardian.rules import load_packs
 from edged.ingress.service import Ingress
 from edged.models import load_manifest, resolve
 from edged.mqtt.link import Incoming, MqttLink, Will
@@ -31,6 +36,24 @@ from edged.router.policy import LOCAL, Router
 log = logging.getLogger("edged.app")
 
 SHUTDOWN_GRACE_S = 10.0
+
+
+def build_guardian(cfg: Config, embedder: Embedder | None = None) -> Guardian:
+    """The pass-through guardian without packs, else a RuleGuardian over them (blocking).
+
+    Loads the embedding model only when some rule is semantic (or uses ``embedder``).
+    Raises ConfigError / ModelError naming the file, rule id and reason.
+    """
+    if not cfg.guardian.packs:
+        return PassGuardian()
+    packs = load_packs(cfg.guardian.packs)
+    if embedder is None and any(r.kind == "semantic" for p in packs for r in p.rule):
+        from edged.embeddings.minilm import MiniLMEmbedder
+
+        embedder = MiniLMEmbedder.from_manifest(
+            cfg.models.manifest, cfg.models.dir, threads=cfg.guardian.threads
+        )
+    return RuleGuardian(packs, embedder)
 
 
 def status_payload(cfg: Config, state: str, **extra: object) -> bytes:
@@ -48,15 +71,20 @@ def status_payload(cfg: Config, state: str, **extra: object) -> bytes:
 class App:
     """The daemon: one instance per process."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, config_path: Path | None = None) -> None:
         self.cfg = cfg
+        self.config_path = config_path
         self.topics = Topics(cfg.mqtt.topic_prefix, cfg.device_id)
-        manifest = load_manifest(cfg.models.manifest)
-        entry = manifest.get(cfg.local.model)
-        self.model_name = entry.name
-        self.local = LlamaBackend(
-            name=LOCAL, model_path=resolve(entry, cfg.models.dir), cfg=cfg.local
-        )
+        self.local: Backend
+        if cfg.local.backend == "fake":
+            self.model_name = "fake"
+            self.local = FakeBackend(name=LOCAL)
+        else:
+            entry = load_manifest(cfg.models.manifest).get(cfg.local.model)
+            self.model_name = entry.name
+            self.local = LlamaBackend(
+                name=LOCAL, model_path=resolve(entry, cfg.models.dir), cfg=cfg.local
+            )
         self.pipeline = Pipeline(
             guardian=PassGuardian(),
             router=Router(),
@@ -107,6 +135,25 @@ class App:
             retain=True,
         )
 
+    async def reload(self) -> bool:
+        """SIGHUP: re-read the config; swap in new guardian rules and ingress limits.
+
+        A config or pack that fails to load is refused with a log line, and the rules already
+        running stay. Requests in flight finish under the rules they started with.
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            cfg = await loop.run_in_executor(None, load_config, self.config_path)
+            guardian = await loop.run_in_executor(None, build_guardian, cfg)
+        except Exception as e:
+            log.error("event=reload_refused error=%r", str(e))
+            return False
+        self.pipeline.guardian = guardian
+        self.ingress.reconfigure(cfg)
+        self.cfg = cfg
+        log.info("event=reloaded guardian_packs=%d", len(cfg.guardian.packs))
+        return True
+
     def stop(self) -> None:
         """Ask the daemon to shut down (signal handlers call this)."""
         self._stop.set()
@@ -116,6 +163,8 @@ class App:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        self.pipeline.guardian = await loop.run_in_executor(None, build_guardian, self.cfg)
         await self.local.start()
         link_task = asyncio.create_task(self.link.run(), name="mqtt-link")
         log.info(

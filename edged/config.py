@@ -99,6 +99,11 @@ class IngressConfig(_Model):
 class LocalModelConfig(_Model):
     """The local llama.cpp backend."""
 
+    backend: Literal["llama", "fake"] = Field(
+        "llama",
+        description="'llama': the GGUF model below; 'fake': echoes the prompt without a model "
+        "(tests and demos only).",
+    )
     model: str = Field("smollm2-135m-instruct", description="Model name from the manifest.")
     n_ctx: int = Field(2048, ge=128, description="Context window, tokens.")
     n_threads: int | None = Field(
@@ -122,6 +127,17 @@ class ModelsConfig(_Model):
     manifest: Path = Field(Path("models/manifest.toml"), description="Model manifest (TOML).")
 
 
+class GuardianConfig(_Model):
+    """On-device rules on every input and on the streamed output."""
+
+    packs: list[Path] = Field(
+        default_factory=list,
+        description="Rule pack files (TOML), in order; empty: no rules (guardian: null). "
+        "Env: EDGED_GUARDIAN__PACKS='[\"configs/guardian/default.toml\"]'.",
+    )
+    threads: int = Field(1, ge=1, description="Threads for embedding (semantic rules).")
+
+
 class LogConfig(_Model):
     """Logging to stdout (journald picks it up)."""
 
@@ -141,6 +157,7 @@ class Config(_Model):
     ingress: IngressConfig = Field(default_factory=IngressConfig)
     local: LocalModelConfig = Field(default_factory=LocalModelConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
+    guardian: GuardianConfig = Field(default_factory=GuardianConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 
     @field_validator("device_id")

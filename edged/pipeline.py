@@ -76,14 +76,15 @@ class Pipeline:
 
     async def handle(self, request: Request, reply: ReplySink) -> None:
         """Serve one request; always ends with exactly one ``result`` or ``error``."""
+        guardian = self.guardian  # a reload swaps the attribute; this request keeps its own
         self.meter.begin(request.id)
         try:
             async with deadline(request.deadline_at_s):
-                verdict = self.guardian.check_input(request)  # guardian in
+                verdict = await guardian.check_input(request)  # guardian in
                 healthy = {name: b.healthy() for name, b in self.backends.items()}
                 route = self.router.decide(verdict.request, verdict, healthy)  # router
                 events = self.backends[route.backend].generate(verdict.request)  # backend
-                events = self.guardian.filter_stream(events, verdict)  # guardian out
+                events = guardian.filter_stream(events, verdict)  # guardian out
                 out = await self._respond(verdict.request, events, reply)  # responder
         except EdgedError as err:
             self.meter.end(request.id, 0)
@@ -95,7 +96,7 @@ class Pipeline:
             reply.error(Internal("unexpected failure; see the device log"))
             return
         energy = self.meter.end(request.id, out.usage.completion_tokens)  # energy
-        reply.result(self._result(request, route, out, energy, self.guardian.report(verdict)))
+        reply.result(self._result(request, route, out, energy, guardian.report(verdict)))
 
     @staticmethod
     async def _respond(

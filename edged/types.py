@@ -154,3 +154,5 @@ class Verdict:
     request: Request
     force_local: bool = False
     actions: dict[str, int] = field(default_factory=dict)
+    #: Rule ids that acted on the streamed output, with counts (filled while streaming).
+    output: dict[str, int] = field(default_factory=dict)

@@ -1,7 +1,9 @@
 """The guardian: rules on every input and on the streamed output.
 
-This module holds the interface and the pass-through guardian used until rule packs are
-configured; rule kinds, normalization and the hold-back stream filter live beside it.
+This module holds the interface and the pass-through guardian used when no rule pack is
+configured. ``rules.py`` loads packs, ``normalize.py`` builds the views rules match on,
+``pii.py`` holds the detectors, ``matcher.py`` compiles rules, ``stream.py`` is the hold-back
+filter for streamed output, and ``engine.py`` puts them together.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from edged.types import GuardianReport, Request, StreamEvent, Verdict
 class Guardian(Protocol):
     """What the pipeline needs from the guardian."""
 
-    def check_input(self, request: Request) -> Verdict:
+    async def check_input(self, request: Request) -> Verdict:
         """Judge a request's input; raises :class:`~edged.errors.Blocked` to refuse it."""
         ...
 
@@ -33,7 +35,7 @@ class Guardian(Protocol):
 class PassGuardian:
     """No rules: lets everything through, and says so by reporting None."""
 
-    def check_input(self, request: Request) -> Verdict:
+    async def check_input(self, request: Request) -> Verdict:
         """Accept the request unchanged."""
         return Verdict(request=request)
 

@@ -1,0 +1,216 @@
+"""Compiled rules for one direction: find complete matches, and, on a stream, where a match
+that has only begun could start.
+
+Phrase rules match whole words on the skeleton view (a first-word index makes 1,000 phrases
+cost a dictionary lookup per word). PII detectors are one alternation on the plain view,
+each candidate confirmed by its checksum. Regex rules run on the plain view too. For
+streams, ``regex`` partial matching and phrase-prefix tables give the hold point.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import regex
+
+from edged.guardian import normalize as nz
+from edged.guardian.pii import BY_NAME, DETECTORS
+from edged.guardian.rules import Action, Direction, Rule
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A rule that matched ``text[start:end]`` (original coordinates).
+
+    ``final`` is False on a stream when the match touches the end of what has arrived, so
+    it may still grow (``secret`` -> ``secretary``; one more digit of a card number).
+    """
+
+    rule_id: str
+    action: Action
+    start: int
+    end: int
+    label: str
+    final: bool = True
+
+
+class Matcher:
+    """The phrase, regex and PII rules of one direction, compiled."""
+
+    def __init__(self, rules: Sequence[Rule], direction: Direction) -> None:
+        self.rules = [r for r in rules if r.applies(direction) and r.kind != "semantic"]
+        # phrases: first word -> [(word tuple, rule)]
+        self._first: dict[str, list[tuple[tuple[str, ...], Rule]]] = defaultdict(list)
+        self._max_words = 0
+        self._first_prefixes: set[str] = set()
+        self._word_prefixes: dict[tuple[str, ...], set[str]] = defaultdict(set)
+        self._tuple_prefixes: set[tuple[str, ...]] = set()
+        self._any_word_prefix: set[str] = set()
+        # PII: detector name -> rules using it
+        self._pii_rules: dict[str, list[Rule]] = defaultdict(list)
+        self._regex_rules: list[tuple[Any, Rule]] = []
+        for r in self.rules:
+            if r.kind == "phrase":
+                assert r.phrases is not None
+                for phrase in r.phrases:
+                    self._add_phrase(nz.phrase_words(phrase), r)
+            elif r.kind == "pii":
+                assert r.detectors is not None
+                for d in r.detectors:
+                    self._pii_rules[d].append(r)
+            elif r.kind == "regex":
+                assert r.pattern is not None
+                self._regex_rules.append((regex.compile(r.pattern), r))
+        used = [d for d in DETECTORS if d.name in self._pii_rules]
+        self._pii = (
+            regex.compile("|".join(f"(?P<{d.name}>{d.pattern})" for d in used)) if used else None
+        )
+        self._pii_single = {d.name: regex.compile(d.pattern) for d in used}
+
+    def _add_phrase(self, words: tuple[str, ...], rule: Rule) -> None:
+        if not words:
+            return
+        self._first[words[0]].append((words, rule))
+        self._max_words = max(self._max_words, len(words))
+        for k in range(len(words)):
+            w = words[k]
+            prefixes = {w[:i] for i in range(1, len(w) + 1)}
+            self._any_word_prefix |= prefixes
+            if k == 0:
+                self._first_prefixes |= prefixes
+            else:
+                self._word_prefixes[words[:k]] |= prefixes
+            if k + 1 < len(words):
+                self._tuple_prefixes.add(words[: k + 1])
+
+    @property
+    def empty(self) -> bool:
+        """True when no rule of this direction is compiled here."""
+        return not self.rules
+
+    # --- scanning ---------------------------------------------------------------------------
+
+    def scan(self, text: str, stream: bool = False) -> tuple[list[Finding], int]:
+        """Complete matches in ``text``; with ``stream``, also the hold point.
+
+        The hold point is the smallest index from which ``text`` may be the beginning of a
+        match that more text could complete (``len(text)`` when nothing is pending).
+        """
+        findings: list[Finding] = []
+        hold = len(text)
+        if self._first:
+            hold = min(hold, self._scan_phrases(text, stream, findings))
+        if self._pii is not None or self._regex_rules:
+            view = nz.plain(text)
+            if self._pii is not None:
+                hold = min(hold, self._scan_pii(view, stream, findings))
+            for compiled, rule in self._regex_rules:
+                hold = min(hold, self._scan_regex(view, compiled, rule, stream, findings))
+        if stream:
+            # never cut a complete match in two: hold it whole, or release it whole
+            changed = True
+            while changed:
+                changed = False
+                for f in findings:
+                    if f.start < hold < f.end:
+                        hold = f.start
+                        changed = True
+        return findings, hold
+
+    def _scan_phrases(self, text: str, stream: bool, out: list[Finding]) -> int:
+        ws = nz.words(nz.skeleton(text))
+        texts = [w.text for w in ws]
+        n = len(ws)
+        end_open = stream and n > 0 and ws[-1].end == len(text)
+        for i, w in enumerate(texts):
+            for words, rule in self._first.get(w, ()):
+                k = len(words)
+                if tuple(texts[i : i + k]) == words:
+                    last = ws[i + k - 1]
+                    final = not (end_open and i + k == n)
+                    out.append(Finding(rule.id, rule.action, ws[i].start, last.end,
+                                       rule.id, final))  # fmt: skip
+        if not stream or n == 0:
+            return len(text)
+        # Could the last words be the beginning of a phrase?
+        for j in range(max(0, n - self._max_words), n):
+            head = tuple(texts[j : n - 1])
+            if end_open:
+                last_ok = (
+                    texts[-1] in self._first_prefixes
+                    if j == n - 1
+                    else texts[-1] in self._word_prefixes.get(head, ())
+                )
+                if last_ok:
+                    return ws[j].start
+            elif tuple(texts[j:n]) in self._tuple_prefixes:
+                return ws[j].start
+        # A run of spaced single letters at the end may still become a word (s e c ...).
+        k = n
+        while k > 0 and len(texts[k - 1]) == 1:
+            k -= 1
+        if (k < n and len(text) - ws[-1].end <= 3
+                and "".join(texts[k:n]) in self._any_word_prefix):  # fmt: skip
+            return ws[k].start
+        return len(text)
+
+    def _scan_pii(self, view: nz.View, stream: bool, out: list[Finding]) -> int:
+        assert self._pii is not None
+        hold = view.original_length
+        text = view.text
+        for m in self._pii.finditer(text, partial=stream):
+            if m.start() == m.end():
+                continue
+            s, e = view.span(m.start(), m.end())
+            if m.partial:
+                hold = min(hold, s)
+                continue
+            name: str | None = m.lastgroup
+            assert name is not None
+            at_end = stream and m.end() == len(text)
+            if not self._valid(name, m.group()):
+                name, ms, me = self._retry(text, m.start())
+                if name is None:
+                    if at_end:  # one more digit may make it valid
+                        hold = min(hold, s)
+                    continue
+                s, e = view.span(ms, me)
+                at_end = stream and me == len(text)
+            for rule in self._pii_rules[name]:
+                out.append(Finding(rule.id, rule.action, s, e, name, not at_end))
+            if at_end:
+                hold = min(hold, s)
+        return hold
+
+    def _valid(self, name: str, value: str) -> bool:
+        validate = BY_NAME[name].validate
+        return validate is None or validate(value)
+
+    def _retry(self, text: str, pos: int) -> tuple[str | None, int, int]:
+        """Another detector whose valid value starts at ``pos`` (a failed candidate of one
+        kind can still be a value of another)."""
+        for name, compiled in self._pii_single.items():
+            m = compiled.match(text, pos)
+            if m and m.end() > pos and self._valid(name, m.group()):
+                return name, m.start(), m.end()
+        return None, pos, pos
+
+    @staticmethod
+    def _scan_regex(view: nz.View, compiled: Any, rule: Rule, stream: bool,
+                    out: list[Finding]) -> int:  # fmt: skip
+        hold = view.original_length
+        for m in compiled.finditer(view.text, partial=stream):
+            if m.start() == m.end():
+                continue
+            s, e = view.span(m.start(), m.end())
+            if m.partial:
+                hold = min(hold, s)
+                continue
+            at_end = stream and m.end() == len(view.text)
+            out.append(Finding(rule.id, rule.action, s, e, rule.id, not at_end))
+            if at_end:
+                hold = min(hold, s)
+        return hold

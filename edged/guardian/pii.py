@@ -1,0 +1,117 @@
+"""PII and secret detectors: a pattern to find candidates and, where the format has one, a
+checksum to confirm them (Luhn for payment cards, ISO 7064 mod-97 for IBANs).
+
+Patterns use the ``regex`` module, whose partial matching tells the stream filter where a
+value that has only begun could start, so not even its first half is released.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+PiiName = Literal[
+    "email", "phone", "payment_card", "iban", "ipv4", "ipv6", "us_ssn",
+    "aws_access_key", "github_token", "private_key_block", "jwt",
+]  # fmt: skip
+
+
+def luhn_ok(digits: str) -> bool:
+    """True when the digit string passes the Luhn check (payment card numbers)."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+# IBAN lengths per country (ISO 13616 registry; the common ones).
+IBAN_LENGTHS = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
+    "BR": 29, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20,
+    "EG": 29, "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18,
+    "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27,
+    "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21,
+    "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15,
+    "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "SA": 24, "SC": 31,
+    "SE": 24, "SI": 19, "SK": 24, "SM": 27, "ST": 25, "SV": 28, "TL": 23, "TN": 24, "TR": 26,
+    "UA": 29, "VA": 22, "VG": 24, "XK": 20,
+}  # fmt: skip
+
+
+def iban_ok(candidate: str) -> bool:
+    """True for a well-formed IBAN: known country length and mod-97 remainder 1."""
+    s = candidate.replace(" ", "").upper()
+    if IBAN_LENGTHS.get(s[:2]) != len(s) or not s.isalnum():
+        return False
+    rearranged = s[4:] + s[:4]
+    number = "".join(str(int(c, 36)) for c in rearranged)
+    return int(number) % 97 == 1
+
+
+def _digits(s: str) -> str:
+    return "".join(c for c in s if c.isdigit())
+
+
+def _card_ok(s: str) -> bool:
+    d = _digits(s)
+    return 13 <= len(d) <= 19 and luhn_ok(d)
+
+
+def _phone_ok(s: str) -> bool:
+    d = _digits(s)
+    if not 10 <= len(d) <= 15:
+        return False
+    # A digit run that is a valid payment card is the card detector's business.
+    return not (s.replace(" ", "").replace("-", "").isdigit() and len(d) >= 13 and luhn_ok(d))
+
+
+def _ipv6_ok(s: str) -> bool:
+    try:
+        ipaddress.IPv6Address(s)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Detector:
+    """One PII kind: its candidate pattern and optional validator."""
+
+    name: PiiName
+    pattern: str
+    validate: Callable[[str], bool] | None = None
+
+
+# Order matters where patterns overlap: the first alternative that matches at a position
+# wins, and a candidate that fails validation is retried against the others.
+DETECTORS: tuple[Detector, ...] = (
+    Detector("private_key_block",
+             r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----"
+             r"(?:[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|[\s\S]*\Z)"),
+    Detector("jwt", r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{8,}"),
+    Detector("aws_access_key",
+             r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b"),
+    Detector("github_token",
+             r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})\b"),
+    Detector("email",
+             r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}\b"),
+    Detector("iban", r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b", iban_ok),
+    Detector("us_ssn", r"(?<!\d)(?!000|666|9\d\d)\d{3}[- ](?!00)\d{2}[- ](?!0000)\d{4}(?!\d)"),
+    Detector("payment_card", r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d])", _card_ok),
+    Detector("ipv6", r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:|:){2,7}(?::|[0-9A-Fa-f]{1,4})(?![\w:])",
+             _ipv6_ok),
+    Detector("ipv4",
+             r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
+             r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?!\.?\d)"),
+    Detector("phone",
+             r"(?<![\w+])(?<!\d[ .-])\+?\(?\d(?:[ .()-]{0,2}\d){9,14}(?!\w)(?![ .()-]{1,2}\d)",
+             _phone_ok),
+)  # fmt: skip
+BY_NAME: dict[str, Detector] = {d.name: d for d in DETECTORS}
