@@ -20,6 +20,22 @@ from edged.guardian import normalize as nz
 from edged.guardian.pii import BY_NAME, DETECTORS
 from edged.guardian.rules import Action, Direction, Rule
 
+_SEPARATOR_CHARS = frozenset(" \t\n.,;:()+-/")
+
+
+def _may_grow(text: str, end: int) -> bool:
+    """On a stream, could a match ending at ``end`` still grow when more text comes?
+
+    Yes when it reaches the end of what has arrived, or only a few separators follow it
+    ("4111 1111 1111 " may go on with "1111"; "192.168.1.1." with "0").
+    """
+    rest = [c for c in text[end:] if not nz.is_invisible(c)]
+    return len(rest) <= 3 and all(c in _SEPARATOR_CHARS for c in rest)
+
+
+def _only_invisible(text: str, end: int) -> bool:
+    return all(nz.is_invisible(c) for c in text[end:])
+
 
 @dataclass(frozen=True, slots=True)
 class Finding:
@@ -48,7 +64,6 @@ class Matcher:
         self._first_prefixes: set[str] = set()
         self._word_prefixes: dict[tuple[str, ...], set[str]] = defaultdict(set)
         self._tuple_prefixes: set[tuple[str, ...]] = set()
-        self._any_word_prefix: set[str] = set()
         # PII: detector name -> rules using it
         self._pii_rules: dict[str, list[Rule]] = defaultdict(list)
         self._regex_rules: list[tuple[Any, Rule]] = []
@@ -56,7 +71,10 @@ class Matcher:
             if r.kind == "phrase":
                 assert r.phrases is not None
                 for phrase in r.phrases:
-                    self._add_phrase(nz.phrase_words(phrase), r)
+                    words = nz.phrase_words(phrase)
+                    self._add_phrase(words, r)
+                    if len(words) > 1:  # "l a u n c h c o d e" joins into one word
+                        self._add_phrase(("".join(words),), r)
             elif r.kind == "pii":
                 assert r.detectors is not None
                 for d in r.detectors:
@@ -78,7 +96,6 @@ class Matcher:
         for k in range(len(words)):
             w = words[k]
             prefixes = {w[:i] for i in range(1, len(w) + 1)}
-            self._any_word_prefix |= prefixes
             if k == 0:
                 self._first_prefixes |= prefixes
             else:
@@ -124,7 +141,13 @@ class Matcher:
         ws = nz.words(nz.skeleton(text))
         texts = [w.text for w in ws]
         n = len(ws)
-        end_open = stream and n > 0 and ws[-1].end == len(text)
+        end_open = (
+            stream
+            and n > 0
+            and (
+                _only_invisible(text, ws[-1].end) or (ws[-1].spaced and _may_grow(text, ws[-1].end))
+            )
+        )
         for i, w in enumerate(texts):
             for words, rule in self._first.get(w, ()):
                 k = len(words)
@@ -148,12 +171,12 @@ class Matcher:
                     return ws[j].start
             elif tuple(texts[j:n]) in self._tuple_prefixes:
                 return ws[j].start
-        # A run of spaced single letters at the end may still become a word (s e c ...).
+        # Spaced-out letters at the end (s e c r ...) may still join into any word: hold
+        # them until a real word or punctuation shows where the run ends.
         k = n
-        while k > 0 and len(texts[k - 1]) == 1:
+        while k > 0 and ws[k - 1].spaced:
             k -= 1
-        if (k < n and len(text) - ws[-1].end <= 3
-                and "".join(texts[k:n]) in self._any_word_prefix):  # fmt: skip
+        if end_open and k < n:
             return ws[k].start
         return len(text)
 
@@ -170,7 +193,7 @@ class Matcher:
                 continue
             name: str | None = m.lastgroup
             assert name is not None
-            at_end = stream and m.end() == len(text)
+            at_end = stream and _may_grow(text, m.end())
             if not self._valid(name, m.group()):
                 name, ms, me = self._retry(text, m.start())
                 if name is None:
@@ -178,7 +201,7 @@ class Matcher:
                         hold = min(hold, s)
                     continue
                 s, e = view.span(ms, me)
-                at_end = stream and me == len(text)
+                at_end = stream and _may_grow(text, me)
             for rule in self._pii_rules[name]:
                 out.append(Finding(rule.id, rule.action, s, e, name, not at_end))
             if at_end:
@@ -209,7 +232,7 @@ class Matcher:
             if m.partial:
                 hold = min(hold, s)
                 continue
-            at_end = stream and m.end() == len(view.text)
+            at_end = stream and _may_grow(view.text, m.end())
             out.append(Finding(rule.id, rule.action, s, e, rule.id, not at_end))
             if at_end:
                 hold = min(hold, s)

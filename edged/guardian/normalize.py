@@ -84,6 +84,8 @@ class Word:
     text: str
     start: int
     end: int
+    #: Made of spaced single letters (or is one letter), so it may go on past a space.
+    spaced: bool = False
 
 
 # --- skeleton ---------------------------------------------------------------------------------
@@ -159,11 +161,13 @@ def words(view: View, merge_gap: int = 3) -> list[Word]:
             text = "".join(r[0] for r in raw[i : j + 1])
             s, e = raw[i][1], raw[j][2]
             i = j + 1
+            spaced = True
         else:
             text, s, e = raw[i]
             i += 1
+            spaced = len(text) == 1
         os_, oe = view.span(s, e)
-        out.append(Word(text, os_, oe))
+        out.append(Word(text, os_, oe, spaced))
     return out
 
 
@@ -174,7 +178,8 @@ def phrase_words(phrase: str) -> tuple[str, ...]:
 
 # --- plain ------------------------------------------------------------------------------------
 
-_SPACED_RUN_RE = re.compile(r"(?<!\S)(?:\S ){3,}\S(?!\S)")
+# Four or more single characters, each gap one space (or up to three between groups).
+_SPACED_RUN_RE = re.compile(r"(?<!\S)(?:\S {1,3}){3,}\S(?!\S)")
 
 
 @lru_cache(maxsize=4096)
@@ -206,7 +211,11 @@ def plain(text: str) -> View:
     if _SPACED_RUN_RE.search(joined):
         drop: set[int] = set()
         for m in _SPACED_RUN_RE.finditer(joined):
-            drop.update(k for k in range(m.start(), m.end()) if joined[k] == " ")
+            # a one-space gap joins letters; a wider gap stays as one space between groups
+            for gap in re.finditer(" +", m.group()):
+                first = m.start() + gap.start()
+                keep = 0 if gap.end() - gap.start() == 1 else 1
+                drop.update(range(first + keep, m.start() + gap.end()))
         chars = [c for k, c in enumerate(chars) if k not in drop]
         index = [x for k, x in enumerate(index) if k not in drop]
         joined = "".join(chars)

@@ -8,6 +8,7 @@ value that has only begun could start, so not even its first half is released.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -64,9 +65,17 @@ def _card_ok(s: str) -> bool:
     return 13 <= len(d) <= 19 and luhn_ok(d)
 
 
+_SEPARATORS_RE = re.compile(r"[ .()+-]+")
+
+
 def _phone_ok(s: str) -> bool:
     d = _digits(s)
     if not 10 <= len(d) <= 15:
+        return False
+    # Phone numbers are written in groups of 2+ digits, but for a leading country or trunk
+    # code ("1-800-..."); a lone digit inside (ISBN "978-3-16-...") is something else.
+    groups = [g for g in _SEPARATORS_RE.split(s) if g]
+    if any(len(g) == 1 for g in groups[1:]):
         return False
     # A digit run that is a valid payment card is the card detector's business.
     return not (s.replace(" ", "").replace("-", "").isdigit() and len(d) >= 13 and luhn_ok(d))

@@ -57,7 +57,8 @@ class StreamFilter:
         base = len(self._ctx)
         findings, hold = self._m.scan(text, stream=not final)
         live = [f for f in findings if f.end > base]
-        blockers = sorted({f.rule_id for f in live if f.action == "block"})
+        # A match that may still grow ("secret" -> "secretary") is held, not judged yet.
+        blockers = sorted({f.rule_id for f in live if f.action == "block" and (f.final or final)})
         if blockers:
             return Step("", [], blockers)
         hold = max(hold, base)
