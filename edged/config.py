@@ -120,6 +120,38 @@ class LocalModelConfig(_Model):
     )
 
 
+class CloudConfig(_Model):
+    """An OpenAI-compatible server to offload to (vLLM, SGLang, LMDeploy, TensorRT-LLM, Ollama,
+    llama.cpp's server). The API key never comes from a config file."""
+
+    enabled: bool = Field(False, description="Offer the cloud backend to the router.")
+    base_url: str = Field(
+        "http://127.0.0.1:8000/v1", description="The server's OpenAI API root, ending in /v1."
+    )
+    model: str = Field("default", description="Model name sent to the server.")
+    api_key_env: str = Field(
+        "EDGED_CLOUD_API_KEY", description="Environment variable holding the API key."
+    )
+    api_key_credential: str = Field(
+        "cloud-api-key",
+        description="systemd credential name (LoadCredential=), read from "
+        "$CREDENTIALS_DIRECTORY when the environment variable is unset.",
+    )
+    connect_timeout_s: float = Field(3.0, gt=0, description="TCP/TLS connect timeout, seconds.")
+    read_timeout_s: float = Field(
+        20.0, gt=0, description="Longest wait for the next piece of the stream, seconds."
+    )
+    retries: int = Field(
+        1, ge=0, le=1, description="Retries, only ever before the first token (0 or 1)."
+    )
+    breaker_failures: int = Field(
+        3, ge=1, description="Consecutive failures that open the circuit breaker."
+    )
+    breaker_cooldown_s: float = Field(
+        30.0, gt=0, description="Seconds the breaker stays open before one trial request."
+    )
+
+
 class ModelsConfig(_Model):
     """Where model files live and where their manifest is."""
 
@@ -157,6 +189,7 @@ class Config(_Model):
     ingress: IngressConfig = Field(default_factory=IngressConfig)
     local: LocalModelConfig = Field(default_factory=LocalModelConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
+    cloud: CloudConfig = Field(default_factory=CloudConfig)
     guardian: GuardianConfig = Field(default_factory=GuardianConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 
