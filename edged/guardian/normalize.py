@@ -143,6 +143,34 @@ def skeleton(text: str) -> View:
     return View("".join(chars), tuple(index), n)
 
 
+def _single_run(tokens: list[str], n: int) -> bool:
+    """Whether ``n`` one-character tokens stand in a row (token lengths compared in C)."""
+    try:
+        lengths = bytes(map(len, tokens))
+    except ValueError:  # a token of 256+ characters: take the careful path
+        return True
+    return b"\x01" * n in lengths
+
+
+def has_spaced_run(skeleton_text: str) -> bool:
+    """Whether three single letters stand in a row (a spaced-out word may hide there).
+
+    Conservative: gaps are not measured here, :func:`words` does that.
+    """
+    return _single_run(skeleton_text.split(), 3)
+
+
+def word_texts(view: View) -> list[str]:
+    """The words of a skeleton, without spans or joining (cheap: a skeleton is only letters,
+    digits and spaces, so ``str.split`` finds its words)."""
+    return view.text.split()
+
+
+def word_spans(view: View) -> list[tuple[int, int]]:
+    """Original spans of :func:`word_texts`, in the same order."""
+    return [view.span(m.start(), m.end()) for m in _WORD_RE.finditer(view.text)]
+
+
 def words(view: View, merge_gap: int = 3) -> list[Word]:
     """Words of a skeleton view; runs of 3+ single letters become one word."""
     raw = [(m.group(), m.start(), m.end()) for m in _WORD_RE.finditer(view.text)]
@@ -198,7 +226,7 @@ def _plain_char(ch: str) -> str:
 
 def plain(text: str) -> View:
     """The PII / regex view of ``text`` (see the module docstring)."""
-    if text.isascii() and not _SPACED_RUN_RE.search(text):
+    if text.isascii() and not _single_run(text.split(), 4):
         return View(text, None, len(text))
     chars: list[str] = []
     index: list[int] = []

@@ -77,6 +77,10 @@ def _phone_ok(s: str) -> bool:
     groups = [g for g in _SEPARATORS_RE.split(s) if g]
     if any(len(g) == 1 for g in groups[1:]):
         return False
+    # A plain run of digits, three or more groups (415 555 0132), or +country and number;
+    # two groups split by a dot or dash are a decimal or a range (3.1415926535).
+    if not (len(groups) == 1 or len(groups) >= 3 or (s.startswith("+") and len(groups) == 2)):
+        return False
     # A digit run that is a valid payment card is the card detector's business.
     return not (s.replace(" ", "").replace("-", "").isdigit() and len(d) >= 13 and luhn_ok(d))
 
@@ -96,31 +100,45 @@ class Detector:
     name: PiiName
     pattern: str
     validate: Callable[[str], bool] | None = None
+    #: A pattern every value contains (C-speed ``re``): the detector is skipped on a whole
+    #: text without it. On a stream it always runs: the trigger may be about to arrive.
+    trigger: str | None = None
+    #: Every value has an ASCII digit (in the plain view): skipped at once on a text without.
+    needs_digit: bool = False
 
 
-# Order matters where patterns overlap: the first alternative that matches at a position
-# wins, and a candidate that fails validation is retried against the others.
+# Order matters where values overlap: where two detectors claim the same characters, the
+# one listed first keeps them (a card number is not also a phone number).
 DETECTORS: tuple[Detector, ...] = (
     Detector("private_key_block",
              r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----"
-             r"(?:[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|[\s\S]*\Z)"),
-    Detector("jwt", r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{8,}"),
+             r"(?:[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|[\s\S]*\Z)",
+             trigger="PRIVATE KEY-----"),
+    Detector("jwt", r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{8,}",
+             trigger=r"eyJ"),
     Detector("aws_access_key",
-             r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b"),
+             r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b",
+             trigger=r"A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|NPA|NVA|IPA)"),
     Detector("github_token",
-             r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})\b"),
+             r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})\b",
+             trigger=r"gh[pousr]_|github_pat_"),
     Detector("email",
-             r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}\b"),
-    Detector("iban", r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b", iban_ok),
-    Detector("us_ssn", r"(?<!\d)(?!000|666|9\d\d)\d{3}[- ](?!00)\d{2}[- ](?!0000)\d{4}(?!\d)"),
-    Detector("payment_card", r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d])", _card_ok),
+             r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}\b",
+             trigger="@"),
+    Detector("iban", r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b", iban_ok,
+             trigger=r"[A-Z]{2}\d\d", needs_digit=True),
+    Detector("us_ssn", r"(?<!\d)(?!000|666|9\d\d)\d{3}[- ](?!00)\d{2}[- ](?!0000)\d{4}(?!\d)",
+             trigger=r"\d{3}[- ]\d\d[- ]\d", needs_digit=True),
+    Detector("payment_card", r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d])", _card_ok,
+             trigger=r"\d[ -]?\d[ -]?\d[ -]?\d", needs_digit=True),
     Detector("ipv6", r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:|:){2,7}(?::|[0-9A-Fa-f]{1,4})(?![\w:])",
-             _ipv6_ok),
+             _ipv6_ok, trigger=r"[0-9A-Fa-f]?:[0-9A-Fa-f:]"),
     Detector("ipv4",
              r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
-             r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?!\.?\d)"),
+             r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?!\.?\d)", trigger=r"\d\.\d",
+             needs_digit=True),
     Detector("phone",
              r"(?<![\w+])(?<!\d[ .-])\+?\(?\d(?:[ .()-]{0,2}\d){9,14}(?!\w)(?![ .()-]{1,2}\d)",
-             _phone_ok),
+             _phone_ok, trigger=r"\d[ .()-]{0,2}\d[ .()-]{0,2}\d", needs_digit=True),
 )  # fmt: skip
 BY_NAME: dict[str, Detector] = {d.name: d for d in DETECTORS}

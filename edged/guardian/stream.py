@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 
 from edged.guardian.matcher import Finding, Matcher
 
-#: Released text kept as left context, so words and values at the boundary are seen whole.
-CONTEXT_CHARS = 64
+#: Released text kept as left context. Anything that could begin a match is held, never
+#: released, so the context only has to show the boundary before the held text (word
+#: boundaries, look-behinds); a little more is kept for patterns with wider look-behinds.
+CONTEXT_CHARS = 16
 
 
 @dataclass(slots=True)

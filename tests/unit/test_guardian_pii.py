@@ -82,3 +82,8 @@ def test_near_miss_ibans_are_not_ibans() -> None:
 ])  # fmt: skip
 def test_ordinary_numbers_are_not_pii(text: str) -> None:
     assert labels(text) == []
+
+
+def test_decimals_and_ranges_are_not_phone_numbers() -> None:
+    for text in ["pi is 3.1415926535 roughly", "0.0000000013% of it", "pages 1234567-1234590"]:
+        assert labels(text) == [], text

@@ -102,3 +102,25 @@ def test_block_stops_at_once_and_redaction_spans_chunks() -> None:
     released, blocked = run(["Email jo", "hn@exam", "ple.com", " then the laun", "ch code"])
     assert blocked == ["phr"]
     assert released == "Email [REDACTED:email] then the "
+
+
+def test_spaced_letters_are_held_whole_even_when_a_letter_begins_another_phrase() -> None:
+    m = Matcher([Rule(id="s", kind="phrase", action="block",
+                      phrases=("confidential", "overdose"))], "output")  # fmt: skip
+    f = StreamFilter(m)
+    out = []
+    for piece in ["the", " c", " o", " n", " f", " i", " d", " e", " n", " t", " i", " a", " l"]:
+        step = f.feed(piece)
+        if step.blocked_by:
+            break
+        out.append(step.release)
+    step = f.finish() if not step.blocked_by else step
+    assert step.blocked_by == ["s"]
+    assert "".join(out).strip() == "the"
+
+
+def test_a_match_followed_by_a_few_letters_waits_for_them() -> None:
+    f = StreamFilter(M)
+    out = [f.feed(p).release for p in ["mail jane.doe@example.com.e", "tty now ok"]]
+    out.append(f.finish().release)
+    assert "".join(out) == "mail [REDACTED:email] now ok"
