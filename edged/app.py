@@ -16,9 +16,11 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 from edged import __version__
 from edged.backends.base import Backend
+from edged.backends.cloud import CloudBackend
 from edged.backends.fake import FakeBackend
 from edged.backends.llama import LlamaBackend
 from edged.config import Config, load_config
@@ -31,29 +33,42 @@ from edged.models import load_manifest, resolve
 from edged.mqtt.link import Incoming, MqttLink, Will
 from edged.mqtt.topics import Topics
 from edged.pipeline import Pipeline
-from edged.router.policy import LOCAL, Router
+from edged.router.policy import CLOUD, LOCAL
+from edged.router.router import LocalStats, Router, load_policies
 
 log = logging.getLogger("edged.app")
 
 SHUTDOWN_GRACE_S = 10.0
 
 
+class _LazyEmbedder:
+    """Loads the embedding model on first use, once, for the guardian and the router."""
+
+    def __init__(self, cfg: Config) -> None:
+        self._cfg = cfg
+        self._model: Embedder | None = None
+
+    def embed(self, texts: Any) -> Any:
+        if self._model is None:
+            from edged.embeddings.minilm import MiniLMEmbedder
+
+            self._model = MiniLMEmbedder.from_manifest(
+                self._cfg.models.manifest, self._cfg.models.dir, threads=self._cfg.guardian.threads
+            )
+        return self._model.embed(texts)
+
+
 def build_guardian(cfg: Config, embedder: Embedder | None = None) -> Guardian:
     """The pass-through guardian without packs, else a RuleGuardian over them (blocking).
 
-    Loads the embedding model only when some rule is semantic (or uses ``embedder``).
-    Raises ConfigError / ModelError naming the file, rule id and reason.
+    Loads the embedding model only when some rule is semantic. Raises ConfigError /
+    ModelError naming the file, rule id and reason.
     """
     if not cfg.guardian.packs:
         return PassGuardian()
     packs = load_packs(cfg.guardian.packs)
-    if embedder is None and any(r.kind == "semantic" for p in packs for r in p.rule):
-        from edged.embeddings.minilm import MiniLMEmbedder
-
-        embedder = MiniLMEmbedder.from_manifest(
-            cfg.models.manifest, cfg.models.dir, threads=cfg.guardian.threads
-        )
-    return RuleGuardian(packs, embedder)
+    semantic = any(r.kind == "semantic" for p in packs for r in p.rule)
+    return RuleGuardian(packs, (embedder or _LazyEmbedder(cfg)) if semantic else None)
 
 
 def status_payload(cfg: Config, state: str, **extra: object) -> bytes:
@@ -85,10 +100,14 @@ class App:
             self.local = LlamaBackend(
                 name=LOCAL, model_path=resolve(entry, cfg.models.dir), cfg=cfg.local
             )
+        self.backends: dict[str, Backend] = {LOCAL: self.local}
+        if cfg.cloud.enabled:
+            self.backends[CLOUD] = CloudBackend(name=CLOUD, cfg=cfg.cloud)
+        self.embedder = _LazyEmbedder(cfg)
         self.pipeline = Pipeline(
             guardian=PassGuardian(),
-            router=Router(),
-            backends={LOCAL: self.local},
+            router=self.build_router(cfg, semantic=False),
+            backends=self.backends,
             meter=NullMeter(),
         )
         password = os.environ.get(cfg.mqtt.password_env) if cfg.mqtt.username else None
@@ -115,6 +134,27 @@ class App:
         )
         self.started_unix_s = time.time()
         self._stop = asyncio.Event()
+
+    def _local_stats(self) -> LocalStats:
+        b = self.local
+        return LocalStats(
+            queue=getattr(b, "waiting", 0),
+            tokens_per_s=getattr(b, "tokens_per_s", None),
+            ttft_s=getattr(b, "ttft_s", None),
+        )
+
+    def build_router(self, cfg: Config, semantic: bool = True) -> Router:
+        """Policies from presets and config; semantic route vectors when ``semantic``
+        (blocking: may load the embedding model)."""
+        router_cfg = cfg.router if semantic else cfg.router.model_copy(
+            update={"semantic_routes": []})  # fmt: skip
+        return Router(
+            router_cfg,
+            load_policies(cfg.router),
+            self.backends,
+            local_stats=self._local_stats,
+            embedder=self.embedder if router_cfg.semantic_routes else None,
+        )
 
     def _on_message(self, msg: Incoming) -> None:
         self.ingress.on_message(msg)
@@ -144,11 +184,14 @@ class App:
         loop = asyncio.get_running_loop()
         try:
             cfg = await loop.run_in_executor(None, load_config, self.config_path)
-            guardian = await loop.run_in_executor(None, build_guardian, cfg)
+            guardian = await loop.run_in_executor(None, build_guardian, cfg, self.embedder)
+            router = await loop.run_in_executor(None, self.build_router, cfg)
         except Exception as e:
             log.error("event=reload_refused error=%r", str(e))
             return False
+        router.adopt(self.pipeline.router)  # type: ignore[arg-type]
         self.pipeline.guardian = guardian
+        self.pipeline.router = router
         self.ingress.reconfigure(cfg)
         self.cfg = cfg
         log.info("event=reloaded guardian_packs=%d", len(cfg.guardian.packs))
@@ -164,8 +207,13 @@ class App:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
-        self.pipeline.guardian = await loop.run_in_executor(None, build_guardian, self.cfg)
-        await self.local.start()
+        self.pipeline.guardian = await loop.run_in_executor(
+            None, build_guardian, self.cfg, self.embedder
+        )
+        if self.cfg.router.semantic_routes:
+            self.pipeline.router = await loop.run_in_executor(None, self.build_router, self.cfg)
+        for backend in self.backends.values():
+            await backend.start()
         link_task = asyncio.create_task(self.link.run(), name="mqtt-link")
         log.info(
             "event=started device_id=%s request_topic=%s broker=%s:%d",
@@ -193,6 +241,7 @@ class App:
         link_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await link_task
-        await self.local.close()
+        for backend in self.backends.values():
+            await backend.close()
         log.info("event=stopped")
         return 0

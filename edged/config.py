@@ -152,6 +152,68 @@ class CloudConfig(_Model):
     )
 
 
+OffloadReason = Literal[
+    "deadline", "queue_full", "battery_low", "thermal", "power_budget", "energy", "semantic"
+]
+
+
+class PolicyConfig(_Model):
+    """One routing policy (a preset in configs/policies/, or inline). docs/routing.md."""
+
+    description: str | None = None
+    prefer: Literal["local", "cloud"] = Field(
+        "local", description="Where a request goes when no rule says otherwise."
+    )
+    offload_on: list[OffloadReason] = Field(
+        default_factory=lambda: list[OffloadReason](["deadline", "queue_full"]),
+        description="Conditions that send a request to the cloud (when it may leave).",
+    )
+    battery_low_pct: float = Field(20.0, ge=0, le=100, description="Battery is low at or below.")
+    battery_hysteresis_pct: float = Field(
+        5.0, ge=0, le=50, description="Battery is low again only above low + this."
+    )
+    power_budget_w: float | None = Field(None, gt=0, description="Offload above this draw, W.")
+    queue_full_depth: int = Field(
+        2, ge=1, description="Local generations queued or running at which the device is full."
+    )
+
+
+class SemanticRoute(_Model):
+    """Requests whose prompt resembles these examples prefer this backend."""
+
+    name: str = Field(pattern=r"^[a-z0-9_-]{1,32}$")
+    backend: Literal["local", "cloud"]
+    examples: list[str] = Field(min_length=1)
+    threshold: float = Field(0.5, gt=0, le=1)
+
+
+class RouterConfig(_Model):
+    """Per-request routing between the local model and the cloud."""
+
+    default_policy: str = Field("voice-agent", description="Policy when a request names none.")
+    policy_dir: Path = Field(
+        Path("configs/policies"), description="Directory of policy presets (<name>.toml)."
+    )
+    policies: dict[str, PolicyConfig] = Field(
+        default_factory=dict, description="Policies defined inline (override presets)."
+    )
+    cloud_daily_requests: int | None = Field(
+        None, ge=0, description="Cloud requests allowed per UTC day; None: no limit."
+    )
+    cloud_daily_tokens: int | None = Field(
+        None, ge=0, description="Cloud completion tokens allowed per UTC day; None: no limit."
+    )
+    local_j_per_token: float | None = Field(
+        None, gt=0, description="Energy of one local token, J (board profile or edged bench)."
+    )
+    radio_j_per_request: float | None = Field(
+        None, gt=0, description="Energy of sending a request and receiving its answer, J."
+    )
+    semantic_routes: list[SemanticRoute] = Field(
+        default_factory=list, description="Routes by meaning (embedding similarity)."
+    )
+
+
 class ModelsConfig(_Model):
     """Where model files live and where their manifest is."""
 
@@ -190,6 +252,7 @@ class Config(_Model):
     local: LocalModelConfig = Field(default_factory=LocalModelConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     cloud: CloudConfig = Field(default_factory=CloudConfig)
+    router: RouterConfig = Field(default_factory=RouterConfig)
     guardian: GuardianConfig = Field(default_factory=GuardianConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 

@@ -66,6 +66,15 @@ class Unavailable(EdgedError):
     code = "unavailable"
 
 
+class BackendFailed(Unavailable):
+    """A backend failed. ``before_first_token``: no text was produced yet, so the request
+    may still be served elsewhere without the client seeing anything twice."""
+
+    def __init__(self, message: str, *, before_first_token: bool = False) -> None:
+        super().__init__(message)
+        self.before_first_token = before_first_token
+
+
 class Internal(EdgedError):
     """An unexpected failure inside edged."""
 

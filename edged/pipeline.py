@@ -17,9 +17,8 @@ from typing import Protocol
 from edged.aio import deadline
 from edged.backends.base import Backend
 from edged.energy.meter import Meter
-from edged.errors import EdgedError, Internal
+from edged.errors import BackendFailed, EdgedError, Internal
 from edged.guardian import Guardian
-from edged.router.policy import Router
 from edged.types import (
     EnergyReport,
     Finished,
@@ -33,9 +32,25 @@ from edged.types import (
     TextDelta,
     Timing,
     Usage,
+    Verdict,
 )
 
 log = logging.getLogger("edged.pipeline")
+
+
+LOCAL = "local"
+
+
+class Router(Protocol):
+    """What the pipeline needs from the router."""
+
+    async def route(self, request: Request, verdict: Verdict) -> RouteDecision:
+        """Where to serve ``request``; raises Unavailable / Timeout / BadRequest."""
+        ...
+
+    def served(self, route: RouteDecision, usage: Usage) -> None:
+        """Account for a finished request (cloud budget)."""
+        ...
 
 
 class ReplySink(Protocol):
@@ -81,11 +96,17 @@ class Pipeline:
         try:
             async with deadline(request.deadline_at_s):
                 verdict = await guardian.check_input(request)  # guardian in
-                healthy = {name: b.healthy() for name, b in self.backends.items()}
-                route = self.router.decide(verdict.request, verdict, healthy)  # router
-                events = self.backends[route.backend].generate(verdict.request)  # backend
-                events = guardian.filter_stream(events, verdict)  # guardian out
-                out = await self._respond(verdict.request, events, reply)  # responder
+                route = await self.router.route(verdict.request, verdict)  # router
+                try:
+                    events = self.backends[route.backend].generate(verdict.request)  # backend
+                    events = guardian.filter_stream(events, verdict)  # guardian out
+                    out = await self._respond(verdict.request, events, reply)  # responder
+                except BackendFailed as failed:  # the cloud failed before any text: go local
+                    route = self._fallback(route, failed)
+                    events = self.backends[route.backend].generate(verdict.request)
+                    events = guardian.filter_stream(events, verdict)
+                    out = await self._respond(verdict.request, events, reply)
+                self.router.served(route, out.usage)
         except EdgedError as err:
             self.meter.end(request.id, 0)
             reply.error(err)
@@ -97,6 +118,15 @@ class Pipeline:
             return
         energy = self.meter.end(request.id, out.usage.completion_tokens)  # energy
         reply.result(self._result(request, route, out, energy, guardian.report(verdict)))
+
+    def _fallback(self, route: RouteDecision, failed: BackendFailed) -> RouteDecision:
+        """Serve locally after the cloud failed before its first token, or re-raise."""
+        local = self.backends.get(LOCAL)
+        if (route.backend == LOCAL or not failed.before_first_token or local is None
+                or not local.healthy()):  # fmt: skip
+            raise failed
+        log.warning("event=cloud_failed_fallback_local error=%r", failed.message)
+        return RouteDecision(LOCAL, (*route.reasons, "cloud_failed"))
 
     @staticmethod
     async def _respond(

@@ -64,7 +64,7 @@ class RouteDecision:
 class Usage:
     """Token counts for one generation."""
 
-    prompt_tokens: int
+    prompt_tokens: int | None  # None: the backend did not say (some servers send no usage)
     completion_tokens: int
 
 
@@ -141,6 +141,17 @@ class Result:
     timing: Timing
     energy: EnergyReport
     guardian: GuardianReport | None
+
+
+@dataclass(frozen=True, slots=True)
+class PowerState:
+    """What the device knows about its power right now; None where unknown (see ``reason``)."""
+
+    battery_pct: float | None = None
+    charging: bool | None = None
+    power_w: float | None = None
+    thermal_throttled: bool | None = None
+    reason: str | None = "no power source configured"
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import DEFAULT_MODEL_FILE, Broker, Daemon
+from tests.helpers import DEFAULT_MODEL_FILE, Broker, CloudServer, Daemon
 
 
 @pytest.fixture(scope="session")
@@ -65,3 +65,15 @@ def shared_daemon(
     d.start()
     yield d
     d.stop()
+
+
+@pytest.fixture(scope="session")
+def cloud_server(
+    model_file: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[CloudServer]:
+    """llama.cpp's OpenAI-compatible server on the default model, behind a recording proxy;
+    started once. A test that stops it must start it again before it returns."""
+    server = CloudServer(model_file, tmp_path_factory.mktemp("cloud"))
+    server.start()
+    yield server
+    server.stop()

@@ -3,6 +3,8 @@ subprocess, and an MQTT v5 client that collects replies."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import getpass
 import json
 import os
@@ -12,7 +14,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,3 +257,259 @@ class Client:
             out.append(msg)
             if body.get("type") in ("result", "error"):
                 return out
+
+
+# --- the "cloud": llama.cpp's OpenAI-compatible server behind a recording TCP proxy ----------
+
+
+class TcpRecorder:
+    """A loopback TCP proxy (client -> ``port`` -> ``upstream_port``) that keeps every byte
+    clients sent, so a test can prove what did or did not reach the server.
+
+    It runs its own asyncio loop in a thread, so sync and async tests can both use it.
+    ``stop()`` closes the listener and every connection (clients then get "connection
+    refused"); ``sever()`` cuts the live connections but keeps listening. When the upstream
+    refuses, the client's connection is closed at once and ``upstream_failures`` counts it.
+    """
+
+    def __init__(self, upstream_port: int, port: int | None = None) -> None:
+        self.upstream_port = upstream_port
+        self.port = port or free_port()
+        self._lock = threading.Lock()
+        self._received = bytearray()
+        self.accepted = 0
+        self.upstream_failures = 0
+        self._live: set[asyncio.StreamWriter] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- control, from the test's thread ---
+
+    def start(self) -> None:
+        ready: queue.Queue[BaseException | None] = queue.Queue()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            try:
+                self._server = loop.run_until_complete(
+                    asyncio.start_server(self._handle, "127.0.0.1", self.port)
+                )
+            except BaseException as e:
+                ready.put(e)
+                loop.close()
+                return
+            ready.put(None)
+            loop.run_forever()
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name=f"tcp-recorder-{self.port}", daemon=True)
+        self._thread.start()
+        err = ready.get(timeout=10)
+        if err is not None:
+            raise RuntimeError(f"proxy could not listen on {self.port}: {err!r}")
+
+    def stop(self) -> None:
+        if self._loop is None or self._thread is None:
+            return
+        self._call(self._shutdown())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop = self._server = self._thread = None
+
+    def sever(self) -> None:
+        """Cut every live connection (a network failure mid-stream); keep listening."""
+        self._call(self._close_live())
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    @property
+    def live(self) -> int:
+        """Connections open right now."""
+        return len(self._live)
+
+    def received(self) -> bytes:
+        with self._lock:
+            return bytes(self._received)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._received.clear()
+
+    def saw(self, text: str) -> bool:
+        """Whether ``text`` reached the proxy from a client, as is or JSON-escaped."""
+        data = self.received()
+        forms = {text.encode(), json.dumps(text)[1:-1].encode()}
+        return any(f in data for f in forms)
+
+    def _call(self, coro: Any) -> Any:
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
+
+    # --- inside the proxy's loop ---
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        await self._close_live()
+        if self._server is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    async def _close_live(self) -> None:
+        for w in list(self._live):
+            w.transport.abort()  # RST, like a dead link or a killed server
+        self._live.clear()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            self.upstream_failures += 1
+            writer.transport.abort()
+            return
+        self._live.update((writer, up_writer))
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, record: bool) -> None:
+            try:
+                while data := await src.read(65536):
+                    if record:
+                        with self._lock:
+                            self._received += data
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                dst.close()
+
+        try:
+            await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
+        finally:
+            self._live.discard(writer)
+            self._live.discard(up_writer)
+            writer.close()
+            up_writer.close()
+
+
+class CloudServer:
+    """``python -m llama_cpp.server`` with the default model on a free loopback port, one
+    thread, behind a :class:`TcpRecorder`. ``base_url`` points at the proxy, so everything a
+    client sends is recorded (``cloud_saw``). ``stop()`` takes down both (clients get
+    "connection refused"); ``start()`` brings them back on the same ports."""
+
+    def __init__(self, model: Path, log_dir: Path) -> None:
+        self.model = model
+        self.log_path = log_dir / "llama-server.log"
+        self.server_port = free_port()
+        self.proxy = TcpRecorder(self.server_port)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.proxy.port}/v1"
+
+    @property
+    def direct_url(self) -> str:
+        """The server itself, bypassing the proxy (for overhead measurements)."""
+        return f"http://127.0.0.1:{self.server_port}/v1"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None and self.proxy.running
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            self._start_server(timeout_s)
+        if not self.proxy.running:
+            self.proxy.start()
+
+    def _start_server(self, timeout_s: float) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGED_", "OPENAI_"))}
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(self.model),
+                "--model_alias",
+                "default",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.server_port),
+                "--n_threads",
+                "1",
+                "--n_threads_batch",
+                "1",
+                "--n_ctx",
+                "2048",
+                # queue concurrent requests like a real server instead of cutting the
+                # running one short
+                "--interrupt_requests",
+                "False",
+                "--verbose",
+                "False",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        log.close()
+        url = f"http://127.0.0.1:{self.server_port}/v1/models"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited: {self.logs()[-4000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"llama_cpp.server did not answer {url}: {self.logs()[-4000:]}")
+
+    def stop(self) -> None:
+        """Proxy and server down: nothing listens on ``base_url`` any more."""
+        self.proxy.stop()
+        self.stop_upstream()
+
+    def stop_upstream(self) -> None:
+        """Only the server down: the proxy still accepts, then drops each connection."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def freeze(self) -> None:
+        """SIGSTOP the server: connections are still accepted (by the kernel), nothing is
+        answered. ``thaw()`` lets it go on."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+
+    def cloud_saw(self, text: str) -> bool:
+        """Whether ``text`` ever reached the cloud (through ``base_url``)."""
+        return self.proxy.saw(text)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

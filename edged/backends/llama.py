@@ -58,8 +58,10 @@ class LlamaBackend:
         self.load_s: float | None = None
         self.rss_before_load_mb = float("nan")
         self.rss_after_load_mb = float("nan")
-        #: Tokens per second of the last finished generation (decode only), or None.
-        self.last_tokens_per_s: float | None = None
+        #: Moving averages the router reads: decode tokens/s, and seconds from a job's start
+        #: to its first token (prompt evaluation). None until measured.
+        self.tokens_per_s: float | None = None
+        self.ttft_s: float | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -246,14 +248,21 @@ class LlamaBackend:
             tail = decoder.decode(b"", final=True)
             if tail:
                 emit(TextDelta(tail, 0))
-            if t_first is not None and produced > 1:
-                self.last_tokens_per_s = (produced - 1) / max(time.monotonic() - t_first, 1e-9)
+            if t_first is not None:
+                self.ttft_s = _ema(self.ttft_s, t_first - t_job)
+                if produced > 1:
+                    rate = (produced - 1) / max(time.monotonic() - t_first, 1e-9)
+                    self.tokens_per_s = _ema(self.tokens_per_s, rate)
             emit(Finished(finish, Usage(prompt_tokens=len(tokens), completion_tokens=produced)))
         except EdgedError as e:
             emit(e)
         except Exception as e:
             log.exception("event=decode_failed backend=%s", self.name)
             emit(Internal(f"local generation failed: {type(e).__name__}"))
+
+
+def _ema(old: float | None, new: float, weight: float = 0.3) -> float:
+    return new if old is None else old + weight * (new - old)
 
 
 def rss_mb() -> float:

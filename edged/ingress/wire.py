@@ -46,6 +46,7 @@ class RequestBody(BaseModel):
     sensitivity: Literal["normal", "private"] = "normal"
     deadline_ms: int | None = Field(None, ge=1, le=MAX_DEADLINE_MS)
     reply_to: str | None = None
+    policy: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
 
     @model_validator(mode="after")
     def _prompt_xor_messages(self) -> RequestBody:
@@ -287,6 +288,7 @@ def parse_request(
         reply=reply,
         received_at_s=received_at_s,
         deadline_at_s=min(deadlines) if deadlines else None,
+        policy=body.policy,
     )
 
 

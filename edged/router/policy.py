@@ -1,45 +1,202 @@
-"""Routing policy: pure functions from (request, verdict, backend health) to a decision.
+"""Routing policy: pure functions from what the device knows to a decision, with reasons.
 
-No I/O here: everything the decision depends on is an argument, so every rule is a unit
-test. Reason codes are stable (docs/protocol.md lists them).
+No I/O and no clock here: everything a decision depends on is in :class:`RouteInputs`, and
+the only memory (battery hysteresis) goes in and out as :class:`RouterState`. Every rule is
+therefore a unit test, and docs/routing.md has a worked example per rule.
+
+Reason codes (stable; they reach results and telemetry):
+
+``private``        sensitivity private, or a guardian force_local rule: never leaves the device
+``hint``           the request asked for local or cloud
+``policy``         the policy's preference decided (nothing else did)
+``deadline``       the local model cannot finish within the deadline
+``queue_full``     the local model has too much queued
+``battery_low``    battery at or below the policy's threshold (with hysteresis) and not charging
+``charging``       battery low but charging: no reason to offload
+``thermal``        the board is throttling
+``power_budget``   the board draws more than the policy's power budget
+``energy``         serving locally would cost more energy than the radio
+``semantic:<name>`` the prompt resembles a configured route's examples
+``cloud_down``     the cloud is unreachable or its breaker is open
+``budget_spent``   the daily cloud budget is used up
+``no_cloud``       no cloud backend is configured
+``local_down``     the local model is not available
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from edged.errors import Unavailable
-from edged.types import Request, RouteDecision, Verdict
+from edged.config import PolicyConfig
+from edged.errors import Timeout, Unavailable
+from edged.types import PowerState, RouteDecision
 
 LOCAL = "local"
 CLOUD = "cloud"
 
 
-def decide(request: Request, verdict: Verdict, healthy: Mapping[str, bool]) -> RouteDecision:
-    """Pick the backend for ``request``.
+@dataclass(frozen=True, slots=True)
+class RouteInputs:
+    """Everything one decision looks at (a snapshot; times are seconds from now)."""
 
-    ``healthy`` maps backend names to whether they can serve now. Raises Unavailable when no
-    backend may serve the request.
+    hint: str = "auto"  # auto | local | cloud
+    pinned: bool = False  # private, or a guardian force_local
+    max_tokens: int = 256
+    remaining_s: float | None = None  # time left before the deadline; None: no deadline
+    power: PowerState = field(default_factory=PowerState)
+    local_ok: bool = True
+    local_queue: int = 0  # generations queued or running locally
+    local_tokens_per_s: float | None = None  # measured decode rate
+    local_ttft_s: float | None = None  # measured time to first token (prompt evaluation)
+    cloud_configured: bool = False
+    cloud_ok: bool = False  # reachable and its breaker lets requests through
+    cloud_budget_left: bool = True
+    local_j_per_token: float | None = None
+    radio_j_per_request: float | None = None
+    semantic: Mapping[str, tuple[str, bool]] = field(default_factory=dict)
+    # semantic: route name -> (backend it prefers, whether the prompt matched it)
+
+
+@dataclass(frozen=True, slots=True)
+class RouterState:
+    """What the policy remembers between decisions (battery hysteresis)."""
+
+    battery_low: bool = False
+
+
+def battery_low(power: PowerState, policy: PolicyConfig, was_low: bool) -> bool:
+    """Low at or below the threshold; low again only above threshold + hysteresis."""
+    pct = power.battery_pct
+    if pct is None:
+        return False
+    if was_low:
+        return pct <= policy.battery_low_pct + policy.battery_hysteresis_pct
+    return pct <= policy.battery_low_pct
+
+
+def local_finish_s(inp: RouteInputs) -> float | None:
+    """Estimated seconds until the local model would finish this request, or None if
+    the decode rate is not measured yet."""
+    if not inp.local_tokens_per_s:
+        return None
+    per_request = (inp.local_ttft_s or 0.0) + inp.max_tokens / inp.local_tokens_per_s
+    return per_request * (1 + inp.local_queue)
+
+
+def decide(
+    inp: RouteInputs, policy: PolicyConfig, state: RouterState
+) -> tuple[RouteDecision, RouterState]:
+    """Pick local or cloud for one request; raises Unavailable / Timeout when neither can.
+
+    The decision always carries at least one reason.
     """
-    pinned = request.sensitivity == "private" or verdict.force_local
-    if request.route == CLOUD and not pinned:
-        if healthy.get(CLOUD):
-            return RouteDecision(CLOUD, ("hint",))
-        raise Unavailable("route 'cloud' was asked for, but no cloud backend is available")
-    if not healthy.get(LOCAL):
-        raise Unavailable("the local model is not available")
-    if pinned:
-        return RouteDecision(LOCAL, ("private",))
-    if request.route == LOCAL:
-        return RouteDecision(LOCAL, ("hint",))
-    return RouteDecision(LOCAL, ("only_local",))
+    low = battery_low(inp.power, policy, state.battery_low)
+    new_state = RouterState(battery_low=low)
+    cloud_usable = inp.cloud_configured and inp.cloud_ok and inp.cloud_budget_left
 
+    def why_not_cloud() -> str:
+        if not inp.cloud_configured:
+            return "no_cloud"
+        if not inp.cloud_ok:
+            return "cloud_down"
+        return "budget_spent"
 
-class Router:
-    """Holds what the policy needs between requests (for now, nothing but the function)."""
+    def local(*reasons: str) -> tuple[RouteDecision, RouterState]:
+        if not inp.local_ok:
+            if inp.pinned:
+                raise Unavailable(
+                    "the local model is not available, and this request may not leave the device"
+                )
+            if cloud_usable:
+                return RouteDecision(CLOUD, ("local_down", *reasons)), new_state
+            raise Unavailable(
+                f"the local model is not available and the cloud cannot take "
+                f"the request ({why_not_cloud()})"
+            )
+        return RouteDecision(LOCAL, reasons or ("policy",)), new_state
 
-    def decide(
-        self, request: Request, verdict: Verdict, healthy: Mapping[str, bool]
-    ) -> RouteDecision:
-        """See :func:`decide`."""
-        return decide(request, verdict, healthy)
+    # 1. Hard constraints: private never leaves; an explicit hint is obeyed when it can be.
+    if inp.pinned:
+        return local("private")
+    if inp.hint == LOCAL:
+        return local("hint")
+    if inp.hint == CLOUD:
+        if cloud_usable:
+            return RouteDecision(CLOUD, ("hint",)), new_state
+        return local("hint", why_not_cloud())
+
+    if not inp.cloud_configured:
+        return local("no_cloud")
+
+    # 2. What argues for offloading, in order of urgency.
+    offload: list[str] = []
+    finish = local_finish_s(inp)
+    on = set(policy.offload_on)
+    if (
+        "deadline" in on
+        and inp.remaining_s is not None
+        and finish is not None
+        and finish > inp.remaining_s
+    ):
+        offload.append("deadline")
+    if "queue_full" in on and inp.local_queue >= policy.queue_full_depth:
+        offload.append("queue_full")
+    if "battery_low" in on and low and inp.power.charging is not True:
+        offload.append("battery_low")
+    if "thermal" in on and inp.power.thermal_throttled:
+        offload.append("thermal")
+    if (
+        "power_budget" in on
+        and policy.power_budget_w is not None
+        and inp.power.power_w is not None
+        and inp.power.power_w > policy.power_budget_w
+    ):
+        offload.append("power_budget")
+    if (
+        "energy" in on
+        and inp.local_j_per_token is not None
+        and inp.radio_j_per_request is not None
+        and inp.local_j_per_token * inp.max_tokens > inp.radio_j_per_request
+    ):
+        offload.append("energy")
+    semantic_cloud = [
+        f"semantic:{n}" for n, (b, hit) in sorted(inp.semantic.items()) if hit and b == CLOUD
+    ]
+    semantic_local = [
+        f"semantic:{n}" for n, (b, hit) in sorted(inp.semantic.items()) if hit and b == LOCAL
+    ]
+    keep: list[str] = []
+    if low and inp.power.charging is True and "battery_low" in on:
+        keep.append("charging")
+
+    # 3. Decide. Urgent reasons (the device cannot do it well) beat meaning and preference.
+    urgent = [r for r in offload if r in ("deadline", "queue_full")]
+    if urgent:
+        if cloud_usable:
+            return RouteDecision(CLOUD, tuple(urgent)), new_state
+        if (
+            "deadline" in urgent
+            and inp.remaining_s is not None
+            and finish is not None
+            and finish > inp.remaining_s * 4
+        ):
+            raise Timeout(
+                "neither the device nor the cloud can answer within the deadline "
+                f"({why_not_cloud()})"
+            )
+        return local(*urgent, why_not_cloud())
+    if offload or semantic_cloud:
+        wanted = tuple(offload + semantic_cloud)
+        if semantic_local and not offload:
+            return local(*semantic_local)
+        if cloud_usable:
+            return RouteDecision(CLOUD, wanted), new_state
+        return local(*wanted, why_not_cloud())
+    if semantic_local:
+        return local(*semantic_local, *keep)
+    if policy.prefer == CLOUD:
+        if cloud_usable:
+            return RouteDecision(CLOUD, ("policy",)), new_state
+        return local("policy", why_not_cloud())
+    return local(*keep) if keep else local("policy")

@@ -78,7 +78,7 @@ def test_stream_chunks_then_one_result(shared_daemon: Daemon, broker: Broker) ->
     assert [c["seq"] for c in chunks] == list(range(len(chunks)))
     assert chunks, "a streamed request gets chunks"
     assert "".join(str(c["text"]) for c in chunks) == final["text"]
-    assert final["route"] == {"backend": "local", "reasons": ["only_local"]}
+    assert final["route"] == {"backend": "local", "reasons": ["no_cloud"]}
     usage = final["usage"]
     assert isinstance(usage, dict) and 0 < usage["completion_tokens"] <= 24
     assert usage["prompt_tokens"] > 10

@@ -126,7 +126,7 @@ def test_input_rules_with_the_real_model(make_daemon: Callable[..., Daemon],
     # ordinary requests are untouched
     final = ask(d, broker.port, "Name a colour.")[-1]
     assert final["type"] == "result" and final["guardian"] == {"input": {}, "output": {}}
-    assert final["route"] == {"backend": "local", "reasons": ["only_local"]}
+    assert final["route"] == {"backend": "local", "reasons": ["no_cloud"]}
     assert key not in d.logs()  # nor is the secret logged
 
 

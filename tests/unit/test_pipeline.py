@@ -10,11 +10,12 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator
 
+from edged.config import PolicyConfig, RouterConfig
 from edged.energy.meter import NullMeter
 from edged.errors import BadRequest, EdgedError
 from edged.guardian import PassGuardian
 from edged.pipeline import Pipeline
-from edged.router.policy import Router
+from edged.router.router import Router
 from edged.types import (
     ChatMessage,
     Finished,
@@ -89,9 +90,9 @@ def request(stream: bool = True, deadline_s: float | None = None) -> Request:
 
 def run(backend: Script, req: Request) -> Sink:
     sink = Sink()
-    p = Pipeline(
-        guardian=PassGuardian(), router=Router(), backends={"local": backend}, meter=NullMeter()
-    )
+    backends = {"local": backend}
+    router = Router(RouterConfig(), {"voice-agent": PolicyConfig()}, backends)
+    p = Pipeline(guardian=PassGuardian(), router=router, backends=backends, meter=NullMeter())
     asyncio.run(p.handle(req, sink))
     return sink
 

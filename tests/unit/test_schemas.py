@@ -152,7 +152,7 @@ def _error_classes() -> dict[str, type[EdgedError]]:
     todo = list(EdgedError.__subclasses__())
     while todo:
         cls = todo.pop()
-        found[cls.code] = cls
+        found.setdefault(cls.code, cls)  # the top class of each code
         todo.extend(cls.__subclasses__())
     return found
 
@@ -175,7 +175,7 @@ def _result(energy: EnergyReport, guardian: GuardianReport | None, timing: Timin
         id="kitchen-42",
         text="The capital of France is Paris.",
         finish_reason="stop",
-        route=RouteDecision("local", ("only_local",)),
+        route=RouteDecision("local", ("no_cloud",)),
         usage=Usage(prompt_tokens=31, completion_tokens=8),
         timing=timing,
         energy=energy,

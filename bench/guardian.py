@@ -1,0 +1,844 @@
+"""What the guardian costs per text and per streamed token, and how often it fires on benign text.
+
+Five measurements, in one run:
+
+  1. rules     ``Matcher.scan`` and ``RuleGuardian.check_text`` with 1,000 phrase rules
+               (block) and one PII rule with all 11 detectors (redact), on ~200-byte and
+               ~2 KB texts cut from a real chat corpus, as they are and with a PII value and
+               a phrase inserted (and whether both were caught);
+  2. baseline  stdlib ``re``: the same 1,000 phrases escaped, joined with ``|``, compiled
+               with ``re.IGNORECASE``, ``finditer`` over the same texts (the ratio is the
+               figure that holds on a noisy machine);
+  3. stream    ``StreamFilter.feed`` on ~4-character pieces (what a tokenizer hands over):
+               time per call, and how many characters arrive before a piece is released;
+  4. semantic  ``check_text`` with one semantic rule (all-MiniLM-L6-v2 int8), 1 and 2 threads;
+  5. benign    how often the default pack (configs/guardian/default.toml) and the 1,000
+               phrases fire on 138,725 real chat turns, with a Wilson 95% interval, the
+               rules that fired and the flagged texts, each judged real PII or not.
+
+Texts, phrases and insertions are deterministic (fixed offsets, a seeded generator), so two
+runs time the same work. The last line printed is JSON with every figure.
+
+    .venv/bin/python bench/guardian.py [--quick] [--texts 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import random
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import regex
+
+from edged.errors import ModelError
+from edged.guardian import normalize as nz
+from edged.guardian.engine import RuleGuardian
+from edged.guardian.matcher import Finding, Matcher
+from edged.guardian.pii import DETECTORS
+from edged.guardian.rules import PII_NAMES, Direction, Pack, Rule, load_packs
+from edged.guardian.stream import StreamFilter
+from tests.fixtures.benign.corpus import load_benign
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = 20261125
+DEFAULT_PACK = ROOT / "configs" / "guardian" / "default.toml"
+PAYLOAD_LIMIT = 65_536  # bytes; ingress refuses larger payloads before parsing
+CHARS_PER_TOKEN = 4
+TOKENS_PER_S = 135.0
+GOALS = {"p99_us_200": 50.0, "p99_us_2k": 200.0, "stream_us_per_token": 20.0}
+
+# --- the 1,000 phrases --------------------------------------------------------------------
+
+
+def _words(s: str) -> list[str]:
+    return s.split()
+
+
+# Words an operator's blocklist might hold: threats, leaks, internal projects.
+SINGLE = _words(
+    "nightingale bluebird ransomware keylogger rootkit botnet phishing skimmer counterfeit "
+    "embezzlement blackmail extortion smuggling detonator thermite napalm ricin sarin anthrax "
+    "cyanide chloroform lockpick burglary arson forgery bribery insider leaked confidential "
+    "classified unreleased prototype roadmap layoffs acquisition merger lawsuit settlement "
+    "subpoena whistleblower payroll salaries credentials keycard backdoor exploit malware "
+    "spyware trojan wiretap stalkerware doxxing swatting deepfake jailbreak overdose fentanyl "
+    "methamphetamine shibboleth kingfisher bluejay"
+)
+ADJECTIVES = _words(
+    "internal secret private hidden unreleased quarterly classified restricted confidential "
+    "stolen fake forged encrypted unlisted offshore anonymous untraceable illegal unlicensed "
+    "experimental sensitive proprietary leaked master admin root legacy emergency backup "
+    "production staging corporate executive medical financial personal tactical military "
+    "nuclear chemical"
+)
+NOUNS = _words(
+    "code codes password passwords key keys budget forecast roadmap prototype blueprint "
+    "formula recipe database server firmware schematics contract invoice ledger account "
+    "accounts records files documents memo report figures earnings payroll salary bonus "
+    "merger acquisition layoffs strategy pipeline credentials token tokens certificate vault "
+    "safe alarm camera badge keycard warrant diagnosis prescription symptoms therapy address "
+    "location itinerary schedule passport license identity weapon weapons explosive "
+    "explosives device detonator virus malware exploit backdoor firewall network router "
+    "satellite drone reactor centrifuge uranium pathogen toxin project"
+)
+VERBS = _words(
+    "bypass disable hack crack steal leak forge launder smuggle hide delete wipe spoof clone "
+    "jam sabotage poison track unlock decrypt exfiltrate override tamper dump sell"
+)
+
+
+def make_phrases(n: int = 1000, seed: int = SEED) -> list[str]:
+    """``n`` distinct phrases of 1-4 words (distinct after normalization too), in a fixed order:
+    all of SINGLE, then 2-, 3- and 4-word phrases in proportion 40 : 34 : 20."""
+    rng = random.Random(seed)
+    out: list[str] = []
+    seen: set[tuple[str, ...]] = set()
+
+    def add(p: str) -> None:
+        key = nz.phrase_words(p)
+        if key and key not in seen:
+            seen.add(key)
+            out.append(p)
+
+    for w in SINGLE:
+        add(w)
+    rest = n - len(out)
+    quotas = [(2, rest * 40 // 94), (3, rest * 34 // 94)]
+    quotas.append((4, rest - sum(q for _, q in quotas)))
+    for words, quota in quotas:
+        target = len(out) + quota
+        while len(out) < target:
+            a, v, n1, n2 = (rng.choice(x) for x in (ADJECTIVES, VERBS, NOUNS, NOUNS))
+            if words == 2:
+                add(f"{a} {n1}")
+            elif words == 3:
+                add(rng.choice((f"{a} {n1} {n2}", f"{v} the {n1}", f"{v} {a} {n1}")))
+            else:
+                add(rng.choice((f"how to {v} {n1}", f"{v} the {a} {n1}", f"{a} {n1} {n2} {v}")))
+    return out
+
+
+def phrase_rules(phrases: Sequence[str]) -> list[Rule]:
+    return [
+        Rule(id=f"phrase.{i:04d}", kind="phrase", action="block", applies_to="both",
+             phrases=(p,))
+        for i, p in enumerate(phrases)
+    ]  # fmt: skip
+
+
+PII_RULE = Rule(id="pii.all", kind="pii", action="redact", applies_to="both", detectors=PII_NAMES)
+
+# Synthetic values, one per detector (documentation ranges, published example keys).
+PII_SAMPLES: dict[str, str] = {
+    "email": "jane.doe@example.com",
+    "phone": "+1 (415) 555-0132",
+    "payment_card": "4111 1111 1111 1111",
+    "iban": "GB82 WEST 1234 5698 7654 32",
+    "ipv4": "192.168.10.24",
+    "ipv6": "2001:db8:85a3::8a2e:370:7334",
+    "us_ssn": "123-45-6789",
+    "aws_access_key": "AKIAIOSFODNN7EXAMPLE",
+    "github_token": "ghp_" + "A1b2C3d4E5f6G7h8I9j0" + "K1l2M3n4O5p6Q7r8",
+    "private_key_block": (
+        "-----BEGIN PRIVATE KEY-----\nMIIBVQIBADANBgkqhkiG9w0BAQEFAASCAT8wggE7AgEAAkEA\n"
+        "-----END PRIVATE KEY-----"
+    ),
+    "jwt": (
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
+        "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+    ),
+}
+
+# --- texts --------------------------------------------------------------------------------
+
+
+def sized_texts(corpus: Sequence[str], target: int, count: int) -> list[str]:
+    """``count`` texts of about ``target`` bytes: consecutive turns joined with a space from
+    evenly spaced starting points, cut at the last space before ``target``."""
+    stride = len(corpus) // count
+    out = []
+    for k in range(count):
+        i = k * stride
+        parts: list[str] = []
+        size = -1
+        while size < target:
+            parts.append(corpus[i % len(corpus)])
+            size += len(parts[-1]) + 1
+            i += 1
+        s = " ".join(parts)
+        cut = s.rfind(" ", 0, target + 1)
+        out.append(s[:cut] if cut > target * 0.8 else s[:target])
+    return out
+
+
+def _boundary(text: str, frac: float) -> int:
+    at = text.rfind(" ", 0, int(len(text) * frac))
+    return max(at, 0)
+
+
+def insert(text: str, phrase: str | None, value: str | None) -> tuple[str, int, int]:
+    """``text`` with ``phrase`` at about 1/3 and ``value`` at about 2/3, on word boundaries;
+    returns the text and where the phrase and the value start (-1 when absent)."""
+    a, b = _boundary(text, 1 / 3), _boundary(text, 2 / 3)
+    head, mid, tail = text[:a], text[a:b], text[b:]
+    p_at = v_at = -1
+    if phrase is not None:
+        head += " "
+        p_at = len(head)
+        head += phrase + " "
+    if value is not None:
+        mid += " "
+        v_at = len(head) + len(mid)
+        mid += value + " "
+    return head + mid + tail, p_at, v_at
+
+
+def pieces(text: str) -> list[str]:
+    """Token-sized pieces, about 4 characters on average as with a BPE tokenizer on English
+    (SmolLM2's gives 4.25 on these texts): each word with its leading space, whole up to 6
+    characters, longer ones cut into runs of 4."""
+    out = []
+    for w in re.findall(r"\s*\S+|\s+$", text):
+        if len(w) <= 6:
+            out.append(w)
+        else:
+            out.extend(w[i : i + CHARS_PER_TOKEN] for i in range(0, len(w), CHARS_PER_TOKEN))
+    return out
+
+
+# --- statistics ----------------------------------------------------------------------------
+
+
+def pct(xs: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs, dtype=np.float64), q)) if len(xs) else math.nan
+
+
+def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval for k successes in n trials (95% by default)."""
+    if n == 0:
+        return math.nan, math.nan
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, c - h), min(1.0, c + h)
+
+
+def us_stats(ns: Sequence[int]) -> dict[str, float]:
+    return {
+        "p50_us": pct(ns, 50) / 1000,
+        "p99_us": pct(ns, 99) / 1000,
+        "mean_us": float(np.mean(ns)) / 1000,
+    }
+
+
+def ok(value: float, goal: float) -> str:
+    return "met" if value <= goal else f"MISSED, {value / goal:.1f}x the goal"
+
+
+# --- 1 and 2: whole texts ------------------------------------------------------------------
+
+
+def bench_texts(
+    sets: dict[str, list[str]],
+    *,
+    matcher: Matcher,
+    guardian: RuleGuardian,
+    baseline: re.Pattern[str],
+    rounds: int,
+    re_rounds: int,
+) -> dict[str, dict[str, float]]:
+    """Time scan, check_text and the re baseline on every text, interleaved text by text."""
+    out: dict[str, dict[str, float]] = {}
+    for name, texts in sets.items():
+        scan: list[int] = []
+        check: list[int] = []
+        base: list[int] = []
+        clock = time.perf_counter_ns
+        gc.collect()
+        for r in range(rounds):
+            order = texts if r % 2 == 0 else texts[::-1]
+            for t in order:
+                t0 = clock()
+                matcher.scan(t)
+                t1 = clock()
+                guardian.check_text(t, "input")
+                t2 = clock()
+                scan.append(t1 - t0)
+                check.append(t2 - t1)
+                if r < re_rounds:
+                    t3 = clock()
+                    list(baseline.finditer(t))
+                    base.append(clock() - t3)
+        s, c, b = us_stats(scan), us_stats(check), us_stats(base)
+        out[name] = {
+            "bytes_mean": float(np.mean([len(t.encode()) for t in texts])),
+            "texts": len(texts),
+            "samples": len(scan),
+            **{f"scan_{k}": v for k, v in s.items()},
+            **{f"check_{k}": v for k, v in c.items()},
+            **{f"re_{k}": v for k, v in b.items()},
+            "re_samples": len(base),
+            "ratio_scan_re_p50": s["p50_us"] / b["p50_us"],
+            "ratio_scan_re_p99": s["p99_us"] / b["p99_us"],
+        }
+    return out
+
+
+def caught(
+    matcher: Matcher, texts: Sequence[str], phrases: Sequence[str]
+) -> tuple[list[str], dict[str, dict[str, int]]]:
+    """Texts with a phrase and a PII value inserted, and, per detector, whether scan found
+    both (a finding with the detector's label starting at the value, the phrase's rule)."""
+    out = []
+    per: dict[str, dict[str, int]] = {n: {"n": 0, "value": 0, "phrase": 0} for n in PII_SAMPLES}
+    names = list(PII_SAMPLES)
+    for k, t in enumerate(texts):
+        det = names[k % len(names)]
+        pi = (k * 7) % len(phrases)
+        text, p_at, v_at = insert(t, phrases[pi], PII_SAMPLES[det])
+        out.append(text)
+        findings, _ = matcher.scan(text)
+        row = per[det]
+        row["n"] += 1
+        if any(f.label == det and f.start == v_at for f in findings):
+            row["value"] += 1
+        if any(f.rule_id == f"phrase.{pi:04d}" and f.start == p_at for f in findings):
+            row["phrase"] += 1
+    return out, per
+
+
+def breakdown(texts: Sequence[str], rounds: int) -> dict[str, float]:
+    """Where scan's time goes, with the pieces matcher.py uses today, p50 microseconds."""
+    alternation = regex.compile("|".join(f"(?P<{d.name}>{d.pattern})" for d in DETECTORS))
+    singles = [regex.compile(d.pattern) for d in DETECTORS]
+    parts: dict[str, Callable[[str], object]] = {
+        "skeleton_words": lambda t: nz.words(nz.skeleton(t)),
+        "plain": nz.plain,
+        "pii_alternation": lambda t: list(alternation.finditer(t)),
+        "pii_alternation_partial": lambda t: list(alternation.finditer(t, partial=True)),
+        "pii_11_separate": lambda t: [list(p.finditer(t)) for p in singles],
+    }
+    out = {}
+    clock = time.perf_counter_ns
+    for name, fn in parts.items():
+        ns = []
+        for _ in range(rounds):
+            for t in texts:
+                t0 = clock()
+                fn(t)
+                ns.append(clock() - t0)
+        out[name] = pct(ns, 50) / 1000
+    return out
+
+
+# --- 3: the stream filter --------------------------------------------------------------------
+
+
+def bench_stream(matcher: Matcher, texts: Sequence[str]) -> dict[str, Any]:
+    """Per-feed time and hold-back over ``texts`` fed in token-sized pieces."""
+    feed_ns: list[int] = []
+    hold_chars: list[int] = []
+    n_pieces = 0
+    n_chars = 0
+    blocked: Counter[str] = Counter()
+    worst = (-1, "")
+    clock = time.perf_counter_ns
+    gc.collect()
+    for t in texts:
+        filt = StreamFilter(matcher)
+        ends: list[int] = []
+        released: list[int] = []  # original characters released after each feed
+        pos = 0
+        for p in pieces(t):
+            t0 = clock()
+            step = filt.feed(p)
+            feed_ns.append(clock() - t0)
+            if step.blocked_by:  # a phrase in the chat itself ("classified"): stop, as edged
+                blocked.update(step.blocked_by)
+                break
+            pos += len(p)
+            ends.append(pos)
+            released.append(pos - filt.held_chars)
+        else:
+            filt.finish()
+        n_pieces += len(ends)
+        n_chars += pos
+        j = 0
+        for k, end in enumerate(ends):
+            j = max(j, k)
+            while j < len(ends) and released[j] < end:
+                j += 1
+            hold_chars.append((ends[j] if j < len(ends) else pos) - end)
+            if hold_chars[-1] > worst[0]:
+                worst = (hold_chars[-1], t[max(0, end - 30) : end + hold_chars[-1]])
+    p50, p99, mx = pct(hold_chars, 50), pct(hold_chars, 99), float(max(hold_chars))
+    tok_ms = 1000 / TOKENS_PER_S
+    return {
+        "texts": len(texts),
+        "feeds": len(feed_ns),
+        "chars_per_piece": n_chars / n_pieces,
+        "feed_mean_us": float(np.mean(feed_ns)) / 1000,
+        "feed_p50_us": pct(feed_ns, 50) / 1000,
+        "feed_p99_us": pct(feed_ns, 99) / 1000,
+        "hold_p50_chars": p50,
+        "hold_p99_chars": p99,
+        "hold_max_chars": mx,
+        "hold_p50_tokens": p50 / CHARS_PER_TOKEN,
+        "hold_p99_tokens": p99 / CHARS_PER_TOKEN,
+        "hold_max_tokens": mx / CHARS_PER_TOKEN,
+        "hold_p50_ms": p50 / CHARS_PER_TOKEN * tok_ms,
+        "hold_p99_ms": p99 / CHARS_PER_TOKEN * tok_ms,
+        "hold_max_ms": mx / CHARS_PER_TOKEN * tok_ms,
+        "held_share": sum(1 for h in hold_chars if h > 0) / len(hold_chars),
+        "longest_hold_text": worst[1],
+        "blocked_texts": sum(blocked.values()),
+        "blocked_by": dict(blocked),
+    }
+
+
+def stream_leaks(matcher: Matcher, texts: Sequence[str], phrases: Sequence[str]) -> dict[str, Any]:
+    """Stream texts with a PII value inserted (must be redacted, not even half of it
+    released) and texts with a phrase inserted (must stop before the phrase starts)."""
+    names = list(PII_SAMPLES)
+    leaks: Counter[str] = Counter()
+    half: Counter[str] = Counter()
+    missed_redaction: Counter[str] = Counter()
+    stopped: Counter[str] = Counter()
+    not_blocked = late_block = 0
+    for k, t in enumerate(texts):
+        det = names[k % len(names)]
+        value = PII_SAMPLES[det]
+        text, _, _ = insert(t, None, value)
+        filt = StreamFilter(matcher)
+        out = []
+        blocked_by: list[str] = []
+        for p in [*pieces(text), None]:
+            step = filt.feed(p) if p is not None else filt.finish()
+            out.append(step.release)
+            if step.blocked_by:  # a phrase in the value ("PRIVATE KEY") or the chat: stopped
+                blocked_by = step.blocked_by
+                break
+        released = "".join(out)
+        if value in released:
+            leaks[det] += 1
+        if value[: max(4, len(value) // 2)] in released:
+            half[det] += 1
+        if blocked_by:
+            stopped[f"{det} by {','.join(blocked_by)}"] += 1
+        elif f"[REDACTED:{det}]" not in released:
+            missed_redaction[det] += 1
+
+        text, p_at, _ = insert(t, phrases[(k * 13) % len(phrases)], None)
+        filt = StreamFilter(matcher)
+        got: list[str] = []
+        blocked = False
+        for p in pieces(text):
+            step = filt.feed(p)
+            if step.blocked_by:
+                blocked = True
+                break
+            got.append(step.release)
+        if not blocked:
+            not_blocked += 1
+        rel = "".join(got)
+        if "[REDACTED:" not in rel and len(rel) > p_at:
+            late_block += 1
+    return {
+        "texts": len(texts),
+        "pii_value_released_whole": dict(leaks),
+        "pii_value_first_half_released": dict(half),
+        "pii_not_redacted": dict(missed_redaction),
+        "pii_stream_stopped": dict(stopped),
+        "phrase_not_blocked": not_blocked,
+        "phrase_partly_released_before_block": late_block,
+    }
+
+
+# --- 4: semantic rule ---------------------------------------------------------------------
+
+SEMANTIC_RULE = Rule(
+    id="semantic.self-harm",
+    kind="semantic",
+    action="force_local",
+    applies_to="input",
+    threshold=0.6,
+    examples=("I want to hurt myself", "how can I end my life", "I don't want to live anymore"),
+)
+
+
+def bench_semantic(inputs: Sequence[str], rounds: int) -> dict[str, Any]:
+    from edged.embeddings.minilm import MiniLMEmbedder
+
+    guardians: dict[int, RuleGuardian] = {}
+    load_ms: dict[int, float] = {}
+    for threads in (1, 2):
+        t0 = time.perf_counter()
+        emb = MiniLMEmbedder.from_manifest(
+            ROOT / "models" / "manifest.toml", ROOT / "models", threads=threads
+        )
+        load_ms[threads] = (time.perf_counter() - t0) * 1000
+        guardians[threads] = RuleGuardian([Pack(name="semantic", rule=(SEMANTIC_RULE,))], emb)
+    ms: dict[int, list[float]] = {1: [], 2: []}
+    fired: Counter[int] = Counter()
+    try:
+        for g in guardians.values():  # warm-up
+            for t in inputs[:5]:
+                g.check_text(t, "input")
+        for r in range(rounds):
+            for i, t in enumerate(inputs):
+                order = (1, 2) if (i + r) % 2 == 0 else (2, 1)
+                for threads in order:
+                    t0 = time.perf_counter_ns()
+                    o = guardians[threads].check_text(t, "input")
+                    ms[threads].append((time.perf_counter_ns() - t0) / 1e6)
+                    if r == 0 and o.action != "allow":
+                        fired[threads] += 1
+    finally:
+        for g in guardians.values():
+            g.close()
+    words = [len(t.split()) for t in inputs]
+    return {
+        "inputs": len(inputs),
+        "words_mean": float(np.mean(words)),
+        **{
+            f"threads{n}": {
+                "p50_ms": pct(ms[n], 50),
+                "p99_ms": pct(ms[n], 99),
+                "load_ms": load_ms[n],
+                "fired": fired[n],
+            }
+            for n in (1, 2)
+        },
+    }
+
+
+# --- 5: false positives on the benign corpus ----------------------------------------------
+
+# Values in the corpus read by a person (this benchmark's author) and judged. Real personal
+# data is a true positive; everything else the detectors flag there is a false positive.
+REAL_PII = {
+    "(808) 782-1557": "a US phone number the writer gives out ('That's my number')",
+    "natalie.ccc.byu@gmail.com": "a person's e-mail address",
+    "chitchat@byu.edu": "a real e-mail address (the study's contact address)",
+}
+REVIEWED_BENIGN = {
+    "4 8 15 16 23 42": "the numbers from the TV series Lost",
+    "12354548514555": "keyboard-mash digits",
+    "998877778899": "an example of a palindromic number",
+    "99956644665999": "keyboard-mash digits that pass the Luhn check by chance",
+    "403902930493": "a joking word count",
+    "1 2 4 3 5 6 7 6 8 3 9 9 5 3 5 4": "spam digits that pass the Luhn check by chance",
+    "800 2200 300": "three amounts being added up",
+    "0.0000000013": "a decimal number (a percentage)",
+    "11200201101": "a made-up 'code name' of digits",
+    "0101101001010": "a binary string that passes the Luhn check by chance",
+    "100010001 1": "part of a typed binary string",
+}
+
+
+def judge(text: str, findings: Sequence[Finding]) -> tuple[str, str]:
+    """('real' | 'benign' | 'unreviewed', why) for one flagged text."""
+    values = [text[f.start : f.end] for f in findings]
+    if values and all(v in REAL_PII for v in values):
+        return "real", REAL_PII[values[0]]
+    reasons = [REVIEWED_BENIGN.get(v) for v in values]
+    if any(v in REAL_PII for v in values):
+        return "real", "real PII among other findings"
+    if all(reasons):
+        return "benign", str(reasons[0])
+    return "unreviewed", "not reviewed: counted as a false positive"
+
+
+def rate_row(k: int, n: int) -> dict[str, float]:
+    lo, hi = wilson(k, n)
+    return {"n": n, "flagged": k, "rate": k / n if n else math.nan, "wilson_lo": lo,
+            "wilson_hi": hi}  # fmt: skip
+
+
+def fp_default(corpus: Sequence[str]) -> dict[str, Any]:
+    guardian = RuleGuardian(load_packs([DEFAULT_PACK]))
+    result: dict[str, Any] = {"skipped_over_limit": 0}
+    flagged_texts: dict[int, list[Finding]] = {}
+    try:
+        directions: tuple[Direction, ...] = ("input", "output")
+        for direction in directions:
+            n = flagged = real = 0
+            labels: Counter[str] = Counter()
+            rule_ids: Counter[str] = Counter()
+            for i, t in enumerate(corpus):
+                if len(t.encode()) > PAYLOAD_LIMIT:
+                    if direction == "input":
+                        result["skipped_over_limit"] += 1
+                    continue
+                n += 1
+                o = guardian.check_text(t, direction)
+                if o.action == "allow":
+                    continue
+                flagged += 1
+                labels.update(f.label for f in o.findings)
+                rule_ids.update(o.rules)
+                flagged_texts.setdefault(i, list(o.findings))
+                if judge(t, o.findings)[0] == "real":
+                    real += 1
+            result[direction] = {
+                "raw": rate_row(flagged, n),
+                "true_positive_texts": real,
+                "excluding_true_positives": rate_row(flagged - real, n - real),
+                "labels": dict(labels.most_common()),
+                "rules": dict(rule_ids.most_common()),
+            }
+    finally:
+        guardian.close()
+    examples = []
+    for i, findings in sorted(flagged_texts.items()):
+        t = corpus[i]
+        verdict, why = judge(t, findings)
+        f0 = findings[0]
+        lo = max(0, min(f0.start - 40, len(t) - 120))
+        examples.append({
+            "index": i,
+            "verdict": verdict,
+            "why": why,
+            "values": [f"{f.label}: {t[f.start : f.end]}" for f in findings],
+            "text": ("..." if lo else "") + t[lo : lo + 120],
+        })  # fmt: skip
+    result["examples"] = examples
+    return result
+
+
+def fp_phrases(corpus: Sequence[str], phrases: Sequence[str]) -> dict[str, Any]:
+    guardian = RuleGuardian([Pack(name="phrases", rule=tuple(phrase_rules(phrases)))])
+    n = flagged = 0
+    fired: Counter[str] = Counter()
+    by_words: Counter[int] = Counter()  # texts by the longest phrase that fired in them
+    examples: list[str] = []
+    try:
+        for t in corpus:
+            if len(t.encode()) > PAYLOAD_LIMIT:
+                continue
+            n += 1
+            o = guardian.check_text(t, "input")
+            if o.action == "allow":
+                continue
+            flagged += 1
+            fired.update(o.rules)
+            by_words[max(len(phrases[int(r.split(".")[1])].split()) for r in o.rules)] += 1
+            if len(examples) < 5:
+                f0 = o.findings[0]
+                lo = max(0, min(f0.start - 40, len(t) - 120))
+                examples.append(t[lo : lo + 120])
+    finally:
+        guardian.close()
+    by_phrase = {
+        f"{rid} {phrases[int(rid.split('.')[1])]!r}": c for rid, c in fired.most_common(12)
+    }
+    return {**rate_row(flagged, n), "phrases_that_fired": len(fired), "top": by_phrase,
+            "texts_by_phrase_words": dict(sorted(by_words.items())),
+            "examples": examples}  # fmt: skip
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer texts and rounds, 1/10 corpus")
+    ap.add_argument("--texts", type=int, default=None, help="texts per size (default 300)")
+    args = ap.parse_args()
+    quick = bool(args.quick)
+    n_texts = args.texts or (60 if quick else 300)
+    rounds = {200: 3 if quick else 20, 2000: 2 if quick else 8}
+    re_rounds = {200: 1 if quick else 3, 2000: 1}
+    started = time.perf_counter()
+    figures: dict[str, Any] = {"quick": quick, "date": time.strftime("%Y-%m-%d")}
+
+    corpus = load_benign()
+    phrases = make_phrases()
+    rules = [*phrase_rules(phrases), PII_RULE]
+    pack = Pack(name="bench", rule=tuple(rules))
+    matcher_in = Matcher(rules, "input")
+    matcher_out = Matcher(rules, "output")
+    guardian = RuleGuardian([pack])
+    baseline = re.compile("|".join(re.escape(p) for p in phrases), re.IGNORECASE)
+    words_hist = Counter(len(p.split()) for p in phrases)
+    print(
+        f"rule set: {len(phrases)} phrase rules (block; {dict(sorted(words_hist.items()))} "
+        f"by word count; e.g. {phrases[0]!r}, {phrases[100]!r}, {phrases[600]!r}, "
+        f"{phrases[-1]!r}) + 1 pii rule with all {len(PII_NAMES)} detectors (redact)"
+    )
+    print(f"corpus: {len(corpus)} chat turns; {n_texts} texts per size; seed {SEED}")
+
+    # 1 + 2 -----------------------------------------------------------------------------
+    sets: dict[str, list[str]] = {}
+    per_caught: dict[str, dict[str, dict[str, int]]] = {}
+    for size in (200, 2000):
+        plain = sized_texts(corpus, size, n_texts)
+        sets[f"{size}_plain"] = plain
+        sets[f"{size}_inserted"], per_caught[str(size)] = caught(matcher_in, plain, phrases)
+    timing: dict[str, dict[str, float]] = {}
+    for size in (200, 2000):
+        sub = {k: v for k, v in sets.items() if k.startswith(f"{size}_")}
+        timing.update(
+            bench_texts(
+                sub,
+                matcher=matcher_in,
+                guardian=guardian,
+                baseline=baseline,
+                rounds=rounds[size],
+                re_rounds=re_rounds[size],
+            )
+        )
+    figures["texts"] = timing
+    print("\n1+2. whole texts: Matcher.scan, RuleGuardian.check_text, and the re baseline (us)")
+    print(
+        f"{'texts':14} {'bytes':>6} {'scan p50':>9} {'scan p99':>9} {'check p50':>10} "
+        f"{'check p99':>10} {'re p50':>8} {'re p99':>8} {'scan/re p50':>12}"
+    )
+    for name, row in timing.items():
+        print(
+            f"{name:14} {row['bytes_mean']:6.0f} {row['scan_p50_us']:9.1f} "
+            f"{row['scan_p99_us']:9.1f} {row['check_p50_us']:10.1f} {row['check_p99_us']:10.1f} "
+            f"{row['re_p50_us']:8.1f} {row['re_p99_us']:8.1f} {row['ratio_scan_re_p50']:12.3f}"
+        )
+    p99_200 = timing["200_plain"]["scan_p99_us"]
+    p99_2k = timing["2000_plain"]["scan_p99_us"]
+    print(f"scan p99 at 200 B: {p99_200:.1f} us (goal <= 50 us: {ok(p99_200, 50)})")
+    print(f"scan p99 at 2 KB: {p99_2k:.1f} us (goal <= 200 us: {ok(p99_2k, 200)})")
+    figures["caught"] = per_caught
+    miss = [
+        f"{size} B {det}: value {row['value']}/{row['n']}, phrase {row['phrase']}/{row['n']}"
+        for size, rows in per_caught.items()
+        for det, row in rows.items()
+        if row["value"] < row["n"] or row["phrase"] < row["n"]
+    ]
+    total = sum(r["n"] for rows in per_caught.values() for r in rows.values())
+    print(
+        f"inserted values and phrases found by scan: "
+        f"{'all' if not miss else 'NOT all'} of {total} texts"
+        + ("".join(f"\n  missed: {m}" for m in miss))
+    )
+    bd_texts = sets["2000_plain"][: min(100, n_texts)]
+    figures["breakdown_2k_p50_us"] = breakdown(bd_texts, 1 if quick else 3)
+    print(
+        "where scan's time goes at 2 KB (p50 us, the pieces matcher.py uses): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in figures["breakdown_2k_p50_us"].items())
+    )
+
+    # 3 -----------------------------------------------------------------------------------
+    print("\n3. stream filter (output matcher of the same rule set), ~4-character pieces")
+    figures["stream"] = {}
+    for size in (200, 2000):
+        st = bench_stream(matcher_out, sets[f"{size}_plain"])
+        figures["stream"][str(size)] = st
+        print(
+            f"{size:>4} B: {st['feeds']} feeds of {st['chars_per_piece']:.2f} chars: "
+            f"mean {st['feed_mean_us']:.1f} us, p50 {st['feed_p50_us']:.1f}, "
+            f"p99 {st['feed_p99_us']:.1f} us per feed (goal <= 20 us: "
+            f"{ok(st['feed_mean_us'], 20)} on the mean, {ok(st['feed_p99_us'], 20)} on p99)"
+        )
+        print(
+            f"        hold-back: p50 {st['hold_p50_chars']:.0f} / p99 {st['hold_p99_chars']:.0f}"
+            f" / max {st['hold_max_chars']:.0f} chars = {st['hold_p50_tokens']:.2f} / "
+            f"{st['hold_p99_tokens']:.2f} / {st['hold_max_tokens']:.2f} tokens = "
+            f"{st['hold_p50_ms']:.1f} / {st['hold_p99_ms']:.1f} / {st['hold_max_ms']:.1f} ms at "
+            f"{TOKENS_PER_S:.0f} tok/s; {st['held_share']:.0%} of pieces wait for a later one"
+        )
+        print(f"        longest hold: {st['longest_hold_text']!r} (the piece, then what came)")
+        if st["blocked_texts"]:
+            print(
+                f"        {st['blocked_texts']} of {st['texts']} texts were stopped by a phrase "
+                f"in the chat itself ({st['blocked_by']}); their pieces up to the stop count"
+            )
+    lk = stream_leaks(matcher_out, sets["200_plain"] + sets["2000_plain"], phrases)
+    figures["stream_leaks"] = lk
+    print(
+        f"stream check on {lk['texts']} texts with a value, {lk['texts']} with a phrase: "
+        f"value released whole {lk['pii_value_released_whole'] or 'never'}, first half "
+        f"released {lk['pii_value_first_half_released'] or 'never'}, not redacted "
+        f"{lk['pii_not_redacted'] or 'never'}, stream stopped by a block rule (a phrase in "
+        f"the value or in the chat) "
+        f"{lk['pii_stream_stopped'] or 'never'}; phrase not blocked {lk['phrase_not_blocked']}, "
+        f"phrase partly released before the block {lk['phrase_partly_released_before_block']}"
+    )
+
+    # 4 -----------------------------------------------------------------------------------
+    print("\n4. semantic rule: check_text with one semantic rule (3 examples), ~20-word inputs")
+    sem_inputs = [t for t in corpus if 18 <= len(t.split()) <= 22]
+    step = max(1, len(sem_inputs) // (40 if quick else 200))
+    sem_inputs = sem_inputs[::step][: 40 if quick else 200]
+    try:
+        sem = bench_semantic(sem_inputs, 1 if quick else 2)
+    except ModelError as e:
+        sem = {"error": str(e)}
+        print(
+            f"skipped: {e}\n  fetch: .venv/bin/edged models fetch minilm-l6-v2-int8 "
+            "minilm-l6-v2-tokenizer --config configs/edged.toml"
+        )
+    else:
+        for n in (1, 2):
+            row = sem[f"threads{n}"]
+            print(
+                f"threads={n}: p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms over "
+                f"{sem['inputs']} inputs of {sem['words_mean']:.1f} words (load "
+                f"{row['load_ms']:.0f} ms; the rule fired on {row['fired']})"
+            )
+    figures["semantic"] = sem
+
+    # 5 -----------------------------------------------------------------------------------
+    fp_corpus = corpus[::10] if quick else corpus
+    print(
+        f"\n5. false positives on the benign corpus ({len(fp_corpus)} turns"
+        f"{', every 10th' if quick else ''}), default pack {DEFAULT_PACK.relative_to(ROOT)}"
+    )
+    fpd = fp_default(fp_corpus)
+    figures["fp_default"] = fpd
+    print(f"skipped {fpd['skipped_over_limit']} text(s) over {PAYLOAD_LIMIT} bytes")
+    for direction in ("input", "output"):
+        d = fpd[direction]
+        raw, ex = d["raw"], d["excluding_true_positives"]
+        print(
+            f"{direction:6}: {raw['flagged']} of {raw['n']} not allowed = {raw['rate']:.3e} "
+            f"(95% {raw['wilson_lo']:.2e}..{raw['wilson_hi']:.2e}); without the "
+            f"{d['true_positive_texts']} true positives: {ex['flagged']} of {ex['n']} = "
+            f"{ex['rate']:.3e} (95% {ex['wilson_lo']:.2e}..{ex['wilson_hi']:.2e})"
+        )
+        print(f"        labels {d['labels']}; rules {d['rules']}")
+    print(f"flagged texts ({len(fpd['examples'])}; up to 15 shown, 120 chars around the value):")
+    for item in fpd["examples"][:15]:
+        print(
+            f"  [{item['verdict']}: {item['why']}] {'; '.join(item['values'])}\n"
+            f"      {item['text']!r}"
+        )
+    fpp = fp_phrases(fp_corpus, phrases)
+    figures["fp_phrases"] = fpp
+    print(
+        f"1,000 phrases (input): {fpp['flagged']} of {fpp['n']} blocked = {fpp['rate']:.3e} "
+        f"(95% {fpp['wilson_lo']:.2e}..{fpp['wilson_hi']:.2e}); {fpp['phrases_that_fired']} "
+        f"phrases fired (texts by the longest phrase that fired, in words: "
+        f"{fpp['texts_by_phrase_words']}); most: {fpp['top']}"
+    )
+    for t in fpp["examples"]:
+        print(f"      {t!r}")
+
+    guardian.close()
+    figures["elapsed_s"] = time.perf_counter() - started
+    print(f"\n{figures['elapsed_s']:.0f} s")
+    print(json.dumps(figures, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
