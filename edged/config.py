@@ -26,9 +26,9 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 ENV_PREFIX = "EDGED_"
-#: Environment variables with the prefix that are not config keys (the config path, and the
-#: default variable holding the broker password).
-ENV_RESERVED = frozenset({"EDGED_CONFIG", "EDGED_MQTT_PASSWORD"})
+#: Environment variables with the prefix that are not config keys: the config path, and the
+#: default variables holding the broker password and the cloud API key.
+ENV_RESERVED = frozenset({"EDGED_CONFIG", "EDGED_MQTT_PASSWORD", "EDGED_CLOUD_API_KEY"})
 
 _TOPIC_SEGMENT_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
