@@ -214,6 +214,60 @@ class RouterConfig(_Model):
     )
 
 
+class PowerConfig(_Model):
+    """Where power, battery and temperature readings come from (docs/energy.md)."""
+
+    source: Literal[
+        "auto", "ina3221", "power_supply", "rapl", "jtop", "trace", "estimate", "mqtt", "null"
+    ] = Field("auto", description="'auto': what the detected board profile names.")
+    profile: str = Field(
+        "auto", description="Board profile (hwprofiles/<name>.toml); 'auto' detects it."
+    )
+    profiles_dir: Path = Field(Path("hwprofiles"), description="Directory of board profiles.")
+    sysfs_root: Path = Field(
+        Path("/"), description="Root of /sys and /proc (tests point it at a fake tree)."
+    )
+    sample_hz: float = Field(50.0, gt=0, le=1000, description="Sampling rate, Hz.")
+    buffer_s: float = Field(600.0, gt=1, description="Seconds of samples kept in memory.")
+    trace_file: Path | None = Field(
+        None, description="source='trace': CSV with header t_s,power_w, replayed, looping."
+    )
+    mqtt_topic: str | None = Field(
+        None, description="source='mqtt': topic on which an external meter publishes watts."
+    )
+    battery: str | None = Field(
+        None,
+        description="power_supply name of the battery (default: the profile's, or the "
+        "first supply of type Battery).",
+    )
+    idle_w: float | None = Field(
+        None,
+        ge=0,
+        description="Idle baseline, W; default: measured (low percentile of "
+        "samples while no request runs).",
+    )
+
+
+class TelemetryConfig(_Model):
+    """Periodic telemetry, per-request events, and the store-and-forward spool."""
+
+    interval_s: float = Field(10.0, gt=0, description="Seconds between telemetry messages.")
+    events: bool = Field(True, description="Publish edged/<id>/events/request per request.")
+    spool_dir: Path = Field(
+        Path(".run/spool"), description="Where telemetry waits while the broker is away."
+    )
+    spool_max_bytes: int = Field(
+        16 * 1024 * 1024, ge=4096, description="Spool bound; past it the oldest is dropped."
+    )
+    state_dir: Path = Field(
+        Path(".run/state"), description="Persistent state (the cumulative energy counter)."
+    )
+    homeassistant_discovery: bool = Field(
+        False, description="Publish Home Assistant MQTT discovery for battery, power, tokens/J."
+    )
+    discovery_prefix: str = Field("homeassistant", description="Home Assistant's prefix.")
+
+
 class ModelsConfig(_Model):
     """Where model files live and where their manifest is."""
 
@@ -253,6 +307,8 @@ class Config(_Model):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     cloud: CloudConfig = Field(default_factory=CloudConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
+    power: PowerConfig = Field(default_factory=PowerConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     guardian: GuardianConfig = Field(default_factory=GuardianConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 

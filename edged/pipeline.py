@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Protocol
@@ -53,6 +53,10 @@ class Router(Protocol):
         ...
 
 
+Observer = Callable[[Request, "Result | None", "EdgedError | None"], None]
+"""Told about every finished request (telemetry); must not block."""
+
+
 class ReplySink(Protocol):
     """Where one request's replies go (the responder)."""
 
@@ -82,12 +86,19 @@ class Pipeline:
     """Puts the stages in order for each request."""
 
     def __init__(
-        self, *, guardian: Guardian, router: Router, backends: Mapping[str, Backend], meter: Meter
+        self,
+        *,
+        guardian: Guardian,
+        router: Router,
+        backends: Mapping[str, Backend],
+        meter: Meter,
+        observer: Observer | None = None,
     ) -> None:
         self.guardian = guardian
         self.router = router
         self.backends = backends
         self.meter = meter
+        self.observer = observer
 
     async def handle(self, request: Request, reply: ReplySink) -> None:
         """Serve one request; always ends with exactly one ``result`` or ``error``."""
@@ -108,16 +119,23 @@ class Pipeline:
                     out = await self._respond(verdict.request, events, reply)
                 self.router.served(route, out.usage)
         except EdgedError as err:
-            self.meter.end(request.id, 0)
-            reply.error(err)
+            self._fail(request, reply, err)
             return
         except Exception:
             log.exception("event=request_failed id=%s", request.id)
-            self.meter.end(request.id, 0)
-            reply.error(Internal("unexpected failure; see the device log"))
+            self._fail(request, reply, Internal("unexpected failure; see the device log"))
             return
         energy = self.meter.end(request.id, out.usage.completion_tokens)  # energy
-        reply.result(self._result(request, route, out, energy, guardian.report(verdict)))
+        result = self._result(request, route, out, energy, guardian.report(verdict))
+        reply.result(result)
+        if self.observer is not None:
+            self.observer(request, result, None)
+
+    def _fail(self, request: Request, reply: ReplySink, err: EdgedError) -> None:
+        self.meter.end(request.id, 0)
+        reply.error(err)
+        if self.observer is not None:
+            self.observer(request, None, err)
 
     def _fallback(self, route: RouteDecision, failed: BackendFailed) -> RouteDecision:
         """Serve locally after the cloud failed before its first token, or re-raise."""

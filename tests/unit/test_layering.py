@@ -17,7 +17,9 @@ STAGES = {
     "guardian": BASE,
     "router": BASE,
     "backends": BASE,
-    "energy": BASE,
+    "energy": BASE | {"edged.power.base"},  # the power-source interface, not a source
+    "power": BASE,
+    "telemetry": BASE | {"edged.energy.meter", "edged.energy.sampler", "edged.mqtt.link"},
     "embeddings": BASE | {"edged.models"},
     "ingress": BASE | {"edged.mqtt.link", "edged.mqtt.topics"},
     "mqtt": BASE,

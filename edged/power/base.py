@@ -1,0 +1,101 @@
+"""The power-source interface, the sample it returns, and the registry of source kinds.
+
+Units in names: ``_w`` watts, ``_v`` volts, ``_a`` amperes, ``_pct`` percent, ``_c`` degrees
+Celsius, ``_s`` seconds. Kernel micro-units (uW, uV, uA, uWh, milli-degrees) are converted
+once, at the boundary, by the source that reads them. Unknown is None, with a reason.
+
+A source's :meth:`PowerSource.read` may block (sysfs reads can go over I2C): it is called
+from the sampler's own thread, never from the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from edged.config import PowerConfig
+
+
+@dataclass(frozen=True, slots=True)
+class SensorInfo:
+    """One sensor a source found, for ``edged doctor``."""
+
+    name: str  # e.g. "VDD_IN", "BAT0", "package-0"
+    path: str  # where it was read
+    role: str | None = None  # total | cpu | gpu | soc | battery | thermal | ...
+    reading: str | None = None  # the current value with its unit, e.g. "4.93 W"
+    problem: str | None = None  # why it cannot be read, when it cannot
+
+
+@dataclass(frozen=True, slots=True)
+class PowerSample:
+    """One reading of everything a source knows. ``t_s`` is ``time.monotonic()``."""
+
+    t_s: float
+    total_w: float | None  # board (or module) total; None with total_reason when unknown
+    rails_w: dict[str, float] = field(default_factory=dict)
+    battery_pct: float | None = None
+    charging: bool | None = None
+    battery_v: float | None = None
+    battery_a: float | None = None  # positive: discharging into the board
+    battery_w: float | None = None
+    time_to_empty_s: float | None = None
+    temps_c: dict[str, float] = field(default_factory=dict)
+    throttled: bool | None = None
+    estimated: bool = False
+    total_reason: str | None = None
+    #: A cumulative energy counter for the total, J, when the source has one (RAPL's
+    #: energy_uj, a trace's exact integral); it lets the meter integrate exactly.
+    energy_j: float | None = None
+
+
+class PowerSource(Protocol):
+    """A source of power readings."""
+
+    #: Registered kind, e.g. "ina3221" (goes into the result's ``energy.source``).
+    name: str
+    #: True when the numbers are modelled, not measured.
+    estimated: bool
+    #: Fastest useful sampling rate, Hz (the sampler runs at min(config, this)).
+    max_rate_hz: float
+
+    def read(self) -> PowerSample:
+        """Read once (may block). Raises OSError/ValueError when the sensor fails."""
+        ...
+
+    def sensors(self) -> list[SensorInfo]:
+        """What was found, with readings or problems (for ``edged doctor``)."""
+        ...
+
+    def close(self) -> None:
+        """Release files / handles."""
+        ...
+
+
+SourceFactory = Callable[[PowerConfig, Path, "object"], PowerSource]
+_REGISTRY: dict[str, Callable[..., PowerSource]] = {}
+
+
+def register(kind: str) -> Callable[[Callable[..., PowerSource]], Callable[..., PowerSource]]:
+    """Decorator: make a source kind constructible by name."""
+
+    def deco(factory: Callable[..., PowerSource]) -> Callable[..., PowerSource]:
+        _REGISTRY[kind] = factory
+        return factory
+
+    return deco
+
+
+def source_kinds() -> list[str]:
+    """The registered kinds."""
+    return sorted(_REGISTRY)
+
+
+def factory(kind: str) -> Callable[..., PowerSource]:
+    """The factory for ``kind``; KeyError names the known kinds."""
+    try:
+        return _REGISTRY[kind]
+    except KeyError:
+        raise KeyError(f"unknown power source {kind!r}; known: {source_kinds()}") from None
