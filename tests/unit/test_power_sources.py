@@ -587,3 +587,26 @@ def test_jtop_power_dict_is_converted_from_milliwatts(monkeypatch: pytest.Monkey
     src.close()
     with pytest.raises(OSError):
         src.read()
+
+
+def test_mqtt_meter_parses_common_payloads_and_goes_stale() -> None:
+    from edged.power.mqtt_meter import MqttMeterSource, parse_watts
+
+    assert parse_watts(b"4.93") == 4.93
+    assert parse_watts(b'{"power_w": 12}') == 12.0
+    assert parse_watts(b'{"ENERGY": {"Power": 7.5, "Voltage": 230}}') == 7.5  # Tasmota
+    assert parse_watts(b'{"apower": 3.25}') == 3.25  # Shelly
+    for bad in (b"on", b'{"state": "ON"}', b"true", b"-5", b"\xff"):
+        with pytest.raises((ValueError, UnicodeDecodeError)):
+            parse_watts(bad)
+    now = [100.0]
+    src = MqttMeterSource(topic="plug/1/power", stale_s=10, clock=lambda: now[0])
+    with pytest.raises(OSError, match="no reading"):
+        src.read()
+    src.feed(b"garbage")
+    assert src.bad_messages == 1 and "no reading" not in (src.sensors()[0].problem or "x")
+    src.feed(b'{"power": 6.5}')
+    assert src.read().total_w == 6.5
+    now[0] = 111.0
+    with pytest.raises(OSError, match="silent"):
+        src.read()
