@@ -24,7 +24,8 @@ from edged.backends.cloud import CloudBackend
 from edged.backends.fake import FakeBackend
 from edged.backends.llama import LlamaBackend
 from edged.config import Config, load_config
-from edged.energy.meter import NullMeter
+from edged.energy.meter import EnergyMeter, NullMeter
+from edged.energy.sampler import Sampler
 from edged.guardian import Guardian, PassGuardian
 from edged.guardian.engine import Embedder, RuleGuardian
 from edged.guardian.rules import load_packs
@@ -33,8 +34,15 @@ from edged.models import load_manifest, resolve
 from edged.mqtt.link import Incoming, MqttLink, Will
 from edged.mqtt.topics import Topics
 from edged.pipeline import Pipeline
+from edged.power.base import PowerSource
+from edged.power.hwprofile import build_source, load_profiles, sample_hz, select_profile
+from edged.power.null import NullSource
 from edged.router.policy import CLOUD, LOCAL
 from edged.router.router import LocalStats, Router, load_policies
+from edged.telemetry.outbox import Outbox
+from edged.telemetry.reporter import EnergyCounter, Reporter
+from edged.telemetry.spool import Spool
+from edged.types import PowerState
 
 log = logging.getLogger("edged.app")
 
@@ -123,7 +131,7 @@ class App:
             will=lambda: Will(
                 self.topics.status, status_payload(cfg, "offline", reason="connection_lost")
             ),
-            subscriptions=((self.topics.request, 1),),
+            subscriptions=self._subscriptions(cfg),
             on_message=self._on_message,
             on_connected=self._on_connected,
             reconnect_min_s=cfg.mqtt.reconnect_min_s,
@@ -134,6 +142,66 @@ class App:
         )
         self.started_unix_s = time.time()
         self._stop = asyncio.Event()
+        self.sampler: Sampler | None = None
+        self.profile_name: str | None = None
+        self.outbox: Outbox | None = None
+        self.reporter: Reporter | None = None
+
+    def _subscriptions(self, cfg: Config) -> tuple[tuple[str, int], ...]:
+        subs = [(self.topics.request, 1)]
+        if cfg.power.source == "mqtt" and cfg.power.mqtt_topic:
+            subs.append((cfg.power.mqtt_topic, 0))  # an external power meter
+        return tuple(subs)
+
+    def _build_sampler(self) -> Sampler:
+        """Profile, power source and sampler (blocking: reads sysfs). A source that cannot
+        be built leaves energy unknown with the reason; serving goes on."""
+        cfg = self.cfg.power
+        profile = None
+        try:
+            found = select_profile(cfg, load_profiles(cfg.profiles_dir))
+            profile = found.profile if found else None
+            self.profile_name = profile.name if profile else None
+            source: PowerSource = build_source(cfg, profile, cfg.sysfs_root)
+        except Exception as e:
+            log.error("event=power_source_unavailable error=%r", str(e))
+            source = NullSource(reason=f"power source failed: {e}")
+        hz = sample_hz(cfg, profile, source)
+        log.info("event=power_source source=%s profile=%s sample_hz=%.1f", source.name,
+                 self.profile_name, hz)  # fmt: skip
+        return Sampler(source, hz, cfg.buffer_s)
+
+    def _power_state(self) -> PowerState:
+        s = self.sampler.latest if self.sampler is not None else None
+        if s is None or self.sampler is None:
+            return PowerState()
+        fresh = self.sampler.healthy()
+        return PowerState(
+            battery_pct=s.battery_pct,
+            charging=s.charging,
+            power_w=s.total_w if fresh else None,
+            thermal_throttled=s.throttled,
+            reason=None if fresh else self.sampler.why_not(),
+        )
+
+    def _stats(self) -> dict[str, Any]:
+        cloud = self.backends.get(CLOUD)
+        breaker = getattr(cloud, "breaker", None)
+        router = self.pipeline.router
+        return {
+            "queue_depth": getattr(self.local, "waiting", None),
+            "in_flight": self.ingress.in_flight,
+            "idle_w": getattr(self.pipeline.meter, "idle_w", None),
+            "ingress": dict(self.ingress.counts),
+            "cloud": None if cloud is None else {
+                "breaker": getattr(breaker, "state", None),
+                "requests_today": getattr(router, "cloud_requests_today", None),
+                "tokens_today": getattr(router, "cloud_tokens_today", None),
+            },
+            "spool_dropped": self.outbox.dropped if self.outbox else 0,
+            "spool_pending": self.outbox.spool.pending if self.outbox else 0,
+            "profile": self.profile_name,
+        }  # fmt: skip
 
     def _local_stats(self) -> LocalStats:
         b = self.local
@@ -152,11 +220,18 @@ class App:
             router_cfg,
             load_policies(cfg.router),
             self.backends,
+            power=self._power_state,
             local_stats=self._local_stats,
             embedder=self.embedder if router_cfg.semantic_routes else None,
         )
 
     def _on_message(self, msg: Incoming) -> None:
+        if msg.topic != self.topics.request and msg.topic == self.cfg.power.mqtt_topic:
+            feed = getattr(self.sampler.source if self.sampler else None, "feed", None)
+            if feed is not None:
+                feed(msg.payload)
+            self.link.ack_when_done(msg)()
+            return
         self.ingress.on_message(msg)
 
     def _on_connected(self, session_present: bool) -> None:
@@ -214,7 +289,29 @@ class App:
             self.pipeline.router = await loop.run_in_executor(None, self.build_router, self.cfg)
         for backend in self.backends.values():
             await backend.start()
+        self.sampler = await loop.run_in_executor(None, self._build_sampler)
+        self.sampler.start()
+        meter = EnergyMeter(self.sampler, idle_w=self.cfg.power.idle_w)
+        self.pipeline.meter = meter
+        tcfg = self.cfg.telemetry
+        self.outbox = Outbox(self.link, Spool(tcfg.spool_dir, tcfg.spool_max_bytes))
+        self.reporter = Reporter(
+            device_id=self.cfg.device_id,
+            telemetry_topic=self.topics.telemetry,
+            events_topic=self.topics.request_events,
+            sender=self.outbox,
+            sampler=self.sampler,
+            counter=EnergyCounter(tcfg.state_dir / "energy.json"),
+            interval_s=tcfg.interval_s,
+            events=tcfg.events,
+            stats=self._stats,
+        )
+        self.pipeline.observer = self.reporter.observe
         link_task = asyncio.create_task(self.link.run(), name="mqtt-link")
+        side_tasks = [
+            asyncio.create_task(self.outbox.run(), name="telemetry-outbox"),
+            asyncio.create_task(self.reporter.run(), name="telemetry"),
+        ]
         log.info(
             "event=started device_id=%s request_topic=%s broker=%s:%d",
             self.cfg.device_id,
@@ -230,6 +327,15 @@ class App:
             return 1
         log.info("event=stopping in_flight=%d", self.ingress.in_flight)
         await self.ingress.drain(SHUTDOWN_GRACE_S)
+        for task in side_tasks:
+            task.cancel()
+        await asyncio.gather(*side_tasks, return_exceptions=True)
+        if self.reporter is not None:  # the last report, and the counter saved
+            with contextlib.suppress(Exception):
+                await self.outbox.send(self.topics.telemetry, self.reporter.snapshot())
+                await loop.run_in_executor(None, self.reporter.counter.save)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.outbox.flush(), 3.0)
         if self.link.connected.is_set():
             self.link.publish(
                 self.topics.status,
@@ -243,5 +349,6 @@ class App:
             await link_task
         for backend in self.backends.values():
             await backend.close()
+        await loop.run_in_executor(None, self.sampler.stop)
         log.info("event=stopped")
         return 0

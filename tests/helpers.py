@@ -111,6 +111,9 @@ class Daemon:
                 "EDGED_MODELS__MANIFEST": str(MANIFEST),
                 "EDGED_LOCAL__N_THREADS": "1",
                 "EDGED_LOG__LEVEL": "debug",
+                # each daemon its own spool and state, beside its log
+                "EDGED_TELEMETRY__SPOOL_DIR": str(self.log_path.parent / f"spool-{self.device_id}"),
+                "EDGED_TELEMETRY__STATE_DIR": str(self.log_path.parent / f"state-{self.device_id}"),
             }
         )
         env.update(self.extra_env)

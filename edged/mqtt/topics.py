@@ -27,6 +27,16 @@ class Topics:
         """Retained online/offline status; ``offline`` is also the last will."""
         return f"{self.base}/status"
 
+    @property
+    def telemetry(self) -> str:
+        """Periodic device telemetry."""
+        return f"{self.base}/telemetry"
+
+    @property
+    def request_events(self) -> str:
+        """One event per finished request (no prompt text)."""
+        return f"{self.base}/events/request"
+
     def response(self, request_id: str) -> str:
         """Default reply topic when a request names none."""
         return f"{self.base}/response/{request_id}"

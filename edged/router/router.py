@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from edged.config import PolicyConfig, RouterConfig, format_validation_error
 from edged.errors import BadRequest, ConfigError
-from edged.router.policy import CLOUD, LOCAL, RouteInputs, RouterState, decide
+from edged.router.policy import CLOUD, LOCAL, RouteInputs, RouterState, battery_low, decide
 from edged.types import PowerState, Request, RouteDecision, Usage, Verdict
 
 if sys.version_info >= (3, 11):
@@ -174,12 +174,21 @@ class Router:
         """Decide where ``request`` is served (semantic embedding off the event loop)."""
         policy = self.policy_for(request)
         semantic: dict[str, tuple[str, bool]] = {}
-        if self._route_vecs and not (request.sensitivity == "private" or verdict.force_local):
+        # The embedding only matters for 'auto' requests that may leave, on a device with a
+        # cloud: anything else is decided before the policy looks at meaning.
+        may_use_meaning = (
+            request.route == "auto"
+            and CLOUD in self.backends
+            and not (request.sensitivity == "private" or verdict.force_local)
+        )
+        if self._route_vecs and may_use_meaning:
             text = next(m.content for m in reversed(request.messages) if m.role == "user")
             loop = asyncio.get_running_loop()
             semantic = await loop.run_in_executor(self._pool, self._semantic, text)
-        decision, self.state = decide(self.inputs(request, verdict, semantic), policy,
-                                      self.state)  # fmt: skip
+        inputs = self.inputs(request, verdict, semantic)
+        # The battery state moves even when no backend can serve (decide raises then).
+        self.state = RouterState(battery_low(inputs.power, policy, self.state.battery_low))
+        decision, self.state = decide(inputs, policy, self.state)
         self.record(decision)
         return decision
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -223,7 +224,9 @@ class Reporter:
             "temps_c": {k: _r(v, 1) for k, v in s.temps_c.items()} if s else {},
             "throttled": s.throttled if s else None,
             "energy": {
-                "total_j": round(self.counter.total_j, 3),
+                # floored to the mJ: a report never shows more than was counted, so the
+                # reported series never goes backwards, even across restarts
+                "total_j": math.floor(self.counter.total_j * 1000) / 1000,
                 "idle_w": _r(stats.pop("idle_w", None)),
                 "reason": self.counter.reason,
             },

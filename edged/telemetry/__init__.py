@@ -1,0 +1,1 @@
+"""Telemetry: the periodic report, per-request events, the on-disk spool and outbox."""
