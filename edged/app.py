@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,30 @@ def build_guardian(cfg: Config, embedder: Embedder | None = None) -> Guardian:
     return RuleGuardian(packs, (embedder or _LazyEmbedder(cfg)) if semantic else None)
 
 
+def mqtt_password(cfg: Config) -> str | None:
+    """The broker password: $<password_env>, else the systemd credential file. Never logged."""
+    value = os.environ.get(cfg.mqtt.password_env)
+    if value:
+        return value
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if creds:
+        path = Path(creds) / cfg.mqtt.password_credential
+        with contextlib.suppress(OSError):
+            return path.read_text().rstrip("\n")
+    return None
+
+
+def tls_context(cfg: Config) -> ssl.SSLContext:
+    """TLS for the broker: verify its certificate (and host name) against ``ca_file`` or the
+    system store; present a client certificate when one is configured."""
+    ctx = ssl.create_default_context(cafile=str(cfg.mqtt.ca_file) if cfg.mqtt.ca_file else None)
+    if cfg.mqtt.cert_file is not None:
+        ctx.load_cert_chain(
+            str(cfg.mqtt.cert_file), str(cfg.mqtt.key_file) if cfg.mqtt.key_file else None
+        )
+    return ctx
+
+
 def status_payload(cfg: Config, state: str, **extra: object) -> bytes:
     """The retained status message (``online`` / ``offline``)."""
     body: dict[str, object] = {
@@ -118,7 +143,7 @@ class App:
             backends=self.backends,
             meter=NullMeter(),
         )
-        password = os.environ.get(cfg.mqtt.password_env) if cfg.mqtt.username else None
+        password = mqtt_password(cfg) if cfg.mqtt.username else None
         self.link = MqttLink(
             host=cfg.mqtt.host,
             port=cfg.mqtt.port,
@@ -136,6 +161,7 @@ class App:
             on_connected=self._on_connected,
             reconnect_min_s=cfg.mqtt.reconnect_min_s,
             reconnect_max_s=cfg.mqtt.reconnect_max_s,
+            tls=tls_context(cfg) if cfg.mqtt.tls else None,
         )
         self.ingress = Ingress(
             cfg, self.topics, self.link, self.link.ack_when_done, self.pipeline.handle
@@ -200,8 +226,24 @@ class App:
             },
             "spool_dropped": self.outbox.dropped if self.outbox else 0,
             "spool_pending": self.outbox.spool.pending if self.outbox else 0,
+            "spool_failed_writes": self.outbox.spool.failed_writes if self.outbox else 0,
             "profile": self.profile_name,
+            "alarms": self._alarms(),
         }  # fmt: skip
+
+    def _alarms(self) -> list[str]:
+        """Conditions an operator should see (stable codes; telemetry's ``alarms``)."""
+        out = []
+        if self.outbox is not None and self.outbox.spool.failed_writes:
+            out.append("spool_write_failed")  # disk full or unwritable: telemetry may be lost
+        if self.outbox is not None and self.outbox.dropped:
+            out.append("spool_dropped")
+        if self.sampler is not None and self.sampler.failures:
+            out.append("power_source_failing")
+        cloud = self.backends.get(CLOUD)
+        if cloud is not None and getattr(getattr(cloud, "breaker", None), "state", "") == "open":
+            out.append("cloud_breaker_open")
+        return out
 
     def _local_stats(self) -> LocalStats:
         b = self.local

@@ -60,6 +60,17 @@ class MqttConfig(_Model):
         description="Name of the environment variable holding the broker password (never put "
         "the password itself in a config file).",
     )
+    password_credential: str = Field(
+        "mqtt-password",
+        description="systemd credential name holding the broker password (LoadCredential=), "
+        "read from $CREDENTIALS_DIRECTORY when the environment variable is unset.",
+    )
+    tls: bool = Field(False, description="Connect with TLS (the broker's TLS listener).")
+    ca_file: Path | None = Field(
+        None, description="CA that signed the broker's certificate; default: the system's."
+    )
+    cert_file: Path | None = Field(None, description="Client certificate (PEM), if required.")
+    key_file: Path | None = Field(None, description="Client private key (PEM).")
     reconnect_min_s: float = Field(0.5, gt=0, description="First reconnect back-off, seconds.")
     reconnect_max_s: float = Field(30.0, gt=0, description="Largest reconnect back-off, seconds.")
     reply_qos: Literal[0, 1] = Field(1, description="QoS of reply messages (chunks and result).")

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import random
 import socket
+import ssl
 import threading
 import time
 from collections import OrderedDict
@@ -129,6 +130,7 @@ class MqttLink:
         reconnect_min_s: float = 0.5,
         reconnect_max_s: float = 30.0,
         manual_ack: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -162,6 +164,8 @@ class MqttLink:
         c.max_queued_messages_set(0)
         if username is not None:
             c.username_pw_set(username, password)
+        if tls is not None:
+            c.tls_set_context(tls)  # the handshake runs in the connect thread
         self._will = will
         c.on_socket_open = self._cb_socket_open
         c.on_socket_close = self._cb_socket_close

@@ -1,0 +1,175 @@
+"""TLS to the broker: a CA and certificates made here, Mosquitto with a TLS listener."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import ssl
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from tests.helpers import Daemon, free_port, mosquitto_binary
+
+pytestmark = pytest.mark.integration
+
+NOW = dt.datetime.now(dt.timezone.utc)
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _write(path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+    path.with_suffix(".pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    path.with_suffix(".key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))  # fmt: skip
+
+
+def make_ca(d: Path, name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = _key()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - dt.timedelta(days=1))
+            .not_valid_after(NOW + dt.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))  # fmt: skip
+    _write(d / name, cert, key)
+    return cert, key
+
+
+def make_leaf(d: Path, name: str, ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
+              *, expired: bool = False, server: bool = True) -> Path:  # fmt: skip
+    key = _key()
+    start, end = ((NOW - dt.timedelta(days=10), NOW - dt.timedelta(days=1)) if expired
+                  else (NOW - dt.timedelta(days=1), NOW + dt.timedelta(days=30)))  # fmt: skip
+    b = (x509.CertificateBuilder()
+         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+         .issuer_name(ca[0].subject).public_key(key.public_key())
+         .serial_number(x509.random_serial_number()).not_valid_before(start)
+         .not_valid_after(end))  # fmt: skip
+    if server:
+        import ipaddress
+
+        b = b.add_extension(x509.SubjectAlternativeName([
+            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False)  # fmt: skip
+    _write(d / name, b.sign(ca[1], hashes.SHA256()), key)
+    return d / name
+
+
+class TlsBroker:
+    def __init__(self, d: Path, server: Path, ca: Path, require_client_cert: bool) -> None:
+        self.port = free_port()
+        conf = d / f"mosq-{self.port}.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"cafile {ca.with_suffix('.pem')}\ncertfile {server.with_suffix('.pem')}\n"
+            f"keyfile {server.with_suffix('.key')}\n"
+            f"require_certificate {'true' if require_client_cert else 'false'}\n"
+            "user root\n"
+        )  # fmt: skip
+        self.log = open(d / f"mosq-{self.port}.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=self.log,
+                                     stderr=subprocess.STDOUT)  # fmt: skip
+        time.sleep(0.4)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.log.close()
+
+
+def tls_client(port: int, ca: Path, cert: Path) -> paho.Client:
+    c = paho.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=f"tls-{uuid.uuid4().hex[:6]}",
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
+    ctx = ssl.create_default_context(cafile=str(ca.with_suffix(".pem")))
+    ctx.load_cert_chain(str(cert.with_suffix(".pem")), str(cert.with_suffix(".key")))
+    c.tls_set_context(ctx)
+    c.connect("127.0.0.1", port)
+    return c
+
+
+def daemon(tmp_path: Path, port: int, ca: Path, client: Path | None, name: str) -> Daemon:
+    env = {"EDGED_LOCAL__BACKEND": "fake", "EDGED_MQTT__TLS": "true",
+           "EDGED_MQTT__CA_FILE": str(ca.with_suffix(".pem"))}  # fmt: skip
+    if client is not None:
+        env["EDGED_MQTT__CERT_FILE"] = str(client.with_suffix(".pem"))
+        env["EDGED_MQTT__KEY_FILE"] = str(client.with_suffix(".key"))
+    d = Daemon(broker_port=port, device_id=f"tls{uuid.uuid4().hex[:6]}",
+               log_path=tmp_path / f"{name}.log", extra_env=env)  # fmt: skip
+    d.start(wait_online=False)
+    return d
+
+
+def wait_log(d: Daemon, needle: str, timeout_s: float = 15.0) -> bool:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if needle in d.logs():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_tls_with_client_certificates(tmp_path: Path) -> None:
+    ca = make_ca(tmp_path, "ca")
+    make_ca(tmp_path, "other-ca")  # a CA that did not sign the broker's certificate
+    server = make_leaf(tmp_path, "server", ca)
+    expired = make_leaf(tmp_path, "expired", ca, expired=True)
+    client = make_leaf(tmp_path, "client", ca, server=False)
+    good = TlsBroker(tmp_path, server, tmp_path / "ca", require_client_cert=True)
+    old = TlsBroker(tmp_path, expired, tmp_path / "ca", require_client_cert=False)
+    daemons = []
+    try:
+        d = daemon(tmp_path, good.port, tmp_path / "ca", client, "good")
+        daemons.append(d)
+        assert wait_log(d, "event=mqtt_connected"), d.logs()
+        # a request over TLS is answered (the fake backend echoes)
+        got: list[dict[str, object]] = []
+        c = tls_client(good.port, tmp_path / "ca", client)
+        c.on_message = lambda cl, u, m: got.append(json.loads(m.payload))
+        c.loop_start()
+        c.subscribe(f"edged/{d.device_id}/response/t1", qos=1)
+        time.sleep(0.3)
+        c.publish(f"edged/{d.device_id}/request", json.dumps({"id": "t1", "prompt": "over tls"}),
+                  qos=1)  # fmt: skip
+        end = time.monotonic() + 10
+        while time.monotonic() < end and not any(m.get("type") == "result" for m in got):
+            time.sleep(0.05)
+        c.loop_stop()
+        c.disconnect()
+        assert [m["text"] for m in got if m.get("type") == "result"] == ["over tls"]
+        # no client certificate, where the broker requires one: refused
+        d2 = daemon(tmp_path, good.port, tmp_path / "ca", None, "nocert")
+        daemons.append(d2)
+        assert wait_log(d2, "event=mqtt_connect_failed"), d2.logs()
+        assert "event=mqtt_connected" not in d2.logs()
+        # the wrong CA: the broker's certificate is refused
+        d3 = daemon(tmp_path, good.port, tmp_path / "other-ca", client, "wrongca")
+        daemons.append(d3)
+        assert wait_log(d3, "CERTIFICATE_VERIFY_FAILED"), d3.logs()
+        assert "event=mqtt_connected" not in d3.logs()
+        # an expired broker certificate: refused
+        d4 = daemon(tmp_path, old.port, tmp_path / "ca", None, "expired")
+        daemons.append(d4)
+        assert wait_log(d4, "certificate has expired"), d4.logs()
+        assert "event=mqtt_connected" not in d4.logs()
+    finally:
+        for x in daemons:
+            x.stop()
+        good.stop()
+        old.stop()
