@@ -126,7 +126,7 @@ class App:
         self.local: Backend
         if cfg.local.backend == "fake":
             self.model_name = "fake"
-            self.local = FakeBackend(name=LOCAL)
+            self.local = FakeBackend(name=LOCAL, delay_s=cfg.local.fake_delay_s)
         else:
             entry = load_manifest(cfg.models.manifest).get(cfg.local.model)
             self.model_name = entry.name
@@ -164,7 +164,12 @@ class App:
             tls=tls_context(cfg) if cfg.mqtt.tls else None,
         )
         self.ingress = Ingress(
-            cfg, self.topics, self.link, self.link.ack_when_done, self.pipeline.handle
+            cfg,
+            self.topics,
+            self.link,
+            self.link.ack_when_done,
+            self.pipeline.handle,
+            answered_file=cfg.telemetry.state_dir / "answered-ids.txt",
         )
         self.started_unix_s = time.time()
         self._stop = asyncio.Event()

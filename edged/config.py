@@ -115,6 +115,9 @@ class LocalModelConfig(_Model):
         description="'llama': the GGUF model below; 'fake': echoes the prompt without a model "
         "(tests and demos only).",
     )
+    fake_delay_s: float = Field(
+        0.0, ge=0, description="backend 'fake': pause before each chunk, seconds (tests)."
+    )
     model: str = Field("smollm2-135m-instruct", description="Model name from the manifest.")
     n_ctx: int = Field(2048, ge=128, description="Context window, tokens.")
     n_threads: int | None = Field(

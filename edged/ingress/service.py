@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from edged.config import Config
 from edged.errors import BadRequest, Busy, EdgedError, ShuttingDown
@@ -30,7 +31,14 @@ class Ingress:
     """Validation, admission (bounded), de-duplication and per-request tasks."""
 
     def __init__(
-        self, cfg: Config, topics: Topics, publisher: Publisher, ack: AckFactory, handler: Handler
+        self,
+        cfg: Config,
+        topics: Topics,
+        publisher: Publisher,
+        ack: AckFactory,
+        handler: Handler,
+        *,
+        answered_file: Path | None = None,
     ) -> None:
         self._cfg = cfg
         self._topics = topics
@@ -41,6 +49,13 @@ class Ingress:
         self._recent: OrderedDict[str, None] = OrderedDict()
         self.closing = False
         self.counts: dict[str, int] = {"received": 0, "admitted": 0, "rejected": 0, "duplicates": 0}
+        # Ids answered recently, kept on disk: a request whose final reply went out just
+        # before a crash, but whose PUBACK did not, is redelivered and must not be served
+        # twice. Loaded once here (before serving); appended off the event loop.
+        self._answered_file = answered_file
+        if answered_file is not None:
+            for rid in _read_answered(answered_file, cfg.ingress.dedupe_window):
+                self._remember(rid)
 
     @property
     def in_flight(self) -> int:
@@ -131,6 +146,11 @@ class Ingress:
             raise
         finally:
             self._tasks.pop(req.id, None)
+            if self._answered_file is not None and responder.final is not None:
+                asyncio.get_running_loop().run_in_executor(
+                    None, _append_answered, self._answered_file, req.id,
+                    self._cfg.ingress.dedupe_window,
+                )  # fmt: skip
             if responder.final is None:  # a handler bug; the rule is one final reply
                 log.error("event=no_final_reply id=%s", req.id)
             done()
@@ -147,3 +167,26 @@ class Ingress:
             t.cancel()
         if pending:
             await asyncio.wait(pending, timeout=5.0)
+
+
+def _read_answered(path: Path, keep: int) -> list[str]:
+    try:
+        lines = path.read_text().split()
+    except OSError:
+        return []
+    return lines[-keep:] if keep else []
+
+
+def _append_answered(path: Path, request_id: str, keep: int) -> None:
+    """Append one id; rewrite the file at twice the window so it stays small."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(request_id + "\n")
+        if keep and path.stat().st_size > keep * 2 * 40:
+            ids = _read_answered(path, keep)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(i + "\n" for i in ids))
+            tmp.replace(path)
+    except OSError as e:
+        log.warning("event=answered_ids_write_failed error=%r", str(e))

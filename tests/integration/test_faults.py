@@ -123,8 +123,8 @@ def test_killed_mid_request_is_redelivered_and_answered_once(
     make_daemon: Callable[..., Daemon], broker: Broker
 ) -> None:
     # the fake backend with a slow stream: the request is in flight when edged dies
-    d = make_daemon(EDGED_LOCAL__BACKEND="fake")
-    chunks = [f"w{i} " for i in range(400)]
+    d = make_daemon(EDGED_LOCAL__BACKEND="fake", EDGED_LOCAL__FAKE_DELAY_S="0.01")
+    chunks = [f"w{i} " for i in range(400)]  # 4 s of streaming
     rid = f"k{uuid.uuid4().hex[:6]}"
     with Client(broker.port) as c:
         c.subscribe("reply/kill")
@@ -132,9 +132,8 @@ def test_killed_mid_request_is_redelivered_and_answered_once(
                   json.dumps({"id": rid, "prompt": json.dumps(chunks), "max_tokens": 400}),
                   response_topic="reply/kill")  # fmt: skip
         first = c.get(timeout_s=10).json()
-        assert first["type"] in ("chunk", "result")
-        if first["type"] == "chunk":  # it is streaming: kill it before it finishes
-            d.stop(signal.SIGKILL)
+        assert first["type"] == "chunk"  # it is streaming: kill it before it finishes
+        d.stop(signal.SIGKILL)
         d.start()
         finals = []
         deadline = time.monotonic() + 30
@@ -147,3 +146,27 @@ def test_killed_mid_request_is_redelivered_and_answered_once(
                 finals.append(body)
     assert [f["type"] for f in finals] == ["result"]  # exactly one final reply
     assert finals[0]["id"] == rid
+
+
+def test_answered_then_killed_before_the_ack_is_not_served_twice(
+    make_daemon: Callable[..., Daemon], broker: Broker
+) -> None:
+    """The final reply went out; the process died before its PUBACK could: the broker
+    redelivers, and the id (kept on disk) shows it was answered."""
+    d = make_daemon(EDGED_LOCAL__BACKEND="fake")
+    with Client(broker.port) as c:
+        c.subscribe("reply/once")
+        c.publish(f"edged/{d.device_id}/request", json.dumps({"id": "once-1", "prompt": "hi"}),
+                  response_topic="reply/once")  # fmt: skip
+        assert c.collect("once-1")[-1].json()["type"] == "result"
+        time.sleep(0.3)  # the id reaches the disk
+        d.stop(signal.SIGKILL)
+        answered = (d.log_path.parent / f"state-{d.device_id}" / "answered-ids.txt").read_text()
+        assert "once-1" in answered.split()
+        # redelivery of the same id (DUP set by the broker, or a client retrying) after start
+        d.start()
+        c.publish(f"edged/{d.device_id}/request", json.dumps({"id": "once-1", "prompt": "hi"}),
+                  response_topic="reply/once")  # fmt: skip
+        body = c.get(timeout_s=10).json()
+    # not served again: a non-DUP reuse of the id is refused (id null), never a second result
+    assert body["type"] == "error" and body["id"] is None and "once-1" in body["message"]
