@@ -48,6 +48,7 @@ from edged.types import PowerState
 log = logging.getLogger("edged.app")
 
 SHUTDOWN_GRACE_S = 10.0
+RESTARTS_PER_MINUTE = 5
 
 
 class _LazyEmbedder:
@@ -177,6 +178,7 @@ class App:
         self.profile_name: str | None = None
         self.outbox: Outbox | None = None
         self.reporter: Reporter | None = None
+        self.problem: str | None = None  # set when something needs the service restarted
 
     def _subscriptions(self, cfg: Config) -> tuple[tuple[str, int], ...]:
         subs = [(self.topics.request, 1)]
@@ -249,6 +251,33 @@ class App:
         if cloud is not None and getattr(getattr(cloud, "breaker", None), "state", "") == "open":
             out.append("cloud_breaker_open")
         return out
+
+    async def supervise(self, period_s: float = 1.0) -> None:
+        """Restart a backend whose decode is stuck past its deadline, at most
+        ``RESTARTS_PER_MINUTE`` a minute; past that it stays unhealthy (the router avoids it,
+        the watchdog reports it, and systemd restarts the service)."""
+        restarts: list[float] = []
+        while True:
+            await asyncio.sleep(period_s)
+            for name, backend in self.backends.items():
+                stuck = getattr(backend, "stuck", None)
+                why = stuck() if stuck is not None else None
+                if why is None:
+                    continue
+                now = time.monotonic()
+                restarts[:] = [t for t in restarts if now - t < 60]
+                if len(restarts) >= RESTARTS_PER_MINUTE:
+                    self.problem = f"backend {name} stuck and restarted too often: {why}"
+                    log.error("event=backend_stuck_gave_up backend=%s reason=%r", name, why)
+                    continue
+                restarts.append(now)
+                log.error("event=backend_stuck_restarting backend=%s reason=%r", name, why)
+                try:
+                    await backend.restart()  # type: ignore[attr-defined]
+                except Exception as e:
+                    log.error("event=backend_restart_failed backend=%s error=%r", name, str(e))
+                else:
+                    log.info("event=backend_restarted backend=%s", name)
 
     def _local_stats(self) -> LocalStats:
         b = self.local
@@ -358,6 +387,7 @@ class App:
         side_tasks = [
             asyncio.create_task(self.outbox.run(), name="telemetry-outbox"),
             asyncio.create_task(self.reporter.run(), name="telemetry"),
+            asyncio.create_task(self.supervise(), name="supervisor"),
         ]
         log.info(
             "event=started device_id=%s request_topic=%s broker=%s:%d",

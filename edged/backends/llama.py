@@ -40,6 +40,10 @@ from edged.types import (
 log = logging.getLogger("edged.backend.llama")
 
 _Item = StreamEvent | BaseException
+#: A decode job this long past its request's deadline counts as stuck.
+STUCK_GRACE_S = 5.0
+#: A job for a request without a deadline counts as stuck after this long.
+STUCK_NO_DEADLINE_S = 600.0
 
 
 @register("llama")
@@ -55,6 +59,9 @@ class LlamaBackend:
         self._vocab: Any = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"decode-{name}")
         self._waiting = 0
+        self._job: tuple[float, float | None] | None = None  # (started, deadline) of the job
+        self._cancels: set[threading.Event] = set()
+        self._restarting = False
         self.load_s: float | None = None
         self.rss_before_load_mb = float("nan")
         self.rss_after_load_mb = float("nan")
@@ -124,8 +131,40 @@ class LlamaBackend:
         self.rss_after_load_mb = rss_mb()
 
     def healthy(self) -> bool:
-        """True once the model is loaded."""
-        return self._llm is not None
+        """True once the model is loaded, and while no decode is stuck or restarting."""
+        return self._llm is not None and not self._restarting and self.stuck() is None
+
+    def stuck(self, grace_s: float = STUCK_GRACE_S) -> str | None:
+        """Why the decode thread looks stuck (a job past its request's deadline plus
+        ``grace_s``), or None. A job without a deadline gets ``STUCK_NO_DEADLINE_S``."""
+        job = self._job
+        if job is None:
+            return None
+        started, deadline_at = job
+        limit = deadline_at if deadline_at is not None else started + STUCK_NO_DEADLINE_S
+        over = time.monotonic() - (limit + grace_s)
+        if over <= 0:
+            return None
+        return f"decode job running {time.monotonic() - started:.0f} s, past its deadline"
+
+    async def restart(self) -> None:
+        """Abandon the decode thread (a stuck llama.cpp call cannot be interrupted; its
+        cancel flag is set, so it stops if it ever returns) and load the model afresh on a
+        new one. Unhealthy until loaded."""
+        self._restarting = True
+        old, self._executor = (
+            self._executor,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"decode-{self.name}"),
+        )
+        for cancel in list(self._cancels):
+            cancel.set()
+        old.shutdown(wait=False, cancel_futures=True)
+        self._job = None
+        self._llm = None
+        try:
+            await self.start()
+        finally:
+            self._restarting = False
 
     @property
     def waiting(self) -> int:
@@ -165,6 +204,7 @@ class LlamaBackend:
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
         self._waiting += 1
+        self._cancels.add(cancel)
         job = loop.run_in_executor(self._executor, self._decode, request, cancel, emit)
         try:
             pending: _Item | None = None
@@ -190,6 +230,7 @@ class LlamaBackend:
                         return
         finally:
             cancel.set()
+            self._cancels.discard(cancel)
             self._waiting -= 1
             job.add_done_callback(_log_job_failure)
 
@@ -200,6 +241,7 @@ class LlamaBackend:
         if cancel.is_set():
             return
         t_job = time.monotonic()
+        self._job = (t_job, request.deadline_at_s)
         emit(Started())
         try:
             llm = self._llm
@@ -259,6 +301,9 @@ class LlamaBackend:
         except Exception as e:
             log.exception("event=decode_failed backend=%s", self.name)
             emit(Internal(f"local generation failed: {type(e).__name__}"))
+        finally:
+            if self._job is not None and self._job[0] == t_job:
+                self._job = None
 
 
 def _ema(old: float | None, new: float, weight: float = 0.3) -> float:

@@ -113,3 +113,44 @@ def test_incremental_detokenization_keeps_multibyte_characters(model_file: Path)
     assert split > 0, "the sample should split at least one character across tokens"
     assert "".join(pieces) == text
     assert "\ufffd" not in "".join(pieces)
+
+
+def test_a_stuck_decode_is_detected_and_the_backend_restarted(model_file: Path) -> None:
+    """llama.cpp blocking forever is simulated by a generate() that sleeps; past the
+    request's deadline the backend reports itself stuck and unhealthy, and a restart on a
+    fresh thread serves again."""
+    import threading
+
+    async def main() -> None:
+        b = LlamaBackend(name="local", model_path=model_file,
+                         cfg=LocalModelConfig(n_threads=1, n_ctx=256))  # fmt: skip
+        await b.start()
+        release = threading.Event()
+        real = b._llm
+
+        class Stuck:
+            def __getattr__(self, name: str) -> object:
+                return getattr(real, name)
+
+            def generate(self, *a: object, **k: object) -> object:
+                release.wait(30)  # a decode that does not come back
+                yield from ()
+
+        b._llm = Stuck()
+        req = request("Hi.", 4)
+        req = type(req)(**{**{f: getattr(req, f) for f in req.__dataclass_fields__},
+                           "deadline_at_s": time.monotonic() + 0.2})  # fmt: skip
+        gen = b.generate(req)
+        assert isinstance(await gen.__anext__(), Started)
+        assert b.healthy()
+        await asyncio.sleep(0.3)
+        assert b.stuck(grace_s=0.0) is not None  # past its deadline
+        await gen.aclose()
+        await b.restart()
+        release.set()  # the abandoned thread may now end; nothing waits for it
+        assert b.healthy() and b.stuck() is None
+        events = [ev async for ev in b.generate(request("Say hi.", 4))]
+        assert isinstance(events[-1], Finished)
+        await b.close()
+
+    asyncio.run(main())
