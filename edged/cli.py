@@ -1,4 +1,4 @@
-"""The ``edged`` command: run the daemon, ask it something, manage models."""
+"""The ``edged`` command: run the daemon, ask it something, show its status, manage models."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -355,10 +357,121 @@ def _sample_line(s: PowerSample) -> str:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """Validate a config file (plus environment overrides) and print the effective settings."""
+    """Validate a config file (plus environment overrides) and print the effective settings.
+
+    stdout: the settings as JSON, secrets masked. stderr: the ``EDGED_*`` variables that
+    were applied (secret values masked), before the settings are validated, so that an
+    error naming a key path can be traced to the variable that set it.
+    """
+    overrides = applied_env_overrides(os.environ)
+    if overrides:
+        print(f"environment overrides applied ({len(overrides)}):", file=sys.stderr)
+        for name, value, path in overrides:
+            print(f"  {name}={value}  -> {path}", file=sys.stderr)
+    else:
+        print("environment overrides applied: none", file=sys.stderr)
     cfg = load_config(Path(args.path))
-    print(json.dumps(cfg.model_dump(mode="json"), indent=2))
+    print(json.dumps(mask_secrets(cfg.model_dump(mode="json")), indent=2))
     return 0
+
+
+#: Words that make a setting secret (a word of its name, split at ``_``, ``-`` and ``.``);
+#: ``password`` and ``secret`` count anywhere in the name.
+_SECRET_WORDS = frozenset({"password", "passwd", "passphrase", "secret", "token", "key", "apikey"})
+#: Suffixes of names that only *name* a secret (an environment variable, a systemd
+#: credential), which are not secrets themselves: ``password_env``, ``api_key_credential``.
+_SECRET_NAME_SUFFIXES = ("_env", "_credential")
+MASK = "***"
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a setting called ``name`` holds a secret: ``mqtt.password``, ``api_key``,
+    ``access_token``; not ``password_env`` (names a variable), ``max_tokens_limit`` (a
+    count) nor ``local_j_per_token`` (a unit)."""
+    low = name.lower()
+    if low.endswith(_SECRET_NAME_SUFFIXES):
+        return False
+    if "password" in low or "secret" in low:
+        return True
+    words = re.split(r"[_.\-]+", low)
+    # "local_j_per_token" is a unit, not a token
+    return any(
+        w in _SECRET_WORDS and (i == 0 or words[i - 1] != "per") for i, w in enumerate(words)
+    )
+
+
+def mask_secrets(value: Any, name: str = "") -> Any:
+    """A copy of ``value`` (JSON-like) with every secret setting's value replaced by ``***``.
+
+    A secret that is unset (``null``) stays ``null``: that reveals nothing and tells that
+    none is configured.
+    """
+    if name and is_secret_name(name) and value is not None:
+        return MASK
+    if isinstance(value, dict):
+        return {k: mask_secrets(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_secrets(v) for v in value]
+    return value
+
+
+def applied_env_overrides(environ: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    """The ``EDGED_*`` variables that :func:`edged.config.load_config` applies, sorted:
+    (name, value with secrets masked, key path). ``EDGED_CONFIG`` and the variables that
+    hold the broker password and the cloud API key are not config overrides: never listed.
+    """
+    from edged.config import ENV_PREFIX, ENV_RESERVED
+
+    out = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in ENV_RESERVED:
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        raw = environ[name]
+        if any(is_secret_name(p) for p in parts if p):
+            shown = MASK
+        elif raw.lstrip().startswith(("[", "{")):
+            try:
+                shown = json.dumps(mask_secrets(json.loads(raw)))
+            except ValueError:
+                shown = raw
+        else:
+            shown = raw
+        out.append((name, shown, ".".join(parts)))
+    return out
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show a device's retained status and its next telemetry message."""
+    from edged import status
+    from edged.mqtt.topics import Topics
+
+    cfg = _load(args)
+    device = args.device or cfg.device_id
+    if not device or any(ch in device for ch in "/+#"):
+        print(f"edged status: invalid device id {device!r}", file=sys.stderr)
+        return 2
+    topics = Topics(cfg.mqtt.topic_prefix, device)
+    timeout_s = args.timeout_s
+    if timeout_s is None:
+        timeout_s = status.default_timeout_s(cfg.telemetry.interval_s)
+    # the broker credentials and TLS exactly as the daemon uses them
+    from edged.app import mqtt_password, tls_context
+
+    password = mqtt_password(cfg) if cfg.mqtt.username else None
+    obs = status.observe(
+        host=args.host or cfg.mqtt.host,
+        port=args.port or cfg.mqtt.port,
+        device_id=device,
+        status_topic=topics.status,
+        telemetry_topic=topics.telemetry,
+        timeout_s=timeout_s,
+        username=cfg.mqtt.username,
+        password=password,
+        tls=tls_context(cfg) if cfg.mqtt.tls else None,
+    )
+    print(status.format_json(obs) if args.json else status.format_report(obs), flush=True)
+    return obs.exit_code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -418,6 +531,20 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-config", help="validate a config and print effective settings")
     c.add_argument("path")
     c.set_defaults(func=cmd_check_config)
+
+    st = sub.add_parser("status", help="show a device's status and telemetry from MQTT")
+    with_config(st)
+    st.add_argument("--device", help="device id (default: from the config, else the hostname)")
+    st.add_argument("--host", help="broker host (default: from the config)")
+    st.add_argument("--port", type=int, help="broker port (default: from the config)")
+    st.add_argument("--json", action="store_true", help="print the raw messages as JSON")
+    st.add_argument(
+        "--timeout-s",
+        type=float,
+        help="how long to wait for a telemetry message (not retained; default: the "
+        "config's telemetry.interval_s plus 2 s)",
+    )
+    st.set_defaults(func=cmd_status)
     return p
 
 
