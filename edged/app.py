@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import ssl
@@ -40,6 +41,7 @@ from edged.power.hwprofile import build_source, load_profiles, sample_hz, select
 from edged.power.null import NullSource
 from edged.router.policy import CLOUD, LOCAL
 from edged.router.router import LocalStats, Router, load_policies
+from edged.telemetry.discovery import discovery_messages
 from edged.telemetry.outbox import Outbox
 from edged.telemetry.reporter import EnergyCounter, Reporter
 from edged.telemetry.spool import Spool
@@ -325,6 +327,17 @@ class App:
             qos=1,
             retain=True,
         )
+        if self.cfg.telemetry.homeassistant_discovery:
+            # retained, so published on the link directly (the outbox never retains)
+            for topic, payload in discovery_messages(
+                self.cfg.device_id,
+                self.cfg.telemetry.discovery_prefix,
+                self.topics.telemetry,
+                self.topics.status,
+                __version__,
+                expire_after_s=math.ceil(3 * self.cfg.telemetry.interval_s),
+            ):
+                self.link.publish(topic, payload, qos=1, retain=True)
 
     async def reload(self) -> bool:
         """SIGHUP: re-read the config; swap in new guardian rules and ingress limits.

@@ -189,6 +189,17 @@ class Reporter:
                 self.counter.add(e)
         self._last_t = now
 
+    def _energy(self, idle_w: float | None) -> dict[str, Any]:
+        if self.sampler is None or self.sampler.source.name == "null":
+            return {"total_j": None, "idle_w": None, "reason": "no power source configured"}
+        return {
+            # floored to the mJ: a report never shows more than was counted, so the
+            # reported series never goes backwards, even across restarts
+            "total_j": math.floor(self.counter.total_j * 1000) / 1000,
+            "idle_w": _r(idle_w),
+            "reason": self.counter.reason,
+        }
+
     def snapshot(self) -> dict[str, Any]:
         """The periodic telemetry record (also what ``edged status`` shows)."""
         now = self._clock()
@@ -223,13 +234,7 @@ class Reporter:
             "battery": battery,
             "temps_c": {k: _r(v, 1) for k, v in s.temps_c.items()} if s else {},
             "throttled": s.throttled if s else None,
-            "energy": {
-                # floored to the mJ: a report never shows more than was counted, so the
-                # reported series never goes backwards, even across restarts
-                "total_j": math.floor(self.counter.total_j * 1000) / 1000,
-                "idle_w": _r(stats.pop("idle_w", None)),
-                "reason": self.counter.reason,
-            },
+            "energy": self._energy(stats.pop("idle_w", None)),
             "llm": {
                 "tokens_per_s_avg": _r(self.tokens_per_s, 2),
                 "tokens_per_joule_avg": _r(self.tokens_per_joule, 4),
