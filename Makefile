@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 EDGED  := $(VENV)/bin/edged
 CONFIG ?= configs/edged.toml
 
-.PHONY: run test deps dev-deps model broker stop-broker lint typecheck check bench clean
+.PHONY: run test deps dev-deps model broker stop-broker lint typecheck check bench clean install uninstall
 
 run: deps model broker
 	@echo ""
@@ -64,6 +64,24 @@ check: lint typecheck test
 bench: dev-deps model
 	scripts/bootstrap.sh mosquitto
 	$(PY) bench/overhead.py
+
+# The systemd service (docs/service.md). As root: `sudo make install`. DESTDIR stages the
+# files under another root (no venv there: a venv is tied to its path).
+DESTDIR ?=
+SERVICE_PYTHON ?= /usr/bin/python3
+
+install: deps model
+	$(PY) -m edged.install --prefix "$(or $(DESTDIR),/)" --source-dir . \
+		$(if $(DESTDIR),,--venv --python $(SERVICE_PYTHON))
+
+# Removes the unit only: /etc/edged (config, credentials), /opt/edged (venv, models) and
+# /var/lib/edged (spool, energy counter) stay.
+uninstall:
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+		systemctl disable --now edged.service || true; fi
+	rm -f "$(DESTDIR)/etc/systemd/system/edged.service"
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@echo "kept /etc/edged, /opt/edged and /var/lib/edged (rm -rf them to remove everything)"
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache *.egg-info

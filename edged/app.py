@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edged import __version__
+from edged import __version__, systemd
 from edged.backends.base import Backend
 from edged.backends.cloud import CloudBackend
 from edged.backends.fake import FakeBackend
@@ -92,7 +92,7 @@ def mqtt_password(cfg: Config) -> str | None:
     if creds:
         path = Path(creds) / cfg.mqtt.password_credential
         with contextlib.suppress(OSError):
-            return path.read_text().rstrip("\n")
+            return path.read_text().rstrip("\n") or None  # an empty credential: not set
     return None
 
 
@@ -181,6 +181,8 @@ class App:
         self.outbox: Outbox | None = None
         self.reporter: Reporter | None = None
         self.problem: str | None = None  # set when something needs the service restarted
+        self.notifier = systemd.Notifier(unset_environment=True)
+        self.loop_lag = systemd.LoopLag()
 
     def _subscriptions(self, cfg: Config) -> tuple[tuple[str, int], ...]:
         subs = [(self.topics.request, 1)]
@@ -313,6 +315,7 @@ class App:
         self.ingress.on_message(msg)
 
     def _on_connected(self, session_present: bool) -> None:
+        self.notifier.status(self._serving_status())
         self.link.publish(
             self.topics.status,
             status_payload(
@@ -363,22 +366,51 @@ class App:
 
     def stop(self) -> None:
         """Ask the daemon to shut down (signal handlers call this)."""
+        if not self._stop.is_set():
+            self.notifier.stopping(f"stopping: {self.ingress.in_flight} requests in flight")
         self._stop.set()
+
+    async def _on_sighup(self) -> None:
+        self.notifier.reloading("reloading config")
+        ok = await self.reload()
+        self.notifier.ready(self._serving_status() if ok else
+                            "serving; reload refused (see the log)")  # fmt: skip
+
+    def _serving_status(self) -> str:
+        state = "" if self.link.connected.is_set() else "; broker unreachable, retrying"
+        return f"serving {self.model_name} on {self.topics.request}{state}"
+
+    def liveness(self) -> str | None:
+        """The watchdog's check: None when healthy, else what is wrong (the ping is then
+        withheld, and systemd restarts edged after WatchdogSec)."""
+        lag = self.loop_lag.over(5.0)
+        if lag is not None:
+            return lag
+        if self.sampler is not None and not self.sampler.alive() and self.sampler.started_at_s:
+            return "power sampler thread died"
+        return self.problem
 
     async def run(self) -> int:
         """Run until stopped; returns the process exit status."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
-        self.pipeline.guardian = await loop.run_in_executor(
-            None, build_guardian, self.cfg, self.embedder
-        )
-        if self.cfg.router.semantic_routes:
-            self.pipeline.router = await loop.run_in_executor(None, self.build_router, self.cfg)
-        for backend in self.backends.values():
-            await backend.start()
-        self.sampler = await loop.run_in_executor(None, self._build_sampler)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._on_sighup()))
+        watchdog = asyncio.create_task(
+            systemd.watchdog_loop(self.notifier, systemd.watchdog_interval_s(), self.liveness,
+                                  lag=self.loop_lag), name="watchdog")  # fmt: skip
+        async with systemd.extending_timeout(self.notifier, 30.0, limit_s=600):
+            self.notifier.status("loading guardian rules and routing policies")
+            self.pipeline.guardian = await loop.run_in_executor(
+                None, build_guardian, self.cfg, self.embedder
+            )
+            if self.cfg.router.semantic_routes:
+                self.pipeline.router = await loop.run_in_executor(None, self.build_router, self.cfg)
+            for name, backend in self.backends.items():
+                self.notifier.status(f"starting backend {name} ({self.model_name})")
+                await backend.start()
+            self.notifier.status("reading the power source")
+            self.sampler = await loop.run_in_executor(None, self._build_sampler)
         self.sampler.start()
         meter = EnergyMeter(self.sampler, idle_w=self.cfg.power.idle_w)
         self.pipeline.meter = meter
@@ -397,6 +429,12 @@ class App:
         )
         self.pipeline.observer = self.reporter.observe
         link_task = asyncio.create_task(self.link.run(), name="mqtt-link")
+        self.notifier.status(f"connecting to {self.cfg.mqtt.host}:{self.cfg.mqtt.port}")
+        connected = asyncio.create_task(self.link.connected.wait())
+        await asyncio.wait({connected, link_task}, timeout=30.0,
+                           return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        connected.cancel()
+        self.notifier.ready(self._serving_status())
         side_tasks = [
             asyncio.create_task(self.outbox.run(), name="telemetry-outbox"),
             asyncio.create_task(self.reporter.run(), name="telemetry"),
@@ -440,5 +478,6 @@ class App:
         for backend in self.backends.values():
             await backend.close()
         await loop.run_in_executor(None, self.sampler.stop)
+        watchdog.cancel()
         log.info("event=stopped")
         return 0

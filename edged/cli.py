@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import os
 import re
@@ -34,6 +35,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = _load(args)
     logs.setup(cfg.log.level, cfg.log.format)
+    faulthandler.enable()  # a watchdog abort dumps every thread's stack to the journal
 
     path = args.config or os.environ.get("EDGED_CONFIG")
 

@@ -29,6 +29,8 @@ if [ "$want" = all ]; then
 fi
 have mosquitto || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 have mosquitto_pub || missing+=(mosquitto-clients)
+# the tests score the hardened unit with `systemd-analyze security --offline`
+if [ "$want" = mosquitto ]; then have systemd-analyze || missing+=(systemd); fi
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 
