@@ -53,8 +53,8 @@ stop-broker:
 	@if [ -f .run/mosquitto/mosquitto.pid ]; then kill $$(cat .run/mosquitto/mosquitto.pid) && echo "stopped Mosquitto"; else echo "no broker started by make"; fi
 
 lint: dev-deps
-	$(VENV)/bin/ruff check edged tests bench
-	$(VENV)/bin/ruff format --check edged tests bench
+	$(VENV)/bin/ruff check edged tests bench examples
+	$(VENV)/bin/ruff format --check edged tests bench examples
 
 typecheck: dev-deps
 	$(VENV)/bin/mypy --python-version 3.10
