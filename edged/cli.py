@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import faulthandler
 import json
 import os
@@ -328,6 +329,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         n = sum(len(p.rule) for p in packs)
         print(f"guardian packs: {len(packs)} loaded, {n} rules")
 
+    broker_problem = _check_broker(cfg)
+    if broker_problem is not None:
+        problems.append(broker_problem)
+    if cfg.cloud.enabled:
+        print(f"cloud: {_check_cloud(cfg)}")  # the router falls back locally: not a problem
+    else:
+        print("cloud: not configured")
+
     if problems:
         print(f"{len(problems)} problem(s):")
         for p in problems:
@@ -335,6 +344,65 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         return 1
     print("ok")
     return 0
+
+
+def _check_broker(cfg: Config, timeout_s: float = 3.0) -> str | None:
+    """Connect to the broker as the daemon would (MQTT v5, TLS and credentials as
+    configured); print the result. Returns a problem line, or None."""
+    import queue
+
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    from edged.app import mqtt_password, tls_context
+
+    where = f"{cfg.mqtt.host}:{cfg.mqtt.port}{' (TLS)' if cfg.mqtt.tls else ''}"
+    answers: queue.Queue[str] = queue.Queue()
+    c = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2,
+                    client_id=f"edged-doctor-{uuid.uuid4().hex[:6]}",
+                    protocol=MQTTProtocolVersion.MQTTv5)  # fmt: skip
+    if cfg.mqtt.username:
+        c.username_pw_set(cfg.mqtt.username, mqtt_password(cfg))
+    if cfg.mqtt.tls:
+        c.tls_set_context(tls_context(cfg))
+    c.on_connect = lambda cl, u, f, rc, p: answers.put(str(rc))
+    try:
+        c.connect(cfg.mqtt.host, cfg.mqtt.port, keepalive=10)
+        c.loop_start()
+        rc = answers.get(timeout=timeout_s)
+    except (TimeoutError, OSError, queue.Empty, ValueError) as e:
+        print(f"broker: {where}: unreachable ({e or 'no answer'})")
+        return (f"the MQTT broker at {where} does not answer ({e or 'no CONNACK'}). Fix: start "
+                "it (`make broker` starts Mosquitto) or set [mqtt] host and port")  # fmt: skip
+    finally:
+        c.loop_stop()
+        with contextlib.suppress(Exception):
+            c.disconnect()
+    if rc != "Success":
+        print(f"broker: {where}: refused: {rc}")
+        return (f"the MQTT broker at {where} refused edged: {rc}. "
+                "Fix: check [mqtt] username and the password")  # fmt: skip
+    print(f"broker: {where}: MQTT v5 ok")
+    return None
+
+
+def _check_cloud(cfg: Config, timeout_s: float = 3.0) -> str:
+    """GET <base_url>/models with the configured key; the answer in a few words."""
+    import urllib.error
+    import urllib.request
+
+    from edged.backends.cloud import read_api_key
+
+    auth = {"Authorization": f"Bearer {read_api_key(cfg.cloud)}"}
+    req = urllib.request.Request(cfg.cloud.base_url.rstrip("/") + "/models", headers=auth)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            return f"{cfg.cloud.base_url}: reachable (HTTP {resp.status})"
+    except urllib.error.HTTPError as e:
+        return f"{cfg.cloud.base_url}: answers HTTP {e.code}"
+    except (OSError, ValueError) as e:
+        why = getattr(e, "reason", e)
+        return f"{cfg.cloud.base_url}: unreachable ({why}); requests will stay local"
 
 
 def _sample_line(s: PowerSample) -> str:

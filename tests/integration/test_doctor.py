@@ -9,15 +9,24 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, Broker
 
 pytestmark = pytest.mark.integration
 
 NANO = "tests/fixtures/sysfs/jetson-orin-nano"
 
 
+BROKER_PORT: list[int] = []  # set by the autouse fixture: doctor also checks the broker
+
+
+@pytest.fixture(autouse=True)
+def _broker_port(broker: Broker) -> None:
+    BROKER_PORT[:] = [broker.port]
+
+
 def doctor(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("EDGED_")}
+    env = {"EDGED_MQTT__PORT": str(BROKER_PORT[0]), **env}
     return subprocess.run(
         [sys.executable, "-m", "edged.cli", "doctor", "--config", "configs/edged.toml", *args],
         check=False,
@@ -61,3 +70,18 @@ def test_doctor_fails_when_a_configured_source_cannot_read(tmp_path: Path) -> No
     problems = [line for line in r.stdout.splitlines() if line.startswith("problem:")]
     assert problems and all("Fix:" in p for p in problems)
     assert any("ina3221" in p for p in problems)
+
+
+def test_doctor_names_an_unreachable_broker() -> None:
+    from tests.helpers import free_port
+
+    r = doctor("--sysfs-root", NANO, EDGED_MQTT__PORT=str(free_port()))
+    assert r.returncode == 1
+    assert "MQTT broker" in r.stdout and "does not answer" in r.stdout and "Fix:" in r.stdout
+
+
+def test_doctor_reports_the_broker_and_cloud(model_file: Path) -> None:
+    r = doctor("--sysfs-root", NANO, EDGED_CLOUD__ENABLED="true",
+               EDGED_CLOUD__BASE_URL="http://127.0.0.1:9/v1")  # fmt: skip
+    assert "MQTT v5 ok" in r.stdout
+    assert "cloud: http://127.0.0.1:9/v1: unreachable" in r.stdout  # not fatal: stays local
