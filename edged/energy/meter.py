@@ -67,9 +67,11 @@ def integrate(points: list[Point], a: float, b: float, max_gap_s: float) -> floa
     pts = [p for p in points if p.w is not None]
     if not pts or pts[0].t_s > a + max_gap_s or pts[-1].t_s < b - max_gap_s:
         return None
-    for p, q in itertools.pairwise(points):
+    # a gap in the readings inside the window (failed reads leave placeholders without
+    # power: the spacing of the readings themselves is what counts)
+    for p, q in itertools.pairwise(pts):
         if q.t_s > a and p.t_s < b and q.t_s - p.t_s > max_gap_s:
-            return None  # a gap in the readings inside the window
+            return None
     if all(p.energy_j is not None for p in pts) and len(pts) >= 2:
         return _counter_at(pts, b) - _counter_at(pts, a)
     # trapezoid over [a, b]
@@ -119,7 +121,8 @@ class EnergyMeter:
         self._idle_window_s = idle_window_s
         self._clock = clock
         self._open: dict[str, float] = {}
-        self._closed: list[tuple[float, float]] = []  # recent closed intervals
+        self._closed: list[tuple[str, float, float]] = []  # recent closed (key, start, end)
+        self._idle_at: float | None = None  # when the idle baseline was last measured
         self.idle_w: float | None = idle_w
 
     @property
@@ -135,12 +138,29 @@ class EnergyMeter:
         return 3 * self.sampler.period_s + 0.05
 
     def _measure_idle(self, now: float) -> float | None:
+        """10th percentile of the last minute's readings taken while no window was open;
+        re-measured at most every 5 s (it runs on the event loop: keep it cheap)."""
         if self._fixed_idle_w is not None:
             return self._fixed_idle_w
-        busy = sorted(self._closed + [(t0, now) for t0 in self._open.values()])
-        pts = self.sampler.points(now - self._idle_window_s, now)
-        idle = [p.w for p in pts if p.w is not None
-                and not any(a - 0.1 <= p.t_s <= b + 0.1 for a, b in busy)]  # fmt: skip
+        if self._idle_at is not None and now - self._idle_at < 5.0 and self.idle_w is not None:
+            return self.idle_w
+        self._idle_at = now
+        spans = sorted([(a - 0.1, b + 0.1) for _, a, b in self._closed]
+                       + [(t0 - 0.1, now + 0.1) for t0 in self._open.values()])  # fmt: skip
+        busy: list[tuple[float, float]] = []
+        for a, b in spans:  # merged, so one forward sweep decides each reading
+            if busy and a <= busy[-1][1]:
+                busy[-1] = (busy[-1][0], max(busy[-1][1], b))
+            else:
+                busy.append((a, b))
+        idle: list[float] = []
+        j = 0
+        for p in self.sampler.points(now - self._idle_window_s, now):  # time order
+            while j < len(busy) and busy[j][1] < p.t_s:
+                j += 1
+            inside = j < len(busy) and busy[j][0] <= p.t_s
+            if p.w is not None and not inside:
+                idle.append(p.w)
         if len(idle) >= 5:
             idle.sort()
             self.idle_w = idle[len(idle) // 10]  # 10th percentile: robust to stray bursts
@@ -153,14 +173,15 @@ class EnergyMeter:
         src = self.sampler.source
         if t0 is None:
             return self._unknown("no window was open for this request")
-        self._closed.append((t0, t1))
-        oldest = min([*self._open.values(), t1 - self._idle_window_s])
-        self._closed = [(a, b) for a, b in self._closed if b >= oldest]
+        # keep closed windows that may still overlap an open one, this one, or the idle span
+        oldest = min([*self._open.values(), t0, t1 - self._idle_window_s])
+        self._closed = [(k, a, b) for k, a, b in self._closed if b >= oldest]
         if not self.sampler.healthy() and self.sampler.last_ok_s is None:
             return self._unknown(self.sampler.why_not())
         # breakpoints where the number of open windows changes
-        others = [(a, b) for a, b in self._closed if (a, b) != (t0, t1)]
+        others = [(a, b) for _, a, b in self._closed]
         others += [(a, t1) for a in self._open.values()]
+        self._closed.append((key, t0, t1))
         cuts = sorted({t0, t1, *(x for a, b in others for x in (a, b) if t0 < x < t1)})
         points = self.sampler.points(t0 - self._max_gap(), t1)
         joules = 0.0

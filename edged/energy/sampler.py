@@ -111,19 +111,17 @@ class Sampler:
 
     def points(self, t0: float, t1: float) -> list[Point]:
         """Samples from the last one at or before ``t0`` to the first at or after ``t1``."""
+        # Walk back from the newest sample (windows are recent): no copy of the buffer.
+        out: list[Point] = []
         with self._lock:
-            pts = list(self._points)
-        lo = 0
-        for i, p in enumerate(pts):
-            if p.t_s <= t0:
-                lo = i
-            else:
-                break
-        out = []
-        for p in pts[lo:]:
-            out.append(p)
-            if p.t_s >= t1:
-                break
+            for p in reversed(self._points):
+                if p.t_s >= t1 and out and out[-1].t_s >= t1:
+                    out[-1] = p  # keep only the first sample at or after t1
+                    continue
+                out.append(p)
+                if p.t_s <= t0:
+                    break
+        out.reverse()
         return out
 
     def healthy(self) -> bool:

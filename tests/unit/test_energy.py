@@ -183,3 +183,42 @@ def test_integrate_refuses_gaps() -> None:
     pts = [Point(0.0, 5.0, None), Point(0.02, 5.0, None), Point(1.0, 5.0, None)]
     assert integrate(pts, 0.0, 1.0, max_gap_s=0.1) is None
     assert integrate(pts[:2], 0.0, 0.02, max_gap_s=0.1) == pytest.approx(0.1)
+
+
+def test_failed_reads_inside_a_window_are_not_bridged() -> None:
+    clock, src, sampler, meter = rig(lambda t: 7.5)
+    run_to(clock, sampler, 1001.0)
+    meter.begin("x")
+    run_to(clock, sampler, 1001.5)
+    src.fail = True
+    run_to(clock, sampler, 1002.5)  # one second of failed reads inside the window
+    src.fail = False
+    run_to(clock, sampler, 1003.0)
+    r = meter.end("x", 5)
+    assert r.joules is None and r.reason == "power readings missing during the request"
+
+
+def test_a_long_window_overlapped_briefly_is_charged_its_share_only() -> None:
+    clock, _, sampler, meter = rig(lambda t: 5.0)
+    run_to(clock, sampler, 1001.0)
+    meter.begin("long")  # 100 s
+    run_to(clock, sampler, 1011.0)
+    meter.begin("short")  # overlaps 10 s, early in the long window
+    run_to(clock, sampler, 1021.0)
+    short = meter.end("short", 1).joules
+    run_to(clock, sampler, 1101.0)
+    long = meter.end("long", 1).joules
+    assert short == pytest.approx(25.0)  # 10 s x 5 W / 2
+    assert long == pytest.approx(475.0)  # 90 s alone + 10 s shared
+    assert short + long == pytest.approx(500.0)  # the board's 100 s
+
+
+def test_two_windows_with_the_same_span_each_get_half() -> None:
+    clock, _, sampler, meter = rig(lambda t: 5.0)
+    run_to(clock, sampler, 1001.0)
+    meter.begin("a")
+    meter.begin("b")
+    run_to(clock, sampler, 1002.0)
+    a = meter.end("a", 1).joules
+    b = meter.end("b", 1).joules
+    assert a == pytest.approx(2.5) and b == pytest.approx(2.5)
