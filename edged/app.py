@@ -26,6 +26,7 @@ from edged.backends.cloud import CloudBackend
 from edged.backends.fake import FakeBackend
 from edged.backends.llama import LlamaBackend
 from edged.config import Config, load_config
+from edged.devbench import load_figures
 from edged.energy.meter import EnergyMeter, NullMeter
 from edged.energy.sampler import Sampler
 from edged.guardian import Guardian, PassGuardian
@@ -140,6 +141,7 @@ class App:
         if cfg.cloud.enabled:
             self.backends[CLOUD] = CloudBackend(name=CLOUD, cfg=cfg.cloud)
         self.embedder = _LazyEmbedder(cfg)
+        self.device_figures = load_figures(cfg)  # from `edged bench --write-profile`
         self.pipeline = Pipeline(
             guardian=PassGuardian(),
             router=self.build_router(cfg, semantic=False),
@@ -284,11 +286,14 @@ class App:
                     log.info("event=backend_restarted backend=%s", name)
 
     def _local_stats(self) -> LocalStats:
+        """Measured by the backend while serving; until then, `edged bench --write-profile`."""
         b = self.local
+        stored = self.device_figures
         return LocalStats(
             queue=getattr(b, "waiting", 0),
-            tokens_per_s=getattr(b, "tokens_per_s", None),
-            ttft_s=getattr(b, "ttft_s", None),
+            tokens_per_s=getattr(b, "tokens_per_s", None)
+            or (stored.tokens_per_s if stored else None),
+            ttft_s=getattr(b, "ttft_s", None) or (stored.ttft_s if stored else None),
         )
 
     def build_router(self, cfg: Config, semantic: bool = True) -> Router:
@@ -296,6 +301,9 @@ class App:
         (blocking: may load the embedding model)."""
         router_cfg = cfg.router if semantic else cfg.router.model_copy(
             update={"semantic_routes": []})  # fmt: skip
+        stored = load_figures(cfg)
+        if router_cfg.local_j_per_token is None and stored and stored.j_per_token is not None:
+            router_cfg = router_cfg.model_copy(update={"local_j_per_token": stored.j_per_token})
         return Router(
             router_cfg,
             load_policies(cfg.router),

@@ -426,6 +426,26 @@ def _sample_line(s: PowerSample) -> str:
     return "; ".join(parts)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Measure this device and print the figures (``--write-profile`` stores them)."""
+    from edged import devbench
+
+    cfg = _load(args)
+    print(f"measuring {cfg.local.model}: {args.runs} runs of {args.max_tokens} tokens", flush=True)
+    f = asyncio.run(devbench.measure(cfg, runs=args.runs, max_tokens=args.max_tokens))
+    jpt = (
+        f"{f.j_per_token:.4f} J/token ({f.power_source}{', estimated' if f.estimated else ''})"
+        if f.j_per_token is not None
+        else f"J/token unknown (power source: {f.power_source})"
+    )
+    print(f"local decode {f.tokens_per_s:.1f} tokens/s, time to first token "
+          f"{f.ttft_s * 1000:.0f} ms, {jpt}")  # fmt: skip
+    if args.write_profile:
+        path = devbench.write_figures(cfg, f)
+        print(f"stored for the router: {path}")
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate a config file (plus environment overrides) and print the effective settings.
 
@@ -597,6 +617,14 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(d)
     d.add_argument("--sysfs-root", help="read /sys and /proc under this directory instead")
     d.set_defaults(func=cmd_doctor)
+
+    b = sub.add_parser("bench", help="measure this device: tokens/s, time to first token, J/token")
+    with_config(b)
+    b.add_argument("--runs", type=int, default=4)
+    b.add_argument("--max-tokens", type=int, default=64)
+    b.add_argument("--write-profile", action="store_true",
+                   help="store the figures for the router (telemetry.state_dir)")  # fmt: skip
+    b.set_defaults(func=cmd_bench)
 
     c = sub.add_parser("check-config", help="validate a config and print effective settings")
     c.add_argument("path")
