@@ -3,6 +3,7 @@ reply, nothing is served twice, the daemon keeps serving, memory stays bounded."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import signal
@@ -10,6 +11,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -170,3 +172,48 @@ def test_answered_then_killed_before_the_ack_is_not_served_twice(
         body = c.get(timeout_s=10).json()
     # not served again: a non-DUP reuse of the id is refused (id null), never a second result
     assert body["type"] == "error" and body["id"] is None and "once-1" in body["message"]
+
+
+def test_network_cut_is_detected_and_late_requests_end_as_timeout(
+    make_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    """The broker frozen with SIGSTOP (a cut network: no RST, no FIN): edged notices within
+    two keepalive intervals, and a request whose deadline passes meanwhile ends as
+    `timeout`, never as a late answer."""
+    own = Broker(tmp_path / "frozen")
+    own.start()
+    env = {"EDGED_LOCAL__BACKEND": "fake", "EDGED_LOCAL__FAKE_DELAY_S": "0.05",
+           "EDGED_MQTT__KEEPALIVE_S": "5", "EDGED_MQTT__RECONNECT_MAX_S": "1"}  # fmt: skip
+    d = Daemon(broker_port=own.port, device_id=f"n{uuid.uuid4().hex[:8]}",
+               log_path=tmp_path / "edged.log", extra_env=env)  # fmt: skip
+    assert own.proc is not None
+    try:
+        d.start()
+        with Client(own.port) as c:
+            c.subscribe("reply/cut")
+            chunks = [f"w{i} " for i in range(100)]  # 5 s of streaming, deadline 2 s
+            c.publish(f"edged/{d.device_id}/request",
+                      json.dumps({"id": "cut-1", "prompt": json.dumps(chunks), "max_tokens": 100,
+                                  "deadline_ms": 2000}), response_topic="reply/cut")  # fmt: skip
+            assert c.get(timeout_s=10).json()["type"] == "chunk"
+            own.proc.send_signal(signal.SIGSTOP)
+            t_cut = time.monotonic()
+            while "event=mqtt_connection_lost" not in d.logs():
+                assert time.monotonic() - t_cut < 2 * 5 + 3, d.logs()  # two keepalives
+                time.sleep(0.2)
+            detected_s = time.monotonic() - t_cut
+            own.proc.send_signal(signal.SIGCONT)
+            finals = []
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not finals:
+                body = c.get(timeout_s=30).json()
+                if body["type"] in ("result", "error"):
+                    finals.append(body)
+        assert finals and finals[0]["type"] == "error" and finals[0]["code"] == "timeout"
+        assert detected_s <= 13
+    finally:
+        with contextlib.suppress(Exception):
+            own.proc.send_signal(signal.SIGCONT)
+        if d.proc is not None and d.proc.poll() is None:
+            d.stop()
+        own.stop()
