@@ -74,6 +74,20 @@ class PowerSource(Protocol):
         ...
 
 
+def read_sysfs_str(path: Path) -> str:
+    """A sysfs attribute as text (NULs dropped, whitespace stripped)."""
+    return path.read_bytes().decode("utf-8", "replace").replace("\x00", "").strip()
+
+
+def read_sysfs_int(path: Path) -> int:
+    """A sysfs attribute as an integer; ValueError names the file."""
+    text = read_sysfs_str(path)
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{path}: not an integer: {text!r}") from None
+
+
 SourceFactory = Callable[[PowerConfig, Path, "object"], PowerSource]
 _REGISTRY: dict[str, Callable[..., PowerSource]] = {}
 

@@ -22,21 +22,13 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from edged.power.base import PowerSample, SensorInfo, register
+from edged.power.base import PowerSample, SensorInfo, read_sysfs_int, read_sysfs_str, register
 
 _STAT = "proc/stat"
 
 
-def _read_str(path: Path) -> str:
-    return path.read_bytes().decode("utf-8", "replace").replace("\x00", "").strip()
-
-
-def _read_int(path: Path) -> int:
-    text = _read_str(path)
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"{path}: not an integer: {text!r}") from None
+_read_str = read_sysfs_str
+_read_int = read_sysfs_int
 
 
 def _under(root: Path, path: str) -> Path:

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edged.power.base import PowerSample, SensorInfo, register
+from edged.power.base import PowerSample, SensorInfo, read_sysfs_int, read_sysfs_str, register
 
 _BASE = "sys/class/power_supply"
 #: Battery attributes read when present (all integers, kernel units).
@@ -45,16 +45,8 @@ _BATTERY_INTS = (
 )
 
 
-def _read_str(path: Path) -> str:
-    return path.read_bytes().decode("utf-8", "replace").replace("\x00", "").strip()
-
-
-def _read_int(path: Path) -> int:
-    text = _read_str(path)
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"{path}: not an integer: {text!r}") from None
+_read_str = read_sysfs_str
+_read_int = read_sysfs_int
 
 
 @dataclass(frozen=True, slots=True)

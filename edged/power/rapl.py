@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edged.power.base import PowerSample, SensorInfo, register
+from edged.power.base import PowerSample, SensorInfo, read_sysfs_int, read_sysfs_str, register
 
 _BASE = "sys/class/powercap"
 _ZONE = re.compile(r"^intel-rapl:(\d+)(?::(\d+))?$")
@@ -39,16 +39,8 @@ PERMISSION_HINT = (
 )
 
 
-def _read_str(path: Path) -> str:
-    return path.read_bytes().decode("utf-8", "replace").replace("\x00", "").strip()
-
-
-def _read_int(path: Path) -> int:
-    text = _read_str(path)
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"{path}: not an integer: {text!r}") from None
+_read_str = read_sysfs_str
+_read_int = read_sysfs_int
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from edged.power import rapl
 from edged.power.base import factory, source_kinds
 from edged.power.estimate import EstimateSource
 from edged.power.ina3221 import Ina3221Source
@@ -370,14 +369,16 @@ def test_rapl_only_packages_make_the_total(board: Any) -> None:
 def test_rapl_root_only_counters_are_a_clear_problem(
     board: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = rapl._read_str
+    from edged.power import base
+
+    real = base.read_sysfs_str
 
     def root_only(path: Path) -> str:
         if path.name == "energy_uj":
             raise PermissionError(13, "Permission denied", str(path))
         return real(path)
 
-    monkeypatch.setattr(rapl, "_read_str", root_only)  # the tests run as root
+    monkeypatch.setattr(base, "read_sysfs_str", root_only)  # the tests run as root
     src = RaplSource(root=board("x86-laptop"), clock=FakeClock())
     infos = src.sensors()
     assert len(infos) == 4
