@@ -25,6 +25,7 @@ from edged.backends.base import Backend
 from edged.backends.cloud import CloudBackend
 from edged.backends.fake import FakeBackend
 from edged.backends.llama import LlamaBackend
+from edged.backends.llama_proc import ProcessLlamaBackend
 from edged.config import Config, load_config
 from edged.devbench import load_figures
 from edged.energy.meter import EnergyMeter, NullMeter
@@ -134,9 +135,13 @@ class App:
         else:
             entry = load_manifest(cfg.models.manifest).get(cfg.local.model)
             self.model_name = entry.name
-            self.local = LlamaBackend(
-                name=LOCAL, model_path=resolve(entry, cfg.models.dir), cfg=cfg.local
-            )
+            path = resolve(entry, cfg.models.dir)
+            if cfg.local.isolation == "process":
+                self.local = ProcessLlamaBackend(name=LOCAL, model_path=path, cfg=cfg.local,
+                                                 log_level=cfg.log.level,
+                                                 log_format=cfg.log.format)  # fmt: skip
+            else:
+                self.local = LlamaBackend(name=LOCAL, model_path=path, cfg=cfg.local)
         self.backends: dict[str, Backend] = {LOCAL: self.local}
         if cfg.cloud.enabled:
             self.backends[CLOUD] = CloudBackend(name=CLOUD, cfg=cfg.cloud)

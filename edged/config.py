@@ -115,6 +115,12 @@ class LocalModelConfig(_Model):
         description="'llama': the GGUF model below; 'fake': echoes the prompt without a model "
         "(tests and demos only).",
     )
+    isolation: Literal["process", "thread"] = Field(
+        "process",
+        description="'process': the model runs in a worker process, so a crash in llama.cpp "
+        "(it aborts its process on some errors) cannot take the daemon down; 'thread': in the "
+        "daemon, on a decode thread (lower memory, no IPC).",
+    )
     fake_delay_s: float = Field(
         0.0, ge=0, description="backend 'fake': pause before each chunk, seconds (tests)."
     )

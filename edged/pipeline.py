@@ -39,6 +39,7 @@ log = logging.getLogger("edged.pipeline")
 
 
 LOCAL = "local"
+CLOUD = "cloud"
 
 
 class Router(Protocol):
@@ -113,7 +114,7 @@ class Pipeline:
                     events = guardian.filter_stream(events, verdict)  # guardian out
                     out = await self._respond(verdict.request, events, reply)  # responder
                 except BackendFailed as failed:  # the cloud failed before any text: go local
-                    route = self._fallback(route, failed)
+                    route = self._fallback(route, failed, verdict)
                     events = self.backends[route.backend].generate(verdict.request)
                     events = guardian.filter_stream(events, verdict)
                     out = await self._respond(verdict.request, events, reply)
@@ -137,14 +138,24 @@ class Pipeline:
         if self.observer is not None:
             self.observer(request, None, err)
 
-    def _fallback(self, route: RouteDecision, failed: BackendFailed) -> RouteDecision:
-        """Serve locally after the cloud failed before its first token, or re-raise."""
-        local = self.backends.get(LOCAL)
-        if (route.backend == LOCAL or not failed.before_first_token or local is None
-                or not local.healthy()):  # fmt: skip
+    def _fallback(self, route: RouteDecision, failed: BackendFailed,
+                  verdict: Verdict) -> RouteDecision:  # fmt: skip
+        """After a backend failed before its first token: the other one, if it may serve
+        (the cloud never for a private request); else re-raise."""
+        if not failed.before_first_token:
+            raise failed  # text was sent: serving elsewhere would repeat it
+        if route.backend != LOCAL:
+            local = self.backends.get(LOCAL)
+            if local is None or not local.healthy():
+                raise failed
+            log.warning("event=cloud_failed_fallback_local error=%r", failed.message)
+            return RouteDecision(LOCAL, (*route.reasons, "cloud_failed"))
+        cloud = self.backends.get(CLOUD)
+        pinned = verdict.request.sensitivity == "private" or verdict.force_local
+        if pinned or cloud is None or not cloud.healthy():
             raise failed
-        log.warning("event=cloud_failed_fallback_local error=%r", failed.message)
-        return RouteDecision(LOCAL, (*route.reasons, "cloud_failed"))
+        log.warning("event=local_failed_fallback_cloud error=%r", failed.message)
+        return RouteDecision(CLOUD, (*route.reasons, "local_failed"))
 
     @staticmethod
     async def _respond(
