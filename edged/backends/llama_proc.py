@@ -45,10 +45,10 @@ STUCK_NO_DEADLINE_S = 600.0
 def worker_main(conn: Connection, name: str, model_path: str, cfg: dict[str, Any],
                 log: tuple[str, str] = ("info", "logfmt")) -> None:  # fmt: skip
     """The worker process: load the model, then serve jobs from the pipe in order."""
-    from edged import logs
-    from edged.backends.llama import LlamaBackend  # the child imports llama.cpp, not the parent
+    from edged.backends.llama import LlamaBackend
+    from edged.logs import setup as setup_logging  # the child imports llama.cpp, not the parent
 
-    logs.setup(*log)  # same stdout (the journal) as the daemon
+    setup_logging(*log)  # same stdout (the journal) as the daemon
 
     engine = LlamaBackend(name=name, model_path=Path(model_path),
                           cfg=LocalModelConfig.model_validate(cfg))  # fmt: skip
