@@ -52,17 +52,27 @@ def worker_main(conn: Connection, name: str, model_path: str, cfg: dict[str, Any
 
     engine = LlamaBackend(name=name, model_path=Path(model_path),
                           cfg=LocalModelConfig.model_validate(cfg))  # fmt: skip
-    send_lock = threading.Lock()
+    # The decode thread only queues what it emits; a sender thread pickles and writes it,
+    # so pipe writes never sit between two tokens.
+    outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
 
-    def send(msg: tuple[Any, ...]) -> None:
-        with send_lock:
-            conn.send(msg)
+    def sender() -> None:
+        while (msg := outbox.get()) is not None:
+            try:
+                conn.send(msg)
+            except (OSError, ValueError):
+                return
 
+    send = outbox.put
+
+    threading.Thread(target=sender, name="worker-send", daemon=True).start()
     t0 = time.monotonic()
     try:
         engine._load()
     except BaseException as e:  # the parent reports it
         send(("load_failed", f"{type(e).__name__}: {e}"))
+        send(None)
+        time.sleep(0.5)  # let the sender write it
         return
     send(("ready", time.monotonic() - t0, engine.rss_before_load_mb, engine.rss_after_load_mb))
     jobs: queue.Queue[tuple[int, Request] | None] = queue.Queue()
@@ -102,6 +112,7 @@ def worker_main(conn: Connection, name: str, model_path: str, cfg: dict[str, Any
         send(("stats", job_id, engine.tokens_per_s, engine.ttft_s))
         with lock:
             cancels.pop(job_id, None)
+    send(None)
 
 
 # --- the parent ------------------------------------------------------------------------------
@@ -184,8 +195,9 @@ class ProcessLlamaBackend:
         threading.Thread(target=self._reader, args=(parent, proc), name="worker-reader",
                          daemon=True).start()  # fmt: skip
         log.info("event=model_loaded backend=%s path=%s load_s=%.2f worker_pid=%d "
-                 "spawn_s=%.2f", self.name, self.model_path, self.load_s, proc.pid,
-                 time.monotonic() - t0)  # fmt: skip
+                 "spawn_s=%.2f rss_before_mb=%.1f rss_after_mb=%.1f", self.name, self.model_path,
+                 self.load_s, proc.pid, time.monotonic() - t0, self.rss_before_load_mb,
+                 self.rss_after_load_mb)  # fmt: skip
 
     def _reader(self, conn: Connection, proc: Any) -> None:
         """Reader thread: hands every message to the event loop, and the worker's death."""
