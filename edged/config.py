@@ -345,6 +345,18 @@ class Config(_Model):
         return self.mqtt.client_id or f"edged-{self.device_id}"
 
 
+def read_toml(path: Path, what: str, error: type[Exception] = ConfigError) -> dict[str, Any]:
+    """A TOML file as a dict; ``error`` (naming the file and ``what`` it is) when it is
+    missing or not valid TOML."""
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError as e:
+        raise error(f"{path}: {what} not found") from e
+    except tomllib.TOMLDecodeError as e:
+        raise error(f"{path}: not valid TOML: {e}") from e
+
+
 def _parse_env_value(raw: str) -> Any:
     """Lists and tables are JSON; scalars stay strings and pydantic converts them per field
     (so ``EDGED_DEVICE_ID=1234`` stays the string "1234" while ``EDGED_MQTT__PORT=1884``
@@ -405,13 +417,7 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     source = "defaults"
     if path is not None:
         source = str(path)
-        try:
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
-        except FileNotFoundError as e:
-            raise ConfigError(f"{path}: no such file") from e
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: not valid TOML: {e}") from e
+        data = read_toml(path, "config file")
     overrides = env_overrides(os.environ if environ is None else environ)
     if overrides:
         source = f"{source} + environment"

@@ -20,13 +20,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edged.config import format_validation_error
+from edged.config import format_validation_error, read_toml
 from edged.errors import ModelError
 
 if sys.version_info >= (3, 11):
-    import tomllib
+    pass
 else:  # pragma: no cover
-    import tomli as tomllib
+    pass
 
 _CHUNK = 1 << 20
 
@@ -73,13 +73,7 @@ class Manifest(BaseModel):
 
 def load_manifest(path: Path) -> Manifest:
     """Read and validate the manifest TOML."""
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError as e:
-        raise ModelError(f"{path}: manifest not found") from e
-    except tomllib.TOMLDecodeError as e:
-        raise ModelError(f"{path}: not valid TOML: {e}") from e
+    data = read_toml(path, "manifest", ModelError)
     try:
         return Manifest.model_validate(data)
     except ValidationError as e:

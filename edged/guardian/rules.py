@@ -21,12 +21,13 @@ from typing import Literal
 import regex
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edged.config import read_toml
 from edged.errors import ConfigError
 
 if sys.version_info >= (3, 11):
-    import tomllib
+    pass
 else:  # pragma: no cover
-    import tomli as tomllib
+    pass
 
 Action = Literal["block", "redact", "force_local", "flag"]
 Kind = Literal["phrase", "regex", "pii", "semantic"]
@@ -107,13 +108,7 @@ class Pack(BaseModel):
 
 def load_pack(path: Path) -> Pack:
     """Read one pack; ConfigError names the file, the rule id and the reason."""
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError as e:
-        raise ConfigError(f"{path}: guardian pack not found") from e
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from e
+    data = read_toml(path, "guardian pack")
     try:
         return Pack.model_validate(data)
     except ValidationError as e:

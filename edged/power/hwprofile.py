@@ -28,14 +28,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from edged.config import PowerConfig
+from edged.config import PowerConfig, read_toml
 from edged.errors import ConfigError
 from edged.power.base import PowerSample, PowerSource, SensorInfo
 
 if sys.version_info >= (3, 11):
-    import tomllib
+    pass
 else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+    pass
 
 #: Source kinds a profile may name (``power.source`` in the config adds "auto").
 SourceKind = Literal["ina3221", "power_supply", "rapl", "jtop", "trace", "estimate", "mqtt", "null"]
@@ -222,13 +222,7 @@ class HwProfile(_Model):
 
 def load_profile(path: Path) -> HwProfile:
     """Read one profile; ConfigError names the file and the key."""
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError as e:
-        raise ConfigError(f"{path}: board profile not found") from e
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from e
+    data = read_toml(path, "board profile")
     if "path" in data:
         raise ConfigError(f"{path}: path: unknown key")
     try:

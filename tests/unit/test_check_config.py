@@ -188,4 +188,4 @@ def test_bad_env_override_names_the_key_path(
 def test_missing_file_exits_nonzero(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     rc, _, err = check_config(capsys, tmp_path / "nope.toml")
     assert rc == 2
-    assert "no such file" in err
+    assert "config file not found" in err

@@ -82,7 +82,7 @@ def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
     p.write_text("[mqtt\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(p, environ={})
-    with pytest.raises(ConfigError, match="no such file"):
+    with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.toml", environ={})
 
 
