@@ -159,6 +159,9 @@ def test_telemetry_from_an_outage_arrives_afterwards_in_order(
         assert seqs == sorted(seqs)
         ts = [m["ts_unix_s"] for m in historical]
         assert ts == sorted(ts)
+        # a live report sent just before the outage and not yet acknowledged is resent by
+        # paho on reconnect (at least once): it predates the spooled ones, so set it aside
+        got = [m for m in got if m.get("historical") or m["ts_unix_s"] > ts[0]]
         first_live = next(i for i, m in enumerate(got) if not m.get("historical"))
         assert all(m.get("historical") for m in got[:first_live])
         assert all(not m.get("historical") for m in got[first_live:])
