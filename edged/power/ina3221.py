@@ -27,7 +27,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edged.power.base import PowerSample, SensorInfo, read_sysfs_int, read_sysfs_str, register
+from edged.power.base import (
+    PowerSample,
+    SensorInfo,
+    close_kept_open,
+    read_sysfs_int,
+    read_sysfs_int_kept_open,
+    read_sysfs_str,
+    register,
+)
 
 #: Labels of channels with nothing connected (NVIDIA device trees use "NC").
 _NOT_CONNECTED = {"NC"}
@@ -44,6 +52,7 @@ _RAIL_NAME = re.compile(r"^rail_name_(\d+)$")
 
 _read_str = read_sysfs_str
 _read_int = read_sysfs_int
+_read_fast = read_sysfs_int_kept_open
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +65,10 @@ class _Channel:
 
     def read(self) -> tuple[float, float | None, float | None]:
         """(watts, volts, amperes); volts/amperes None where the layout gives power only."""
-        v = _read_int(self.volt_mv) / 1e3 if self.volt_mv is not None else None
-        a = _read_int(self.curr_ma) / 1e3 if self.curr_ma is not None else None
+        v = _read_fast(self.volt_mv) / 1e3 if self.volt_mv is not None else None
+        a = _read_fast(self.curr_ma) / 1e3 if self.curr_ma is not None else None
         if self.power_mw is not None:
-            return _read_int(self.power_mw) / 1e3, v, a
+            return _read_fast(self.power_mw) / 1e3, v, a
         if v is None or a is None:  # not built without both (see _hwmon_channels)
             raise ValueError(f"{self.label}: no voltage/current files")
         return v * a, v, a
@@ -290,4 +299,6 @@ class Ina3221Source:
         return out
 
     def close(self) -> None:
-        """Nothing is held open."""
+        """Close the rail files kept open between reads."""
+        close_kept_open(p for c in self._channels for p in (c.volt_mv, c.curr_ma, c.power_mw)
+                        if p is not None)  # fmt: skip
