@@ -40,25 +40,12 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 
+from bench.prompts import TOPICS
 from edged.config import LocalModelConfig
 from edged.mqtt.link import props_for
 from tests.helpers import DEFAULT_MODEL_FILE, Broker, Daemon
 
 SYSTEM = "You are a helpful assistant. Answer briefly."
-TOPICS = [
-    "dragons",
-    "the sea",
-    "a lighthouse keeper",
-    "a robot gardener",
-    "mountains",
-    "a train journey",
-    "a lost cat",
-    "the moon",
-    "a bakery",
-    "winter",
-    "a violin",
-    "a desert town",
-]
 
 
 def prompt_for(i: int) -> str:

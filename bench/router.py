@@ -56,6 +56,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 
+from bench.prompts import TOPICS
 from edged.config import PolicyConfig, RouterConfig, SemanticRoute
 from edged.errors import EdgedError
 from edged.mqtt.link import props_for
@@ -90,21 +91,6 @@ SEMANTIC_ROUTES = [
         threshold=0.5,
         examples=["how are you", "tell me a joke", "good morning"],
     ),
-]
-
-TOPICS = [
-    "dragons",
-    "the sea",
-    "a lighthouse keeper",
-    "a robot gardener",
-    "mountains",
-    "a train journey",
-    "a lost cat",
-    "the moon",
-    "a bakery",
-    "winter",
-    "a violin",
-    "a desert town",
 ]
 
 

@@ -66,6 +66,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 
+from bench.prompts import TOPICS
 from edged.mqtt.link import props_for
 from tests.helpers import DEFAULT_MODEL_FILE, Broker, CloudServer, Daemon
 
@@ -73,20 +74,6 @@ SEED = 20261125
 ROUTES = ("cloud", "local", "auto")
 TELEMETRY_INTERVAL_S = 1.0
 TELEMETRY_GAP_S = 2.0
-TOPICS = [
-    "dragons",
-    "the sea",
-    "a lighthouse keeper",
-    "a robot gardener",
-    "mountains",
-    "a train journey",
-    "a lost cat",
-    "the moon",
-    "a bakery",
-    "winter",
-    "a violin",
-    "a desert town",
-]
 ASKS = [
     "Write a short story about {}.",
     "Describe {} in a few sentences.",
