@@ -261,6 +261,8 @@ class App:
         cloud = self.backends.get(CLOUD)
         if cloud is not None and getattr(getattr(cloud, "breaker", None), "state", "") == "open":
             out.append("cloud_breaker_open")
+        if cloud is not None and getattr(cloud, "retry_after_s", 0.0) > 0:
+            out.append("cloud_throttled")
         return out
 
     async def supervise(self, period_s: float = 1.0) -> None:

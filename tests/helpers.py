@@ -46,9 +46,10 @@ def mosquitto_binary() -> str:
 
 
 class Broker:
-    """A Mosquitto process on a free loopback port, with persistence in ``state_dir``."""
+    """A Mosquitto process on a free loopback port, with persistence in ``state_dir``.
+    ``extra_conf`` (lines of mosquitto.conf) is appended to the configuration written."""
 
-    def __init__(self, state_dir: Path, port: int | None = None) -> None:
+    def __init__(self, state_dir: Path, port: int | None = None, extra_conf: str = "") -> None:
         self.state_dir = state_dir
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -63,7 +64,7 @@ class Broker:
             f"persistence_location {state_dir}/\n"
             "max_queued_messages 1000\n"
             # run as whoever runs the tests (as root this means: do not drop privileges)
-            f"user {user}\n"
+            f"user {user}\n" + (extra_conf.rstrip("\n") + "\n" if extra_conf else "")
         )
         self.log_path = state_dir / "mosquitto.log"
 
@@ -273,6 +274,11 @@ class TcpRecorder:
     ``stop()`` closes the listener and every connection (clients then get "connection
     refused"); ``sever()`` cuts the live connections but keeps listening. When the upstream
     refuses, the client's connection is closed at once and ``upstream_failures`` counts it.
+
+    ``fail_with(status, headers)`` makes it answer every new HTTP request itself with that
+    status (a JSON error body, ``Connection: close``) instead of passing it on, as a real
+    server does when it is overloaded (429, 503) or broken (500); ``heal()`` passes requests
+    on again. ``faulted`` counts the requests it answered so.
     """
 
     def __init__(self, upstream_port: int, port: int | None = None) -> None:
@@ -282,6 +288,8 @@ class TcpRecorder:
         self._received = bytearray()
         self.accepted = 0
         self.upstream_failures = 0
+        self.faulted = 0
+        self._fault: tuple[int, dict[str, str]] | None = None
         self._live: set[asyncio.StreamWriter] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -326,6 +334,16 @@ class TcpRecorder:
         """Cut every live connection (a network failure mid-stream); keep listening."""
         self._call(self._close_live())
 
+    def fail_with(self, status: int, headers: dict[str, str] | None = None) -> None:
+        """Answer each new request with HTTP ``status`` (and ``headers``) from now on. Live
+        connections are cut first, so a kept-alive one cannot slip past."""
+        self._fault = (status, dict(headers or {}))
+        self.sever()
+
+    def heal(self) -> None:
+        """Pass requests on to the server again."""
+        self._fault = None
+
     @property
     def running(self) -> bool:
         return self._thread is not None
@@ -368,8 +386,45 @@ class TcpRecorder:
             w.transport.abort()  # RST, like a dead link or a killed server
         self._live.clear()
 
+    async def _answer(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: int,
+        headers: dict[str, str],
+    ) -> None:  # fmt: skip
+        """Read one HTTP request (recorded like passed-on bytes) and answer it ourselves."""
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value.strip())
+            body = await reader.readexactly(length)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            writer.transport.abort()
+            return
+        with self._lock:
+            self._received += head + body
+        self.faulted += 1
+        reason = {429: "Too Many Requests", 500: "Internal Server Error",
+                  503: "Service Unavailable"}.get(status, "Error")  # fmt: skip
+        payload = json.dumps(
+            {"error": {"message": f"injected {status}", "type": "server_error", "code": status}}
+        ).encode()
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        writer.write(
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\nConnection: close\r\n{extra}\r\n".encode()
+            + payload
+        )
+        with contextlib.suppress(OSError):
+            await writer.drain()
+        writer.close()
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
+        if self._fault is not None:
+            await self._answer(reader, writer, *self._fault)
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         except OSError:

@@ -11,6 +11,10 @@ What this module promises the pipeline:
   True the request may be served elsewhere without the client seeing text twice.
 - Retries (``cfg.retries``, 0 or 1) happen only before the first token, after 50-200 ms,
   and never after an HTTP 4xx other than 408/429. The SDK's own retries are off.
+- A server that says how long to wait (HTTP 429 or 503 with ``Retry-After`` or
+  ``retry-after-ms``) is believed: no retry sooner than that (the request fails over now
+  instead), and ``healthy()`` is False until then, so the router sends nothing there
+  (``cloud_down``). The wait is capped at :data:`MAX_RETRY_AFTER_S`.
 - A :class:`Breaker` stops sending requests to a server that keeps failing.
   ``healthy()`` is the router's question ("may I route here?") and consumes nothing;
   ``generate`` takes the breaker's permission for real (in half-open state: the one trial).
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import random
 import time
@@ -60,6 +65,10 @@ _Verdict = Literal["success", "failure", "none"]
 #: HTTP statuses that are about the request itself (the server answered, so they say nothing
 #: about its health): they neither count against the breaker nor close it.
 REQUEST_FAULTS = frozenset({400, 413, 422})
+
+#: The longest a ``Retry-After`` keeps requests away from the cloud, seconds (a server that
+#: asks for an hour would otherwise silence the cloud on a misconfiguration).
+MAX_RETRY_AFTER_S = 300.0
 
 
 class CloudFailed(BackendFailed):
@@ -220,6 +229,37 @@ class _Failure:
     message: str
     retryable: bool
     status: int | None = None
+    #: Seconds the server asked us to wait (429/503 with Retry-After), else None.
+    retry_after_s: float | None = None
+
+
+def parse_retry_after(headers: Mapping[str, str], now_epoch_s: float) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` (milliseconds; OpenAI's) or ``Retry-After``
+    (delta-seconds or an HTTP date), capped at :data:`MAX_RETRY_AFTER_S`; None when absent
+    or unreadable. Header names are matched without regard to case."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    seconds: float | None = None
+    ms = lower.get("retry-after-ms")
+    if ms is not None:
+        try:
+            seconds = float(ms) / 1000.0
+        except ValueError:
+            seconds = None
+    raw = lower.get("retry-after")
+    if seconds is None and raw is not None:
+        raw = raw.strip()
+        try:
+            seconds = float(raw)
+        except ValueError:
+            from email.utils import parsedate_to_datetime
+
+            try:
+                seconds = parsedate_to_datetime(raw).timestamp() - now_epoch_s
+            except (TypeError, ValueError, IndexError, OverflowError):
+                seconds = None
+    if seconds is None or math.isnan(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
 class _BadStream(Exception):
@@ -252,7 +292,12 @@ def _classify(exc: Exception) -> _Failure:
         status = exc.status_code
         if 400 <= status < 500 and status not in (408, 429):
             return _Failure(f"cloud: HTTP {status}", retryable=False, status=status)
-        return _Failure(f"cloud: HTTP {status}", retryable=True, status=status)
+        wait_s = None
+        if status in (429, 503):
+            wait_s = parse_retry_after(exc.response.headers, time.time())
+        return _Failure(
+            f"cloud: HTTP {status}", retryable=True, status=status, retry_after_s=wait_s
+        )
     chain = _chain(exc)
     names = {type(e).__name__ for e in chain}
     if isinstance(exc, openai.APITimeoutError) or any(n.endswith("Timeout") for n in names):
@@ -296,6 +341,9 @@ class CloudBackend:
         self._client: AsyncOpenAI | None = None
         #: Telemetry reads ``breaker.state``.
         self.breaker = Breaker(cfg.breaker_failures, cfg.breaker_cooldown_s, clock)
+        self._clock = clock
+        #: No request before this (``clock`` time): the server asked us to wait.
+        self._hold_until = 0.0
 
     def __repr__(self) -> str:
         return f"CloudBackend(name={self.name!r}, base_url={self._cfg.base_url!r})"
@@ -325,7 +373,16 @@ class CloudBackend:
         """May the router send a request here now? Started, and the breaker would admit
         one. Never uses up the half-open trial: ``generate`` takes it, and a request that
         loses the race for it fails at once with ``before_first_token=True``."""
-        return self._client is not None and self.breaker.allow_check()
+        return (
+            self._client is not None
+            and self._clock() >= self._hold_until
+            and self.breaker.allow_check()
+        )
+
+    @property
+    def retry_after_s(self) -> float:
+        """Seconds left of a wait the server asked for (0 when none)."""
+        return max(0.0, self._hold_until - self._clock())
 
     # --- generation -------------------------------------------------------------------------------
 
@@ -334,6 +391,8 @@ class CloudBackend:
         client = self._client
         if client is None:
             raise CloudFailed("cloud: not started", before_first_token=True)
+        if self._clock() < self._hold_until:
+            raise CloudFailed("cloud: asked to wait (Retry-After)", before_first_token=True)
         if not self.breaker.allow():
             raise CloudFailed("cloud: circuit open", before_first_token=True)
         verdict: _Verdict = "none"
@@ -389,7 +448,17 @@ class CloudBackend:
             # Decided outside the except block, so that nothing raised here chains the SDK's
             # exception (it holds the HTTP request, Authorization header included).
             before = deltas == 0
-            if before and failure.retryable and attempt <= cfg.retries:
+            pause_s = random.uniform(0.05, 0.2)
+            if failure.retry_after_s is not None:
+                self._hold_until = max(self._hold_until, self._clock() + failure.retry_after_s)
+                log.info(
+                    "event=cloud_throttled backend=%s status=%s wait_s=%.3f",
+                    self.name,
+                    failure.status,
+                    failure.retry_after_s,
+                )
+            may_retry = failure.retry_after_s is None or failure.retry_after_s <= pause_s
+            if before and failure.retryable and may_retry and attempt <= cfg.retries:
                 log.info(
                     "event=cloud_retry backend=%s id=%s error=%r attempt=%d",
                     self.name,
@@ -397,7 +466,7 @@ class CloudBackend:
                     failure.message,
                     attempt,
                 )
-                await asyncio.sleep(random.uniform(0.05, 0.2))
+                await asyncio.sleep(pause_s)
                 continue
             log.warning(
                 "event=cloud_failed backend=%s id=%s error=%r before_first_token=%s attempts=%d",

@@ -17,7 +17,7 @@ Reason codes (stable; they reach results and telemetry):
 ``power_budget``   the board draws more than the policy's power budget
 ``energy``         serving locally would cost more energy than the radio
 ``semantic:<name>`` the prompt resembles a configured route's examples
-``cloud_down``     the cloud is unreachable or its breaker is open
+``cloud_down``     the cloud is unreachable, its breaker is open, or it asked us to wait
 ``budget_spent``   the daily cloud budget is used up
 ``no_cloud``       no cloud backend is configured
 ``local_down``     the local model is not available

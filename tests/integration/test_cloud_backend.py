@@ -349,6 +349,59 @@ def test_http_4xx_is_not_retried(server: CloudServer) -> None:
     assert server.proxy.received()[sent:].count(b"POST /") == 1
 
 
+def test_http_5xx_and_429_are_retried_once_and_counted_by_the_breaker(
+    server: CloudServer,
+) -> None:
+    config = cfg(server, retries=1, breaker_failures=2)
+
+    async def body(b: CloudBackend) -> list[tuple[str, int | None, int]]:
+        out = []
+        for status in (500, 429):
+            server.proxy.fail_with(status)
+            sent = server.proxy.faulted
+            err = await fail(b, request("hello"))
+            assert err.before_first_token
+            out.append((err.message, err.status, server.proxy.faulted - sent))
+        assert b.breaker.state == "open" and not b.healthy()
+        return out
+
+    try:
+        got = run(config, body)
+    finally:
+        server.proxy.heal()
+    assert got == [("cloud: HTTP 500", 500, 2), ("cloud: HTTP 429", 429, 2)]
+
+
+def test_retry_after_holds_requests_back_until_it_has_passed(server: CloudServer) -> None:
+    clock = ManualClock()
+    config = cfg(server, retries=1, breaker_failures=3)
+
+    async def body(b: CloudBackend) -> None:
+        server.proxy.fail_with(429, {"Retry-After": "30"})
+        err = await fail(b, request("hello"))
+        assert err.message == "cloud: HTTP 429" and err.status == 429
+        assert server.proxy.faulted == 1  # no retry: we were asked to wait 30 s
+        assert not b.healthy() and b.retry_after_s == 30.0
+        assert b.breaker.state == "closed"  # one failure of three
+        server.proxy.heal()
+        accepted = server.proxy.accepted
+        err = await fail(b, request("hello"))  # refused without any I/O
+        assert err.message == "cloud: asked to wait (Retry-After)" and err.before_first_token
+        assert server.proxy.accepted == accepted
+        clock.now += 29.9
+        assert not b.healthy()
+        clock.now += 0.1
+        assert b.healthy() and b.retry_after_s == 0.0
+        events = await collect(b.generate(request("Say hi.", max_tokens=4)))
+        assert isinstance(events[-1], Finished)
+
+    server.proxy.faulted = 0
+    try:
+        run(config, body, clock)
+    finally:
+        server.proxy.heal()
+
+
 # --- the API key and what reaches the cloud ------------------------------------------------
 
 

@@ -624,5 +624,5 @@ def test_telemetry_doc_names_the_topics_and_the_alarms() -> None:
                   "edged/<device_id>/status"):  # fmt: skip
         assert f"`{topic}`" in text, topic
     for alarm in ("spool_write_failed", "spool_dropped", "power_source_failing",
-                  "cloud_breaker_open"):  # fmt: skip
+                  "cloud_breaker_open", "cloud_throttled"):  # fmt: skip
         assert f"`{alarm}`" in text, alarm
