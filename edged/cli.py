@@ -48,14 +48,34 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    """Send one question over MQTT and stream the answer to the terminal."""
-    from edged.client import AskError, ask
+    """Send one question over MQTT and stream the answer to the terminal.
+
+    It connects to the broker as the daemon does from the same config: host and port (unless
+    ``--host``/``--port``), TLS with ``ca_file`` and the optional client certificate, the
+    user name and the password from ``$<password_env>`` or the systemd credential.
+    """
+    import ssl
+
+    # the broker credentials and TLS exactly as the daemon uses them
+    from edged.app import mqtt_password, tls_context
+    from edged.client import AskAuthError, AskError, ask
     from edged.mqtt.topics import Topics
 
     cfg = _load(args)
     device = args.device or cfg.device_id
     host = args.host or cfg.mqtt.host
     port = args.port or cfg.mqtt.port
+    password = mqtt_password(cfg) if cfg.mqtt.username else None
+    tls: ssl.SSLContext | None = None
+    if cfg.mqtt.tls:
+        try:
+            tls = tls_context(cfg)
+        except (OSError, ValueError) as e:  # a missing or unreadable CA, certificate or key
+            files = {k: getattr(cfg.mqtt, k) for k in ("ca_file", "cert_file", "key_file")}
+            named = ", ".join(f"{k}={v}" for k, v in files.items() if v is not None)
+            print(f"edged ask: cannot set up TLS from [mqtt] {named or 'settings'}: {e}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
     req: dict[str, Any] = {
         "id": f"ask-{uuid.uuid4().hex[:12]}",
         "prompt": args.prompt,
@@ -80,6 +100,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
             port=port,
             request_topic=Topics(cfg.mqtt.topic_prefix, device).request,
             timeout_s=args.timeout_s,
+            username=cfg.mqtt.username,
+            password=password,
+            tls=tls,
         ):
             if args.json:
                 print(json.dumps(msg, ensure_ascii=False), flush=True)
@@ -100,6 +123,17 @@ def cmd_ask(args: argparse.Namespace) -> int:
             elif kind == "error":
                 print(f"\nerror {msg.get('code')}: {msg.get('message')}", file=sys.stderr)
                 return 1
+    except AskAuthError as e:
+        if not cfg.mqtt.username:
+            hint = "no [mqtt] username is configured"
+        elif password is None:
+            hint = (f"no password: ${cfg.mqtt.password_env} is unset and there is no "
+                    f"{cfg.mqtt.password_credential!r} credential")  # fmt: skip
+        else:
+            hint = (f"check [mqtt] username and the password in ${cfg.mqtt.password_env} "
+                    f"or the {cfg.mqtt.password_credential!r} credential")  # fmt: skip
+        print(f"edged ask: {e} ({hint})", file=sys.stderr)
+        return 2
     except AskError as e:
         print(f"edged ask: {e}", file=sys.stderr)
         return 2

@@ -1,11 +1,17 @@
-"""TLS to the broker: a CA and certificates made here, Mosquitto with a TLS listener."""
+"""TLS to the broker: a CA and certificates made here, Mosquitto with a TLS listener (and,
+for `edged ask`, a password file)."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import json
+import os
+import secrets
 import ssl
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -18,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from tests.helpers import Daemon, free_port, mosquitto_binary
+from tests.helpers import ROOT, Daemon, free_port, mosquitto_binary
 
 pytestmark = pytest.mark.integration
 
@@ -69,12 +75,25 @@ def make_leaf(d: Path, name: str, ca: tuple[x509.Certificate, ec.EllipticCurvePr
     return d / name
 
 
+def password_line(user: str, password: str) -> str:
+    """A Mosquitto password file line (the ``$6$`` form: SHA-512 of password then salt)."""
+    salt = secrets.token_bytes(12)
+    digest = hashlib.sha512(password.encode() + salt).digest()
+    return f"{user}:$6${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}\n"
+
+
 class TlsBroker:
-    def __init__(self, d: Path, server: Path, ca: Path, require_client_cert: bool) -> None:
+    def __init__(self, d: Path, server: Path, ca: Path, require_client_cert: bool,
+                 users: dict[str, str] | None = None) -> None:  # fmt: skip
         self.port = free_port()
         conf = d / f"mosq-{self.port}.conf"
+        auth = "allow_anonymous true\n"
+        if users:  # only these users, with these passwords
+            pw = d / f"mosq-{self.port}.passwd"
+            pw.write_text("".join(password_line(u, p) for u, p in users.items()))
+            auth = f"allow_anonymous false\npassword_file {pw}\n"
         conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"listener {self.port} 127.0.0.1\n{auth}"
             f"cafile {ca.with_suffix('.pem')}\ncertfile {server.with_suffix('.pem')}\n"
             f"keyfile {server.with_suffix('.key')}\n"
             f"require_certificate {'true' if require_client_cert else 'false'}\n"
@@ -104,12 +123,18 @@ def tls_client(port: int, ca: Path, cert: Path) -> paho.Client:
     return c
 
 
-def daemon(tmp_path: Path, port: int, ca: Path, client: Path | None, name: str) -> Daemon:
-    env = {"EDGED_LOCAL__BACKEND": "fake", "EDGED_MQTT__TLS": "true",
-           "EDGED_MQTT__CA_FILE": str(ca.with_suffix(".pem"))}  # fmt: skip
+def tls_env(ca: Path, client: Path | None) -> dict[str, str]:
+    """The ``EDGED_*`` settings for TLS with this CA and, optionally, client certificate."""
+    env = {"EDGED_MQTT__TLS": "true", "EDGED_MQTT__CA_FILE": str(ca.with_suffix(".pem"))}
     if client is not None:
         env["EDGED_MQTT__CERT_FILE"] = str(client.with_suffix(".pem"))
         env["EDGED_MQTT__KEY_FILE"] = str(client.with_suffix(".key"))
+    return env
+
+
+def daemon(tmp_path: Path, port: int, ca: Path, client: Path | None, name: str,
+           **extra: str) -> Daemon:  # fmt: skip
+    env = {"EDGED_LOCAL__BACKEND": "fake", **tls_env(ca, client), **extra}
     d = Daemon(broker_port=port, device_id=f"tls{uuid.uuid4().hex[:6]}",
                log_path=tmp_path / f"{name}.log", extra_env=env)  # fmt: skip
     d.start(wait_online=False)
@@ -173,3 +198,98 @@ def test_tls_with_client_certificates(tmp_path: Path) -> None:
             x.stop()
         good.stop()
         old.stop()
+
+
+EDGED = Path(sys.executable).parent / "edged"  # the console script of this venv
+
+
+def edged_ask(
+    port: int, device: str, prompt: str, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """``edged ask`` as a user runs it, configured only through the environment."""
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith("EDGED_") and k != "CREDENTIALS_DIRECTORY"}  # fmt: skip
+    return subprocess.run(
+        [str(EDGED), "ask", "--timeout-s", "20", prompt],
+        check=False, capture_output=True, text=True, timeout=60, cwd=ROOT,
+        env={**clean, "EDGED_DEVICE_ID": device, "EDGED_MQTT__PORT": str(port), **env},
+    )  # fmt: skip
+
+
+def assert_fails_cleanly(r: subprocess.CompletedProcess[str], *needles: str) -> None:
+    """Exit 2, nothing on stdout, one ``edged ask: ...`` line on stderr naming the cause."""
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert r.stdout == "", r.stdout
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edged ask: "), r.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+def test_ask_over_tls_with_a_password(tmp_path: Path) -> None:
+    assert EDGED.is_file(), f"{EDGED}: install edged in the venv (pip install -e .)"
+    ca = make_ca(tmp_path, "ca")
+    make_ca(tmp_path, "other-ca")
+    server = make_leaf(tmp_path, "server", ca)
+    client = make_leaf(tmp_path, "client", ca, server=False)
+    broker = TlsBroker(tmp_path, server, tmp_path / "ca", require_client_cert=True,
+                       users={"edged": "s3cret pass"})  # fmt: skip
+    d = daemon(tmp_path, broker.port, tmp_path / "ca", client, "ask-daemon",
+               EDGED_MQTT__USERNAME="edged", EDGED_MQTT_PASSWORD="s3cret pass")  # fmt: skip
+    try:
+        assert wait_log(d, "event=mqtt_connected"), d.logs()
+        good = {**tls_env(tmp_path / "ca", client), "EDGED_MQTT__USERNAME": "edged"}
+
+        # the password from $EDGED_MQTT_PASSWORD: answered (the fake backend echoes)
+        r = edged_ask(broker.port, d.device_id, "over tls",
+                      {**good, "EDGED_MQTT_PASSWORD": "s3cret pass"})  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "over tls"
+        assert "route=local" in r.stderr and "Traceback" not in r.stderr
+
+        # ... and from the systemd credential, as the service has it
+        creds = tmp_path / "credentials"
+        creds.mkdir()
+        (creds / "mqtt-password").write_text("s3cret pass\n")
+        r = edged_ask(broker.port, d.device_id, "from the credential",
+                      {**good, "CREDENTIALS_DIRECTORY": str(creds)})  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "from the credential"
+
+        # a wrong password: the login is refused
+        r = edged_ask(broker.port, d.device_id, "x", {**good, "EDGED_MQTT_PASSWORD": "wrong"})
+        assert_fails_cleanly(r, "refused the login", "EDGED_MQTT_PASSWORD")
+        # no password at all: said so
+        r = edged_ask(broker.port, d.device_id, "x", good)
+        assert_fails_cleanly(r, "refused the login", "no password")
+
+        # the wrong CA: the broker's certificate is not trusted
+        wrong_ca = {**good, **tls_env(tmp_path / "other-ca", client),
+                    "EDGED_MQTT_PASSWORD": "s3cret pass"}  # fmt: skip
+        r = edged_ask(broker.port, d.device_id, "x", wrong_ca)
+        assert_fails_cleanly(r, "TLS", "not trusted", f"127.0.0.1:{broker.port}")
+
+        # no client certificate where the broker requires one: the broker hangs up
+        no_cert = {**tls_env(tmp_path / "ca", None), "EDGED_MQTT__USERNAME": "edged",
+                   "EDGED_MQTT_PASSWORD": "s3cret pass"}  # fmt: skip
+        r = edged_ask(broker.port, d.device_id, "x", no_cert)
+        assert_fails_cleanly(r, f"127.0.0.1:{broker.port} (TLS)", "client certificate")
+
+        # a CA file that is not there: named before any connection
+        r = edged_ask(broker.port, d.device_id, "x",
+                      {**good, "EDGED_MQTT__CA_FILE": str(tmp_path / "nope.pem")})  # fmt: skip
+        assert_fails_cleanly(r, "cannot set up TLS", "nope.pem")
+
+        # without TLS, to the TLS listener: no answer either, and no traceback
+        plain = {"EDGED_MQTT__USERNAME": "edged", "EDGED_MQTT_PASSWORD": "s3cret pass"}
+        r = edged_ask(broker.port, d.device_id, "x", plain)
+        assert_fails_cleanly(r, f"127.0.0.1:{broker.port}")
+
+        # the refused clients did not disturb the daemon: it still answers
+        r = edged_ask(broker.port, d.device_id, "still here",
+                      {**good, "EDGED_MQTT_PASSWORD": "s3cret pass"})  # fmt: skip
+        assert r.returncode == 0 and r.stdout.strip() == "still here", r.stderr
+    finally:
+        d.stop()
+        broker.stop()
