@@ -232,7 +232,9 @@ class Client:
         response_topic: str | None = None,
         correlation_data: bytes | None = None,
         expiry_s: int | None = None,
+        wait: bool = True,
     ) -> None:
+        """Publish at QoS 1; ``wait``: return only once the broker has acknowledged it."""
         props = None
         if self.protocol == paho.MQTTv5 and (response_topic or correlation_data or expiry_s):
             props = Properties(PacketTypes.PUBLISH)
@@ -244,7 +246,9 @@ class Client:
                 props.MessageExpiryInterval = expiry_s
         if isinstance(payload, str):
             payload = payload.encode()
-        self._c.publish(topic, payload, qos=1, properties=props).wait_for_publish(10)
+        info = self._c.publish(topic, payload, qos=1, properties=props)
+        if wait:
+            info.wait_for_publish(10)
 
     def get(self, timeout_s: float = 30.0) -> Msg:
         return self.inbox.get(timeout=timeout_s)

@@ -126,12 +126,13 @@ def _has_lone_surrogate(text: str) -> bool:
 
 
 def reply_topic_problem(
-    topic: str, allowed_prefixes: list[str], topic_prefix: str = "edged"
+    topic: str, allowed_prefixes: list[str], topic_prefix: str = "edged", device_id: str = "+"
 ) -> str | None:
     """Why ``topic`` may not receive replies, or None when it may.
 
-    Under edged's own prefix only ``<prefix>/<device>/response/...`` may receive replies, so
-    a client cannot aim replies at a request, status or telemetry topic.
+    Under edged's own prefix only ``<prefix>/<device_id>/response/...`` (this device's own
+    response topics) may receive replies, so a client can aim replies neither at a request,
+    status or telemetry topic nor into another device's replies.
     """
     if not topic:
         return "reply address is empty"
@@ -144,9 +145,12 @@ def reply_topic_problem(
     if not any(topic.startswith(p) for p in allowed_prefixes):
         return f"reply address must start with one of {allowed_prefixes}"
     levels = topic.split("/")
-    if levels[0] == topic_prefix and (len(levels) < 4 or levels[2] != "response"):
+    if levels[0] == topic_prefix and (
+        len(levels) < 4 or levels[1] != device_id or levels[2] != "response"
+    ):
         return (
-            f"under '{topic_prefix}/' replies may only go to {topic_prefix}/<device>/response/..."
+            f"under '{topic_prefix}/' replies may only go to "
+            f"{topic_prefix}/{device_id}/response/..."
         )
     return None
 
@@ -175,10 +179,11 @@ def parse_request(
     """Validate one request payload. ``default_reply_topic(id)`` names the fallback topic."""
     prefixes = cfg.mqtt.allowed_reply_prefixes
     tp = cfg.mqtt.topic_prefix
+    dev = cfg.device_id
     v5_reply: ReplyAddress | None = None
     v5_problem: str | None = None
     if response_topic is not None:
-        v5_problem = reply_topic_problem(response_topic, prefixes, tp)
+        v5_problem = reply_topic_problem(response_topic, prefixes, tp, dev)
         if v5_problem is None:
             v5_reply = ReplyAddress(response_topic, correlation_data)
 
@@ -188,7 +193,7 @@ def parse_request(
             reply is None
             and v5_problem is None
             and isinstance(reply_to, str)
-            and reply_topic_problem(reply_to, prefixes, tp) is None
+            and reply_topic_problem(reply_to, prefixes, tp, dev) is None
         ):
             reply = ReplyAddress(reply_to, correlation_data)
         if reply is None and req_id is not None:
@@ -241,7 +246,7 @@ def parse_request(
     if reply_to is not None:
         if not isinstance(reply_to, str):
             return reject(req_id, None, BadRequest("reply_to: must be a string"))
-        problem = reply_topic_problem(reply_to, prefixes, tp)
+        problem = reply_topic_problem(reply_to, prefixes, tp, dev)
         if problem is not None:
             return reject(req_id, None, BadRequest(f"reply_to refused: {problem}"))
     # 5. every field, strictly

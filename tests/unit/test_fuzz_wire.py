@@ -12,34 +12,9 @@ from edged.config import Config
 from edged.errors import WIRE_CODES
 from edged.ingress import wire
 from edged.types import Request
+from tests.strategies import fields, payloads
 
 CFG = Config(device_id="dev1")
-
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)
-    | st.text(max_size=40),
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10),
-                                                                      children, max_size=5),
-    max_leaves=20,
-)  # fmt: skip
-fields = st.fixed_dictionaries({}, optional={
-    "id": st.one_of(st.text(max_size=140), st.integers(), st.none()),
-    "prompt": st.one_of(st.text(max_size=200), st.integers(), st.none()),
-    "messages": st.one_of(st.lists(st.fixed_dictionaries(
-        {"role": st.sampled_from(["user", "system", "assistant", "robot", ""]),
-         "content": st.one_of(st.text(max_size=50), st.integers())}), max_size=4), json_values),
-    "max_tokens": st.one_of(st.integers(-10, 10**9), st.floats(allow_nan=False),
-                            st.text(max_size=5)),
-    "temperature": st.one_of(st.floats(allow_nan=False), st.integers(-3, 5), st.none()),
-    "stream": st.one_of(st.booleans(), st.integers(0, 1), st.text(max_size=3)),
-    "route": st.one_of(st.sampled_from(["auto", "local", "cloud", "moon"]), st.integers()),
-    "sensitivity": st.sampled_from(["normal", "private", "secret"]),
-    "deadline_ms": st.one_of(st.integers(-10**6, 10**10), st.floats(allow_nan=False)),
-    "reply_to": st.one_of(st.text(max_size=30), st.sampled_from(
-        ["reply/x", "reply/+", "edged/dev1/request", "home/#", "edged/a/response/b"])),
-    "policy": st.one_of(st.text(max_size=10), st.integers()),
-    "extra": json_values,
-})  # fmt: skip
 
 
 def check(payload: bytes, response_topic: str | None) -> None:
@@ -65,7 +40,7 @@ def test_generated_requests(body: dict[str, Any], response_topic: str | None) ->
     check(json.dumps(body).encode(), response_topic)
 
 
-@settings(max_examples=4000, deadline=None)
-@given(st.binary(max_size=300))
-def test_generated_bytes(payload: bytes) -> None:
+@settings(max_examples=4000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(payloads)
+def test_generated_payloads(payload: bytes) -> None:
     check(payload, "reply/x")

@@ -270,7 +270,7 @@ VALID_REQUESTS: list[dict[str, Any]] = [
         "reply_to": "reply/kitchen-panel",
     },
     {"prompt": None, "messages": [{"role": "user", "content": "hi"}], "route": "cloud"},
-    {"prompt": "hi", "reply_to": "edged/panel-1/response/kitchen-42"},
+    {"prompt": "hi", "reply_to": "edged/dev1/response/kitchen-42"},
 ]
 
 INVALID_REQUESTS: list[tuple[str, dict[str, Any]]] = [
@@ -330,13 +330,14 @@ def test_invalid_requests_fail_the_schema_and_the_parser(body: dict[str, Any]) -
 
 @pytest.mark.parametrize(
     "topic",
-    ["edged/dev1/request", "edged/dev1/status", "edged/dev1/response", "edged/other/telemetry"],
+    ["edged/dev1/request", "edged/dev1/status", "edged/dev1/response", "edged/other/telemetry",
+     "edged/other/response/x"],  # fmt: skip
 )
 def test_reply_addresses_under_edged_must_be_response_topics(topic: str) -> None:
     result = parse({"id": "t1", "prompt": "hi", "reply_to": topic})
     assert isinstance(result, wire.Rejection) and result.error.code == "bad_request"
     assert "reply_to refused" in result.error.message
-    rule = "edged/<device>/response/..."
+    rule = "edged/<device_id>/response/..."
     assert rule in protocol_text()
     assert rule in schema("request")["properties"]["reply_to"]["description"]
 

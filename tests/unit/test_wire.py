@@ -197,9 +197,18 @@ def test_reply_address_cannot_target_edged_topics_or_c1_controls(topic: str) -> 
     assert r.reply.topic == default_topic("t1")
 
 
-def test_edged_response_topics_are_fine_as_reply_addresses() -> None:
-    req = parse({"id": "t2", "prompt": "hi", "reply_to": "edged/app-7/response/t2"})
-    assert isinstance(req, Request) and req.reply.topic == "edged/app-7/response/t2"
+def test_own_response_topics_are_fine_as_reply_addresses() -> None:
+    req = parse({"id": "t2", "prompt": "hi", "reply_to": "edged/dev1/response/app-7/t2"})
+    assert isinstance(req, Request) and req.reply.topic == "edged/dev1/response/app-7/t2"
+
+
+def test_another_devices_response_topics_are_refused() -> None:
+    """One device must not publish into another's replies (a confused deputy past the
+    broker's per-device ACLs)."""
+    r = rejected(parse({"id": "t3", "prompt": "hi", "reply_to": "edged/dev2/response/t3"}))
+    assert r.error.code == "bad_request"
+    assert "edged/dev1/response/" in r.error.message
+    assert r.reply is not None and r.reply.topic == default_topic("t3")
 
 
 def test_correlation_data_is_echoed_with_reply_to_too() -> None:

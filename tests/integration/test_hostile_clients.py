@@ -1,0 +1,236 @@
+"""Hostile and careless clients against the real daemon on real Mosquitto: generated
+payloads by the ten thousand, and MQTT 3.1.1 and 5 clients mixed.
+
+The rule checked (docs/reliability.md): every request that has a safe reply address gets
+exactly one final reply there, with a stable code when it is an error; nothing is published
+outside the allowed reply prefixes; the daemon keeps serving; memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+
+import paho.mqtt.client as paho
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edged.errors import WIRE_CODES
+from tests.helpers import Broker, Client, Daemon
+from tests.strategies import payloads
+
+pytestmark = pytest.mark.integration
+
+RSS_BOUND_MB = 40.0  # growth of the daemon's RSS over a whole run
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def published_by_the_daemon_ok(topic: str, device_id: str) -> bool:
+    """Where edged may publish: its own topics (never a request topic) or a reply prefix."""
+    if any(c in topic for c in "+#") or any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F
+                                            for c in topic):  # fmt: skip
+        return False
+    own = f"edged/{device_id}/"
+    if topic.startswith(own):
+        first = topic[len(own) :].partition("/")[0]
+        return first in ("response", "telemetry", "status", "events")
+    return topic.startswith("reply/")
+
+
+@pytest.mark.slow
+def test_ten_thousand_generated_payloads_through_the_daemon(
+    make_daemon: Callable[..., Daemon], broker: Broker
+) -> None:
+    """Hypothesis payloads (tests/strategies.py), each published by an MQTT v5 client with a
+    Response Topic and Correlation Data (so each has a safe reply address and must get
+    exactly one final reply) or by an MQTT 3.1.1 client (no properties: the reply goes to
+    ``reply_to`` or the default topic, if either is acceptable, else nowhere)."""
+    d = make_daemon(EDGED_LOCAL__BACKEND="fake", EDGED_INGRESS__QUEUE_LIMIT="64")
+    assert d.proc is not None
+    request_topic = f"edged/{d.device_id}/request"
+    sent: dict[bytes, bytes] = {}  # correlation data -> payload (v5 only)
+    finals: Counter[bytes] = Counter()
+    codes: Counter[str] = Counter()
+    bad_topics: list[str] = []
+    sent_v3 = 0
+    seen_v3_replies = 0
+
+    with (
+        Client(broker.port) as v5,
+        Client(broker.port, protocol=paho.MQTTv311) as v3,
+        Client(broker.port) as spy,
+    ):
+        v5.subscribe("reply/fz")
+        spy.subscribe("#")
+        rss_start = rss_mb(d.proc.pid)
+
+        def pump(max_outstanding: int, patience_s: float = 30.0) -> None:
+            nonlocal seen_v3_replies
+            last_progress = time.monotonic()
+            while True:
+                while True:  # everything the spy saw: only where edged may publish
+                    try:
+                        m = spy.inbox.get_nowait()
+                    except queue.Empty:
+                        break
+                    if m.retain or m.topic == request_topic:
+                        continue
+                    if not published_by_the_daemon_ok(m.topic, d.device_id):
+                        bad_topics.append(m.topic)
+                    elif not m.topic.startswith("reply/fz") and m.correlation_data is None:
+                        seen_v3_replies += 1
+                if len(sent) - len(finals) <= max_outstanding:
+                    return
+                try:
+                    m = v5.get(timeout_s=0.5)
+                except queue.Empty:
+                    if time.monotonic() - last_progress > patience_s:
+                        return  # the assertions below say what is missing
+                    continue
+                last_progress = time.monotonic()
+                body = m.json()
+                if body["type"] in ("result", "error"):
+                    assert m.correlation_data is not None
+                    finals[m.correlation_data] += 1
+                    codes[str(body.get("code", "result"))] += 1
+
+        @settings(max_examples=10_000, deadline=None, database=None,
+                  suppress_health_check=list(HealthCheck))  # fmt: skip
+        @given(payloads, st.booleans())
+        def publish(payload: bytes, as_v5: bool) -> None:
+            nonlocal sent_v3
+            if as_v5 or sent_v3 * 4 >= len(sent):  # about one in five by 3.1.1
+                corr = f"f{len(sent)}".encode()
+                sent[corr] = payload
+                v5.publish(request_topic, payload, response_topic="reply/fz",
+                           correlation_data=corr, wait=False)  # fmt: skip
+            else:
+                sent_v3 += 1
+                v3.publish(request_topic, payload, wait=False)
+            pump(max_outstanding=64)
+
+        publish()
+        pump(max_outstanding=0)
+        rss_end = rss_mb(d.proc.pid)
+
+    total = len(sent) + sent_v3
+    assert total >= 10_000
+    print(
+        f"\n{len(sent)} by MQTT v5, {sent_v3} by 3.1.1; finals: {dict(codes)}; "
+        f"3.1.1 replies seen: {seen_v3_replies}; RSS {rss_start:.0f} -> {rss_end:.0f} MB"
+    )
+    missing = [sent[c][:200] for c in sent if c not in finals]
+    assert not missing, f"{len(missing)} requests never got a final reply, e.g. {missing[:3]}"
+    assert set(finals) == set(sent)  # and nothing answered that was not asked
+    twice = [sent[c][:200] for c, n in finals.items() if n > 1]
+    assert not twice, f"answered more than once: {twice[:3]}"
+    assert set(codes) - {"result"} <= set(WIRE_CODES), codes
+    assert codes["result"] > 0 and codes["bad_request"] > 0 and codes["too_large"] > 0
+    assert not bad_topics, f"published outside the allowed topics: {sorted(set(bad_topics))[:5]}"
+    assert sent_v3 > 1000 and seen_v3_replies > 0  # 3.1.1 clients were served as well
+    assert d.proc.poll() is None
+    assert rss_end < rss_start + RSS_BOUND_MB, (rss_start, rss_end)
+    # and it still answers an ordinary request
+    with Client(broker.port) as c:
+        c.subscribe("reply/after")
+        c.publish(request_topic, json.dumps({"id": "after", "prompt": "still here?"}),
+                  response_topic="reply/after")  # fmt: skip
+        assert c.collect("after")[-1].json()["text"] == "still here?"
+
+
+def test_mqtt_311_and_5_clients_mixed(make_daemon: Callable[..., Daemon], broker: Broker) -> None:
+    """Clients of both protocol versions at once, each on its own thread: every request is
+    answered once where its client's version lets it ask; the one with no safe reply address
+    is dropped with a log line."""
+    d = make_daemon(EDGED_LOCAL__BACKEND="fake")
+    topic = f"edged/{d.device_id}/request"
+    tag = uuid.uuid4().hex[:6]
+    failures: list[str] = []
+    answered: Counter[str] = Counter()
+
+    def v5_client(n: int) -> None:
+        with Client(broker.port) as c:
+            c.subscribe(f"reply/{tag}/v5/{n}")
+            for i in range(20):
+                rid = f"{tag}-5-{n}-{i}"
+                c.publish(topic, json.dumps({"id": rid, "prompt": f"five {n} {i}"}),
+                          response_topic=f"reply/{tag}/v5/{n}",
+                          correlation_data=rid.encode())  # fmt: skip
+                msgs = c.collect(rid, timeout_s=30)
+                final = msgs[-1]
+                if (
+                    final.json().get("text") != f"five {n} {i}"
+                    or final.correlation_data != rid.encode()
+                ):
+                    failures.append(f"v5 {rid}: {final.payload[:200]!r}")
+                answered["v5"] += 1
+
+    def v3_client(n: int) -> None:
+        with Client(broker.port, protocol=paho.MQTTv311) as c:
+            c.subscribe(f"reply/{tag}/v3/{n}")
+            c.subscribe(f"edged/{d.device_id}/response/+")
+            for i in range(20):
+                rid = f"{tag}-3-{n}-{i}"
+                body: dict[str, object] = {"id": rid, "prompt": f"three {n} {i}"}
+                if i % 2:  # half name a reply topic in the body, half use the default topic
+                    body["reply_to"] = f"reply/{tag}/v3/{n}"
+                    where = f"reply/{tag}/v3/{n}"
+                else:
+                    where = f"edged/{d.device_id}/response/{rid}"
+                c.publish(topic, json.dumps(body))
+                msgs = c.collect(rid, timeout_s=30)
+                final = msgs[-1]
+                if (final.json().get("text") != f"three {n} {i}" or final.topic != where
+                        or {m.topic for m in msgs} != {where}):  # fmt: skip
+                    failures.append(f"v3 {rid}: {final.topic} {final.payload[:200]!r}")
+                answered["v3"] += 1
+
+    def guarded(client: Callable[[int], None], n: int) -> None:
+        try:
+            client(n)
+        except Exception as e:  # a thread's exception would otherwise pass unseen
+            failures.append(f"{client.__name__}({n}): {e!r}")
+
+    threads = [
+        threading.Thread(target=f, args=(n,)) for n in range(3) for f in (v5_client, v3_client)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    assert not failures, failures[:5]
+    assert answered == {"v5": 60, "v3": 60}
+
+    # 3.1.1 and a refused reply_to: the error goes to the default topic, since the id is known
+    with Client(broker.port, protocol=paho.MQTTv311) as c:
+        rid = f"{tag}-bad-reply"
+        c.subscribe(f"edged/{d.device_id}/response/{rid}")
+        c.subscribe("reply/#")
+        c.publish(topic, json.dumps({"id": rid, "prompt": "x", "reply_to": "reply/+"}))
+        final = c.get(timeout_s=10)
+        assert final.topic == f"edged/{d.device_id}/response/{rid}"
+        assert final.json()["code"] == "bad_request"
+        assert "reply_to refused" in final.json()["message"]
+        # 3.1.1 and no id to be read: nowhere safe to answer; logged, not published
+        c.publish(topic, b"\xff not json")
+        with pytest.raises(queue.Empty):
+            c.get(timeout_s=1.0)
+    deadline = time.monotonic() + 5
+    while "no_safe_reply_address" not in d.logs():
+        assert time.monotonic() < deadline, d.logs()[-2000:]
+        time.sleep(0.05)
+    assert d.proc is not None and d.proc.poll() is None
