@@ -330,8 +330,13 @@ def test_invalid_requests_fail_the_schema_and_the_parser(body: dict[str, Any]) -
 
 @pytest.mark.parametrize(
     "topic",
-    ["edged/dev1/request", "edged/dev1/status", "edged/dev1/response", "edged/other/telemetry",
-     "edged/other/response/x"],  # fmt: skip
+    [
+        "edged/dev1/request",
+        "edged/dev1/status",
+        "edged/dev1/response",
+        "edged/other/telemetry",
+        "edged/other/response/x",
+    ],
 )
 def test_reply_addresses_under_edged_must_be_response_topics(topic: str) -> None:
     result = parse({"id": "t1", "prompt": "hi", "reply_to": topic})
