@@ -34,3 +34,18 @@ def test_reset_forgets_pending() -> None:
     t.reset()
     t.done(1)
     assert sent == [] and len(t) == 0
+
+
+def test_a_request_of_a_lost_session_never_acknowledges_the_new_sessions_message() -> None:
+    """The broker lost its state: the new session numbers messages from 1 again. The old
+    request with mid 1 finishing must not acknowledge the new one with mid 1."""
+    sent: list[int] = []
+    t = AckTracker(sent.append)
+    old_generation = t.generation
+    t.track(1)  # r1, old session
+    t.reset()  # reconnected, session_present=False
+    t.track(1)  # r2, new session, same packet id
+    t.done(1, old_generation)  # r1 finishes
+    assert sent == [] and len(t) == 1
+    t.done(1, t.generation)  # r2 finishes
+    assert sent == [1] and len(t) == 0
