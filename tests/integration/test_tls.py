@@ -236,7 +236,8 @@ def test_ask_over_tls_with_a_password(tmp_path: Path) -> None:
     broker = TlsBroker(tmp_path, server, tmp_path / "ca", require_client_cert=True,
                        users={"edged": "s3cret pass"})  # fmt: skip
     d = daemon(tmp_path, broker.port, tmp_path / "ca", client, "ask-daemon",
-               EDGED_MQTT__USERNAME="edged", EDGED_MQTT_PASSWORD="s3cret pass")  # fmt: skip
+               EDGED_MQTT__USERNAME="edged", EDGED_MQTT_PASSWORD="s3cret pass",
+               EDGED_LOG__LEVEL="debug")  # fmt: skip
     try:
         assert wait_log(d, "event=mqtt_connected"), d.logs()
         good = {**tls_env(tmp_path / "ca", client), "EDGED_MQTT__USERNAME": "edged"}
@@ -290,6 +291,7 @@ def test_ask_over_tls_with_a_password(tmp_path: Path) -> None:
         r = edged_ask(broker.port, d.device_id, "still here",
                       {**good, "EDGED_MQTT_PASSWORD": "s3cret pass"})  # fmt: skip
         assert r.returncode == 0 and r.stdout.strip() == "still here", r.stderr
+        assert "s3cret" not in d.logs()  # the password is never logged
     finally:
         d.stop()
         broker.stop()
