@@ -6,6 +6,7 @@ nothing needs the broker or the model.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import typing
@@ -202,7 +203,7 @@ def test_encoded_results_validate(timing: Timing) -> None:
     request = parse({"id": "kitchen-42", "prompt": "hi"})
     assert isinstance(request, Request)
     guard = PassGuardian()
-    no_rules = guard.report(guard.check_input(request))  # what edged reports today
+    no_rules = guard.report(asyncio.run(guard.check_input(request)))  # what edged reports today
     assert no_rules is None
     for energy in (unknown, MEASURED):
         for guardian in (no_rules, GuardianReport({"pii.email": 2}, {}), GuardianReport()):
