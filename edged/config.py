@@ -161,6 +161,13 @@ class CloudConfig(_Model):
     read_timeout_s: float = Field(
         20.0, gt=0, description="Longest wait for the next piece of the stream, seconds."
     )
+    first_token_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Longest wait for the first token (retry included), seconds; then the "
+        "request is served locally and the breaker counts a failure. A request with a "
+        "deadline waits at most half of the time it has left (then without counting).",
+    )
     retries: int = Field(
         1, ge=0, le=1, description="Retries, only ever before the first token (0 or 1)."
     )

@@ -9,6 +9,12 @@ What this module promises the pipeline:
   ``unavailable`` on the wire) with a short message that never holds the API key or prompt
   text, and ``before_first_token`` telling whether any ``TextDelta`` was yielded. When it is
   True the request may be served elsewhere without the client seeing text twice.
+- The first token must come within ``cfg.first_token_timeout_s`` (retry included), else the
+  request fails before its first token (so it is served locally) and the breaker counts a
+  failure: a server that accepts connections and then hangs cannot hold requests for the
+  whole read timeout. A request with a deadline gives the cloud at most half of the time it
+  has left, so the fallback still has the other half; a wait cut short so is not counted
+  against the server (a tight deadline says nothing about its health).
 - Retries (``cfg.retries``, 0 or 1) happen only before the first token, after 50-200 ms,
   and never after an HTTP 4xx other than 408/429. The SDK's own retries are off.
 - A server that says how long to wait (HTTP 429 or 503 with ``Retry-After`` or
@@ -397,15 +403,46 @@ class CloudBackend:
             raise CloudFailed("cloud: circuit open", before_first_token=True)
         verdict: _Verdict = "none"
         deltas = 0
+        budget_s = self._cfg.first_token_timeout_s
+        by_deadline = False
+        if request.deadline_at_s is not None:
+            half_left_s = (request.deadline_at_s - time.monotonic()) / 2
+            if half_left_s < budget_s:
+                budget_s, by_deadline = max(half_left_s, 0.0), True
+        first_by = time.monotonic() + budget_s
+        timed_out = False
         try:
             async with aclosing(self._attempts(client, request)) as events:
-                async for ev in events:
+                while True:
+                    try:
+                        if deltas:
+                            ev = await events.__anext__()
+                        else:
+                            ev = await asyncio.wait_for(
+                                events.__anext__(), max(first_by - time.monotonic(), 0.0)
+                            )
+                    except StopAsyncIteration:
+                        break
+                    except asyncio.TimeoutError:
+                        timed_out = True
+                        verdict = "none" if by_deadline else "failure"
+                        log.warning(
+                            "event=cloud_failed backend=%s id=%s error=%r before_first_token=True",
+                            self.name,
+                            request.id,
+                            "no first token",
+                        )
+                        raise CloudFailed(
+                            f"cloud: no first token within {budget_s:.1f} s",
+                            before_first_token=True,
+                        ) from None
                     if isinstance(ev, TextDelta):
                         deltas += 1
                     yield ev
             verdict = "success"
         except CloudFailed as e:
-            verdict = "none" if e.status in REQUEST_FAULTS else "failure"
+            if not timed_out:
+                verdict = "none" if e.status in REQUEST_FAULTS else "failure"
             raise
         finally:
             self._report(verdict, deltas)

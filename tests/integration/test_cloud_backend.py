@@ -4,6 +4,7 @@ model, behind a proxy that records every byte it is sent (tests.helpers.CloudSer
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import subprocess
@@ -333,6 +334,58 @@ def test_read_timeout_is_per_read_not_per_answer(server: CloudServer) -> None:
     err, took = run(config, body)
     assert err.message == "cloud: read timeout" and err.before_first_token
     assert 0.3 <= took < 1.5
+
+
+def test_a_hung_server_fails_at_the_first_token_timeout_and_counts(server: CloudServer) -> None:
+    """Connections accepted, nothing answered: the first-token timeout (retry included) ends
+    the wait long before the read timeout, and the breaker counts it."""
+    config = cfg(server, read_timeout_s=20.0, first_token_timeout_s=0.5, retries=1,
+                 breaker_failures=2)  # fmt: skip
+
+    async def body(b: CloudBackend) -> list[tuple[str, bool, float]]:
+        out = []
+        server.freeze()
+        try:
+            for _ in range(2):
+                t0 = time.monotonic()
+                err = await fail(b, request("hello", max_tokens=2))
+                out.append((err.message, err.before_first_token, time.monotonic() - t0))
+        finally:
+            server.thaw()
+        assert b.breaker.state == "open"  # two hung requests opened it
+        return out
+
+    got = run(config, body)
+    for message, before, took in got:
+        assert message == "cloud: no first token within 0.5 s" and before
+        assert 0.45 <= took < 1.5
+
+
+def test_a_deadline_gives_the_cloud_half_of_the_time_left_and_does_not_count(
+    server: CloudServer,
+) -> None:
+    config = cfg(server, first_token_timeout_s=5.0, retries=0, breaker_failures=1)
+
+    async def body(b: CloudBackend) -> tuple[CloudFailed, float]:
+        server.freeze()
+        try:
+            req = request("hello", max_tokens=2)
+            req = dataclasses.replace(req, deadline_at_s=time.monotonic() + 1.0)
+            t0 = time.monotonic()
+            err = await fail(b, req)
+            took = time.monotonic() - t0
+        finally:
+            server.thaw()
+        # a tight deadline says nothing about the server: the breaker (1 failure opens it)
+        # is still closed, and the next request is served
+        assert b.breaker.state == "closed" and b.healthy()
+        events = await collect(b.generate(request("Say hi.", max_tokens=4)))
+        assert isinstance(events[-1], Finished)
+        return err, took
+
+    err, took = run(config, body)
+    assert err.message == "cloud: no first token within 0.5 s" and err.before_first_token
+    assert 0.45 <= took < 0.9
 
 
 def test_http_4xx_is_not_retried(server: CloudServer) -> None:

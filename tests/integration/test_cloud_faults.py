@@ -1,4 +1,4 @@
-"""The cloud answers HTTP 500, 429 and 503, through the real daemon.
+"""The cloud answers HTTP 500, 429 and 503, or hangs, through the real daemon.
 
 The cloud is llama.cpp's server behind the recording proxy; ``proxy.fail_with(status)``
 makes the proxy answer every request itself with that status, the way an overloaded or
@@ -60,6 +60,7 @@ def daemon(make_daemon: Callable[..., Daemon], cloud: CloudServer) -> Daemon:
         EDGED_CLOUD__BASE_URL=cloud.base_url,
         EDGED_CLOUD__CONNECT_TIMEOUT_S="1",
         EDGED_CLOUD__READ_TIMEOUT_S="10",
+        EDGED_CLOUD__FIRST_TOKEN_TIMEOUT_S="1",
         EDGED_CLOUD__RETRIES="1",
         EDGED_CLOUD__BREAKER_FAILURES="2",
         EDGED_CLOUD__BREAKER_COOLDOWN_S="2",
@@ -174,3 +175,35 @@ def test_http_500_for_a_request_that_must_not_wait_ends_within_its_deadline(
     assert final["route"] == {"backend": "local", "reasons": ["hint", "cloud_failed"]}
     assert final["text"] == chunks
     assert took < 3.0
+
+
+def test_a_hung_cloud_is_given_up_at_the_first_token_timeout_then_avoided(
+    daemon: Daemon, broker: Broker, cloud: CloudServer
+) -> None:
+    """The server accepts connections and answers nothing (SIGSTOP): each request waits at
+    most the first-token timeout (1 s here, not the 10 s read timeout), then is served
+    locally; two such requests open the breaker and later ones do not wait at all."""
+    expected, _ = ask(daemon, broker.port, {"prompt": PROMPT, "route": "local"})
+    cloud.freeze()
+    try:
+        for _ in range(2):
+            t0 = time.monotonic()
+            final, chunks = ask(daemon, broker.port, {"prompt": PROMPT})
+            took = time.monotonic() - t0
+            assert final["route"] == {"backend": "local", "reasons": ["policy", "cloud_failed"]}
+            assert final["text"] == expected["text"] == chunks
+            assert 1.0 <= took < 4.0, took
+        t0 = time.monotonic()
+        final, _ = ask(daemon, broker.port, {"prompt": PROMPT})
+        assert final["route"] == {"backend": "local", "reasons": ["policy", "cloud_down"]}
+        assert time.monotonic() - t0 < 1.0  # no request waits on a dead cloud
+        # a request with a deadline gives the cloud half of it, then is served locally in time
+        time.sleep(2.1)  # the breaker's cool-down: this one is the trial
+        t0 = time.monotonic()
+        final, chunks = ask(daemon, broker.port, {"prompt": PROMPT, "deadline_ms": 1600})
+        took = time.monotonic() - t0
+        assert final["type"] == "result", final
+        assert final["route"] == {"backend": "local", "reasons": ["policy", "cloud_failed"]}
+        assert final["text"] == chunks and 0.8 <= took < 1.6
+    finally:
+        cloud.thaw()
