@@ -1,24 +1,28 @@
 """Compiled rules for one direction: find complete matches, and, on a stream, where a match
 that has only begun could start.
 
-Phrase rules match whole words on the skeleton view (a first-word index makes 1,000 phrases
-cost a dictionary lookup per word). PII detectors are one alternation on the plain view,
-each candidate confirmed by its checksum. Regex rules run on the plain view too. For
-streams, ``regex`` partial matching and phrase-prefix tables give the hold point.
+Phrase rules match whole words on the skeleton view: the words that begin a phrase are
+found with one set intersection, then one dictionary lookup per phrase length, and spans are
+worked out only for the words that match. PII detectors run one by one on the plain view,
+each candidate confirmed by its checksum; each is skipped on a text without its trigger,
+and tried only where a value can be (around its anchor, inside its region). Regex rules run
+on the plain view too. For streams, ``regex`` partial matching and phrase-prefix tables give
+the hold point. ``Matcher(..., fast=False)`` does all of it the careful way, for tests.
 """
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import regex
 
 from edged.guardian import normalize as nz
-from edged.guardian.pii import BY_NAME, DETECTORS
+from edged.guardian.pii import DETECTORS
+from edged.guardian.pii import shape as pii_shape
 from edged.guardian.rules import Action, Direction, Rule
 
 
@@ -28,12 +32,79 @@ def _may_grow(text: str, end: int) -> bool:
     Yes while fewer than four visible characters follow it: "4111 1111 1111 " may go on with
     "1111", "192.168.1.1." with "0", "example.com.e" with "tty".
     """
-    rest = [c for c in text[end:] if not nz.is_invisible(c)]
-    return len(rest) <= 3
+    if len(text) - end <= 3:
+        return True
+    return len(nz.INVISIBLE_RE.sub("", text[end:])) <= 3
 
 
 def _only_invisible(text: str, end: int) -> bool:
-    return all(nz.is_invisible(c) for c in text[end:])
+    return end >= len(text) or nz.INVISIBLE_RE.fullmatch(text, end) is not None
+
+
+_DIGIT_RE = re.compile(r"[0-9]")
+_LITERAL_RE = re.compile(r"[A-Za-z0-9@ _-]+")  # a pattern that is only itself
+
+
+def _anchored(det: _Compiled, text: str) -> Iterator[Any]:
+    """What ``det.pattern.finditer(text)`` gives, trying the pattern only where a value can
+    start: from the run of ``lead`` characters before each anchor up to the anchor (the
+    leftmost place that matches, then on from the end of that match, as ``finditer``)."""
+    assert det.anchor is not None
+    anchor, lead, match = det.anchor, det.lead, det.pattern.match
+    done = 0  # where the last match ended
+    a = text.find(anchor)
+    while a != -1:
+        p = a
+        while p > done and text[p - 1] in lead:
+            p -= 1
+        for start in range(p, a + 1):
+            m = match(text, start)
+            if m is not None and m.end() > start:
+                yield m
+                done = m.end()
+                break
+        a = text.find(anchor, max(a + 1, done))
+
+
+def _in_regions(det: _Compiled, text: str, shaped: str) -> Iterator[Any]:
+    """What ``det.pattern.finditer(text)`` gives, running the pattern only over the regions
+    its values must lie in (``shaped`` is the text's shape), each with ``before`` characters
+    ahead and ``after`` past it."""
+    assert det.region is not None
+    finditer = det.pattern.finditer
+    done = 0  # where the last match ended
+    for region in det.region.finditer(shaped):
+        start, end = region.span()
+        for m in finditer(text, max(start - det.before, done), end + det.after):
+            if m.start() >= end:
+                break  # (a value starting here belongs to the next region)
+            yield m
+            done = m.end()
+
+
+class _Compiled(NamedTuple):
+    """One PII detector, compiled (see :class:`edged.guardian.pii.Detector`)."""
+
+    name: str
+    pattern: Any  # regex.Pattern[str]
+    trigger: re.Pattern[str] | None
+    shape_trigger: re.Pattern[str] | None
+    #: matches the run of the detector's characters at the start of the reversed text
+    tail: re.Pattern[str] | None
+    needs_digit: bool
+    #: the trigger when it is a plain string (``in`` is cheaper than a search)
+    literal: str | None
+    validate: Callable[[str], bool] | None
+    #: proper prefixes of the detector's heads (``str.endswith`` takes a tuple)
+    head_prefixes: tuple[str, ...] | None
+    anchor: str | None
+    lead: frozenset[str]
+    region: re.Pattern[str] | None
+    before: int
+    after: int
+    first: re.Pattern[str] | None
+    #: the ASCII characters of ``tail``'s class
+    tail_chars: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +126,14 @@ class Finding:
 class Matcher:
     """The phrase, regex and PII rules of one direction, compiled."""
 
-    def __init__(self, rules: Sequence[Rule], direction: Direction) -> None:
+    def __init__(self, rules: Sequence[Rule], direction: Direction, *, fast: bool = True) -> None:
+        """``fast=False`` turns every shortcut off (word spans for every text, each detector
+        on the whole text, on a stream too): the reference the fast paths are tested against."""
         self.rules = [r for r in rules if r.applies(direction) and r.kind != "semantic"]
-        # phrases: first word -> [(word tuple, rule)]
-        self._first: dict[str, list[tuple[tuple[str, ...], Rule]]] = defaultdict(list)
+        self._fast = fast
+        # phrases: first word -> word count -> word tuple -> [(order added, rule)]
+        self._first: dict[str, dict[int, dict[tuple[str, ...], list[tuple[int, Rule]]]]] = {}
+        self._added = 0
         self._max_words = 0
         self._first_keys: set[str] = set()
         self._first_prefixes: set[str] = set()
@@ -83,20 +158,37 @@ class Matcher:
                 assert r.pattern is not None
                 self._regex_rules.append((regex.compile(r.pattern), r))
         self._pii_compiled = [
-            (
+            _Compiled(
                 d.name,
                 regex.compile(d.pattern),
                 re.compile(d.trigger) if d.trigger else None,
+                re.compile(d.shape_trigger) if d.shape_trigger else None,
+                re.compile(f"{d.charset}*") if d.charset and d.trigger else None,
                 d.needs_digit,
+                d.trigger if d.trigger and _LITERAL_RE.fullmatch(d.trigger) else None,
+                d.validate,
+                tuple({h[:i] for h in d.heads for i in range(1, len(h))}) if d.heads else None,
+                d.anchor,
+                frozenset(c for c in map(chr, range(128)) if d.lead and re.fullmatch(d.lead, c)),
+                re.compile(d.region) if d.region else None,
+                d.before,
+                d.after,
+                re.compile(d.first) if d.first else None,
+                frozenset(
+                    c for c in map(chr, range(128)) if d.charset and re.fullmatch(d.charset, c)
+                ),
             )
             for d in DETECTORS
             if d.name in self._pii_rules
         ]
+        self._any_shape = any(c.shape_trigger for c in self._pii_compiled)
 
     def _add_phrase(self, words: tuple[str, ...], rule: Rule) -> None:
         if not words:
             return
-        self._first[words[0]].append((words, rule))
+        table = self._first.setdefault(words[0], {}).setdefault(len(words), {})
+        table.setdefault(words, []).append((self._added, rule))
+        self._added += 1
         self._max_words = max(self._max_words, len(words))
         self._first_keys.add(words[0])
         for k in range(len(words)):
@@ -143,9 +235,26 @@ class Matcher:
                         changed = True
         return findings, hold
 
+    @staticmethod
+    def _at(
+        texts: list[str], i: int, by_len: dict[int, dict[tuple[str, ...], list[tuple[int, Rule]]]]
+    ) -> list[tuple[int, int, Rule]]:
+        """Phrases that start at word ``i``: (order added, word count, rule), in the order
+        the rules were added (one dictionary lookup per phrase length, not per phrase)."""
+        hits: list[tuple[int, int, Rule]] = []
+        for k, table in by_len.items():
+            rules = table.get(tuple(texts[i : i + k]))
+            if rules:
+                hits.extend((added, k, rule) for added, rule in rules)
+        if len(hits) > 1:
+            hits.sort(key=lambda h: h[0])
+        return hits
+
     def _scan_phrases(self, text: str, stream: bool, out: list[Finding]) -> int:
         view = nz.skeleton(text)
-        if not stream and not nz.has_spaced_run(view.text):
+        if self._fast:
+            if stream:
+                return self._scan_phrases_stream(text, view, out)
             self._scan_phrases_fast(view, out)
             return len(text)
         ws = nz.words(view)
@@ -158,14 +267,16 @@ class Matcher:
                 _only_invisible(text, ws[-1].end) or (ws[-1].spaced and _may_grow(text, ws[-1].end))
             )
         )
+        first = self._first
         for i, w in enumerate(texts):
-            for words, rule in self._first.get(w, ()):
-                k = len(words)
-                if tuple(texts[i : i + k]) == words:
-                    last = ws[i + k - 1]
-                    final = not (end_open and i + k == n)
-                    out.append(Finding(rule.id, rule.action, ws[i].start, last.end,
-                                       rule.id, final))  # fmt: skip
+            by_len = first.get(w)
+            if by_len is None:
+                continue
+            for _added, k, rule in self._at(texts, i, by_len):
+                last = ws[i + k - 1]
+                final = not (end_open and i + k == n)
+                out.append(Finding(rule.id, rule.action, ws[i].start, last.end,
+                                   rule.id, final))  # fmt: skip
         if not stream or n == 0:
             return len(text)
         # Could the last words be the beginning of a phrase? (The earliest start wins.)
@@ -193,40 +304,148 @@ class Matcher:
             hold = min(hold, ws[k].start)
         return hold
 
-    def _scan_phrases_fast(self, view: nz.View, out: list[Finding]) -> None:
-        """Whole texts without spaced-out letters: words without spans (in C), spans only
-        for the rare phrase that matches."""
-        texts = nz.word_texts(view)
-        if self._first_keys.isdisjoint(texts):
-            return
-        spans: list[tuple[int, int]] | None = None
+    def _scan_phrases_stream(self, text: str, view: nz.View, out: list[Finding]) -> int:
+        """What the careful stream path above does, with words located only where needed:
+        the last ones, the ones that begin a phrase."""
+        split = nz.word_texts(view)
+        texts = nz.merged_word_texts(view, split)
+        n = len(texts)
+        if n == 0:
+            return len(text)
+        spans = nz.WordSpans(view, split, merged=texts is not split)
+
+        def spaced(i: int) -> bool:
+            return len(texts[i]) == 1 or spans.joined(i)
+
+        last_end = spans.span(n - 1, n - 1)[1]
+        end_open = _only_invisible(text, last_end) or (spaced(n - 1) and _may_grow(text, last_end))
         first = self._first
-        for i, w in enumerate(texts):
-            cands = first.get(w)
-            if not cands:
-                continue
-            for words, rule in cands:
-                k = len(words)
-                if tuple(texts[i : i + k]) == words:
-                    if spans is None:
-                        spans = nz.word_spans(view)
-                    out.append(Finding(rule.id, rule.action, spans[i][0], spans[i + k - 1][1],
-                                       rule.id))  # fmt: skip
+        for i in self._starts(texts):
+            for _added, k, rule in self._at(texts, i, first[texts[i]]):
+                final = not (end_open and i + k == n)
+                out.append(Finding(rule.id, rule.action, *spans.span(i, i + k - 1),
+                                   rule.id, final))  # fmt: skip
+        # Could the last words be the beginning of a phrase? (The earliest start wins.)
+        hold = len(text)
+        for j in range(max(0, n - self._max_words), n):
+            head = tuple(texts[j : n - 1])
+            if end_open:
+                last_ok = (
+                    texts[-1] in self._first_prefixes
+                    if j == n - 1
+                    else texts[-1] in self._word_prefixes.get(head, ())
+                )
+                if last_ok:
+                    hold = spans.span(j, j)[0]
+                    break
+            elif tuple(texts[j:n]) in self._tuple_prefixes:
+                hold = spans.span(j, j)[0]
+                break
+        # Spaced-out letters at the end (s e c r ...) may still join into any word
+        k = n
+        while k > 0 and spaced(k - 1):
+            k -= 1
+        if end_open and k < n:
+            hold = min(hold, spans.span(k, k)[0])
+        return hold
+
+    def _starts(self, texts: list[str]) -> list[int]:
+        """Where in ``texts`` a phrase's first word stands, in order (a set intersection
+        and ``list.index``, in C)."""
+        starts = self._first_keys.intersection(texts)
+        positions: list[int] = []
+        for w in starts:
+            i = -1
+            try:
+                while True:
+                    i = texts.index(w, i + 1)
+                    positions.append(i)
+            except ValueError:
+                pass
+        positions.sort()
+        return positions
+
+    def _scan_phrases_fast(self, view: nz.View, out: list[Finding]) -> None:
+        """A whole text: words without spans (``str.split``, spaced-out runs joined by one
+        regex), the words that begin a phrase found by a set intersection and
+        ``list.index`` (in C), spans only for the rare phrase that matches."""
+        split = nz.word_texts(view)
+        texts = nz.merged_word_texts(view, split)
+        positions = self._starts(texts)
+        if not positions:
+            return
+        spans: nz.WordSpans | None = None
+        first = self._first
+        for i in positions:
+            for _added, k, rule in self._at(texts, i, first[texts[i]]):
+                if spans is None:
+                    spans = nz.WordSpans(view, split, merged=texts is not split)
+                out.append(Finding(rule.id, rule.action, *spans.span(i, i + k - 1),
+                                   rule.id))  # fmt: skip
 
     def _scan_pii(self, view: nz.View, stream: bool, out: list[Finding]) -> int:
         """Each detector on its own (one big alternation is ~10x slower in ``regex``), then
-        overlaps resolved by detector order: the earlier detector keeps a contested span."""
+        overlaps resolved by detector order: the earlier detector keeps a contested span.
+
+        A detector is skipped on a text without its trigger (or without a digit, where every
+        value has one); on a stream without the trigger only a value that has just begun can
+        be there, so it runs only on the run of the detector's characters that ends the text.
+        Triggers with a ``shape_trigger``, and regions, read the text's
+        :func:`~edged.guardian.pii.shape` (the plain view turns every decimal digit to ASCII,
+        so its ``\\d`` is ``[0-9]``, which the shape turns to ``0``).
+        """
         hold = view.original_length
         text = view.text
+        fast = self._fast
         found: list[tuple[int, int, int, str, bool]] = []  # start, end, priority, name, grows
-        has_digit = any(d in text for d in "0123456789")
-        for prio, (name, compiled, trigger, needs_digit) in enumerate(self._pii_compiled):
-            if needs_digit and not has_digit and not stream:
-                continue  # (on a stream a value may begin with "(" or "+", before any digit)
-            if trigger is not None and not stream and trigger.search(text) is None:
-                continue
-            validate = BY_NAME[name].validate
-            for m in compiled.finditer(text, partial=stream):
+        if len(text) < 200:  # (a short text, as on a stream: one search)
+            has_digit = _DIGIT_RE.search(text) is not None
+        else:  # (a long one: ten string searches in C beat testing every character)
+            has_digit = any(d in text for d in "0123456789")
+        shaped: str | None = None
+        if fast and self._any_shape and has_digit:
+            shaped = pii_shape(text)  # (a plain view's decimal digits are all ASCII)
+        reversed_text = text[::-1] if fast and stream else ""
+        n = len(text)
+        last = text[-1:]
+        for prio, det in enumerate(self._pii_compiled):
+            pos = 0
+            if fast:
+                if det.needs_digit and not has_digit and not stream:
+                    continue  # (on a stream a value may begin with "(" or "+", before any digit)
+                if det.literal is not None:
+                    triggered = det.literal in text
+                elif det.shape_trigger is not None and shaped is not None:
+                    triggered = det.shape_trigger.search(shaped) is not None
+                elif det.needs_digit and not has_digit:
+                    triggered = False  # the trigger has a digit too
+                else:
+                    triggered = det.trigger is None or det.trigger.search(text) is not None
+                if not triggered:
+                    if not stream or det.tail is None:
+                        continue
+                    if last.isascii() and last not in det.tail_chars:
+                        continue  # the run of its characters that ends the text is empty
+                    if det.head_prefixes is not None and not text.endswith(det.head_prefixes):
+                        continue
+                    run = det.tail.match(reversed_text)
+                    pos = n - (run.end() if run else 0)
+                    if pos == n:
+                        continue
+                    if det.first is not None:  # where a value can start in that run
+                        begin = det.first.search(text, pos)
+                        if begin is None:
+                            continue
+                        pos = begin.start()
+            validate = det.validate
+            matches: Iterable[Any]
+            if fast and not stream and det.anchor is not None:
+                matches = _anchored(det, text)
+            elif fast and not stream and det.region is not None and shaped is not None:
+                matches = _in_regions(det, text, shaped)
+            else:
+                matches = det.pattern.finditer(text, pos, partial=stream)
+            for m in matches:
                 if m.start() == m.end():
                     continue
                 if m.partial:
@@ -237,7 +456,7 @@ class Matcher:
                     if grows:  # one more digit may make it valid
                         hold = min(hold, view.span(m.start(), m.end())[0])
                     continue
-                found.append((m.start(), m.end(), prio, name, grows))
+                found.append((m.start(), m.end(), prio, det.name, grows))
         found.sort(key=lambda f: (f[0], f[2]))
         taken_end = -1
         for start, end, _prio, label, grows in found:

@@ -16,15 +16,20 @@ Two views:
   invisible characters removed, digits of any script to ASCII, Cyrillic and Greek
   look-alikes to Latin (case kept), and spaced-out runs (``4 1 1 1 ...``) closed up.
 
-ASCII text that needs no change is handled without per-character work.
+ASCII text is handled without per-character work (``str.translate``, slices, regexes with a
+literal first character); other text character by character only where it is not ASCII, and
+its index is kept as runs (:class:`Pieces`), not one entry per character.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import accumulate, compress
+from typing import NamedTuple
 
 # Zero-width and joiners, bidi controls, word joiner and invisible operators, BOM, soft
 # hyphen, Mongolian vowel separator, combining grapheme joiner, variation selectors.
@@ -33,6 +38,12 @@ _INVISIBLE_RANGES = (
     (0xFEFF, 0xFEFF), (0x00AD, 0x00AD), (0x180E, 0x180E), (0x034F, 0x034F),
     (0xFE00, 0xFE0F), (0xE0000, 0xE007F), (0xE0100, 0xE01EF),
 )  # fmt: skip
+
+
+#: One or more of those characters.
+INVISIBLE_RE = re.compile(
+    "[" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in _INVISIBLE_RANGES) + "]+"
+)
 
 
 def is_invisible(ch: str) -> bool:
@@ -62,12 +73,70 @@ _LEET_ALWAYS = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8":
 _LEET_SYMBOLS = {"@": "a", "$": "s", "!": "i", "|": "i"}
 
 
+class Pieces:
+    """An index kept as runs, built in the number of runs rather than of characters: run
+    ``k`` starts at view position ``starts[k]``, which comes from original position
+    ``origins[k]``, and steps by one through ``widths[k]`` original characters (a run of
+    width 1 is one original character that became several, all mapped to it)."""
+
+    __slots__ = ("_origins", "_starts", "_widths")
+
+    def __init__(self) -> None:
+        self._starts: list[int] = []
+        self._origins: list[int] = []
+        self._widths: list[int] = []
+
+    def add(self, at: int, origin: int, width: int) -> None:
+        """A run from view position ``at`` (the runs come in order, none empty)."""
+        self._starts.append(at)
+        self._origins.append(origin)
+        self._widths.append(width)
+
+    def tolist(self, length: int) -> list[int]:
+        """The index of a view of ``length`` characters as a list."""
+        out: list[int] = []
+        ends = [*self._starts[1:], length]
+        for at, end, origin, width in zip(
+            self._starts, ends, self._origins, self._widths, strict=True
+        ):
+            if end - at == width:
+                out.extend(range(origin, origin + width))
+            else:
+                out.extend([origin] * (end - at))
+        return out
+
+    def __getitem__(self, i: int) -> int:
+        k = bisect_right(self._starts, i) - 1
+        step = i - self._starts[k]
+        width = self._widths[k]
+        return self._origins[k] + (step if step < width else width - 1)
+
+
+class _Builder:
+    """A view's text and :class:`Pieces` index, put together a stretch at a time."""
+
+    __slots__ = ("at", "index", "parts")
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.index = Pieces()
+        self.at = 0
+
+    def add(self, out: str, origin: int, width: int) -> None:
+        """``out`` came from ``width`` original characters from ``origin`` (one for one, or
+        all from one character when ``width`` is 1)."""
+        if out:
+            self.parts.append(out)
+            self.index.add(self.at, origin, width)
+            self.at += len(out)
+
+
 @dataclass(frozen=True, slots=True)
 class View:
     """A normalized text; ``index[i]`` is the original index of ``text[i]`` (None: same)."""
 
     text: str
-    index: tuple[int, ...] | None
+    index: tuple[int, ...] | Pieces | None
     original_length: int
 
     def span(self, start: int, end: int) -> tuple[int, int]:
@@ -77,9 +146,9 @@ class View:
         return self.index[start], self.index[end - 1] + 1
 
 
-@dataclass(frozen=True, slots=True)
-class Word:
-    """One word of a skeleton, with its span in the original text."""
+class Word(NamedTuple):
+    """One word of a skeleton, with its span in the original text (immutable, cheap to
+    build: a named tuple)."""
 
     text: str
     start: int
@@ -96,6 +165,8 @@ _ASCII_SKELETON = str.maketrans(
      **_LEET_ALWAYS, "L": "i"}
 )  # fmt: skip
 _SYMBOL_LEET_RE = re.compile(r"[@$!|](?=[A-Za-z0-9])")
+_SYMBOL_LEET_ANY_RE = re.compile(r"[@$!|](?=[^\W_])")  # before any letter or digit
+_NON_ASCII_RE = re.compile(r"[^\x00-\x7f]+")
 _WORD_RE = re.compile(r"\w+")
 
 
@@ -126,21 +197,18 @@ def skeleton(text: str) -> View:
     if text.isascii():
         fixed = _SYMBOL_LEET_RE.sub(lambda m: _LEET_SYMBOLS[m.group()], text)
         return View(fixed.translate(_ASCII_SKELETON), None, len(text))
-    chars: list[str] = []
-    index: list[int] = []
-    n = len(text)
-    for i, ch in enumerate(text):
-        if ch.isascii():
-            if ch in _LEET_SYMBOLS and i + 1 < n and text[i + 1].isalnum():
-                out = _LEET_SYMBOLS[ch]
-            else:
-                out = ch.translate(_ASCII_SKELETON)
-        else:
-            out = _skeleton_char(ch)
-        for o in out:
-            chars.append(o)
-            index.append(i)
-    return View("".join(chars), tuple(index), n)
+    # ASCII stretches translated whole (in C); only the other characters one by one
+    fixed = _SYMBOL_LEET_ANY_RE.sub(lambda m: _LEET_SYMBOLS[m.group()], text)
+    out = _Builder()
+    pos = 0
+    for m in _NON_ASCII_RE.finditer(fixed):
+        a, b = m.span()
+        out.add(fixed[pos:a].translate(_ASCII_SKELETON), pos, a - pos)
+        for i in range(a, b):
+            out.add(_skeleton_char(fixed[i]), i, 1)
+        pos = b
+    out.add(fixed[pos:].translate(_ASCII_SKELETON), pos, len(text) - pos)
+    return View("".join(out.parts), out.index, len(text))
 
 
 def _single_run(tokens: list[str], n: int) -> bool:
@@ -166,13 +234,116 @@ def word_texts(view: View) -> list[str]:
     return view.text.split()
 
 
+# A run of three or more one-character words, each gap 1-3 spaces: what :func:`words` joins
+# (with its default ``merge_gap``); a skeleton is only letters, digits and spaces. The match
+# starts at the space after the run's first letter (a literal first character lets ``re``
+# skip ahead with a string search instead of trying every position), so the letter before
+# it stays and the joined rest lands next to it.
+_CHAIN_RE = re.compile(r" (?<=(?<!\S)\S ) {0,2}\S(?: {1,3}\S)+(?!\S)")
+
+
+def _close_chain(m: re.Match[str]) -> str:
+    return m.group().replace(" ", "")
+
+
+def merged_word_texts(view: View, texts: list[str] | None = None) -> list[str]:
+    """``[w.text for w in words(view)]``, without spans: spaced-out runs joined by a regex
+    on the skeleton, then ``str.split``. ``texts`` is :func:`word_texts` if already made."""
+    if texts is None:
+        texts = view.text.split()
+    if not _single_run(texts, 3):
+        return texts
+    return _CHAIN_RE.sub(_close_chain, view.text).split()
+
+
 def word_spans(view: View) -> list[tuple[int, int]]:
     """Original spans of :func:`word_texts`, in the same order."""
     return [view.span(m.start(), m.end()) for m in _WORD_RE.finditer(view.text)]
 
 
+class WordSpans:
+    """Original spans of the words :func:`merged_word_texts` gives, without making a
+    :class:`Word` for every word: only the words asked for are located, each by counting
+    the same words before it and finding that occurrence (``str.find``); where spaced-out
+    runs were joined, word offsets come from running sums (in C) and the runs from the same
+    regex that joined them."""
+
+    __slots__ = ("_chains", "_split", "_starts", "_view")
+
+    def __init__(self, view: View, split: list[str], merged: bool) -> None:
+        """``split`` is :func:`word_texts`; ``merged``: whether any run was joined."""
+        self._view = view
+        self._split = split
+        self._starts: list[int] | None = None
+        # joined runs: (index among merged words, first word, last word in ``split``)
+        self._chains: list[tuple[int, int, int]] = []
+        if merged:
+            parts = view.text.split(" ")  # a skeleton's only space is " "
+            ends = accumulate(map((1).__add__, map(len, parts)), initial=0)
+            self._starts = starts = list(compress(ends, parts))  # where each word starts
+            extra = 0
+            for m in _CHAIN_RE.finditer(view.text):
+                first = bisect_left(starts, m.start() - 1)
+                last = first + len(m.group().split())
+                self._chains.append((first - extra, first, last))
+                extra += last - first
+
+    def _start(self, t: int) -> int:
+        """Where word ``t`` of ``split`` starts in the skeleton."""
+        if self._starts is not None:
+            return self._starts[t]
+        word = self._split[t]
+        before = self._split[:t].count(word)  # the same word, as a word, before it
+        text = self._view.text
+        n, k = len(text), len(word)
+        at = text.find(word)
+        while at >= 0:
+            end = at + k
+            if (at == 0 or text[at - 1] == " ") and (end == n or text[end] == " "):
+                if not before:
+                    return at
+                before -= 1
+                at = text.find(word, end)
+            else:
+                at = text.find(word, at + 1)
+        raise ValueError(f"word {t} is not in the skeleton")  # pragma: no cover
+
+    def joined(self, i: int) -> bool:
+        """Whether merged word ``i`` is a spaced-out run joined into one word."""
+        return any(at == i for at, _first, _last in self._chains)
+
+    def _range(self, i: int) -> tuple[int, int]:
+        """Merged word ``i`` as its first and last word of ``split``."""
+        extra = 0
+        for at, first, last in self._chains:
+            if at == i:
+                return first, last
+            if at > i:
+                break
+            extra = last - at
+        return i + extra, i + extra
+
+    def span(self, i: int, j: int) -> tuple[int, int]:
+        """Original span of merged words ``i`` to ``j`` (``i <= j``)."""
+        first = self._range(i)[0]
+        last = self._range(j)[1]
+        return self._view.span(self._start(first), self._start(last) + len(self._split[last]))
+
+
 def words(view: View, merge_gap: int = 3) -> list[Word]:
     """Words of a skeleton view; runs of 3+ single letters become one word."""
+    split = view.text.split()
+    if not _single_run(split, 3):  # no three single letters in a row: nothing to join
+        # a skeleton is only letters, digits and " ": word offsets by running sums, in C
+        parts = view.text.split(" ")
+        starts = compress(accumulate(map((1).__add__, map(len, parts)), initial=0), parts)
+        idx = view.index
+        if idx is None:
+            return [Word(w, s, s + len(w), len(w) == 1) for w, s in zip(split, starts, strict=True)]
+        return [
+            Word(w, idx[s], idx[s + len(w) - 1] + 1, len(w) == 1)
+            for w, s in zip(split, starts, strict=True)
+        ]
     raw = [(m.group(), m.start(), m.end()) for m in _WORD_RE.finditer(view.text)]
     out: list[Word] = []
     i = 0
@@ -206,8 +377,11 @@ def phrase_words(phrase: str) -> tuple[str, ...]:
 
 # --- plain ------------------------------------------------------------------------------------
 
-# Four or more single characters, each gap one space (or up to three between groups).
-_SPACED_RUN_RE = re.compile(r"(?<!\S)(?:\S {1,3}){3,}\S(?!\S)")
+# Four or more single characters, each gap one space (or up to three between groups):
+# ``(?<!\S)(?:\S {1,3}){3,}\S(?!\S)``, written to start at the space after the first
+# character (a literal first character is found with a fast string search), so a match
+# of the run begins one character before ``m.start()``.
+_SPACED_RUN_RE = re.compile(r" (?<=(?<!\S)\S ) {0,2}\S(?: {1,3}\S){2,}(?!\S)")
 
 
 @lru_cache(maxsize=4096)
@@ -224,27 +398,55 @@ def _plain_char(ch: str) -> str:
     return "".join(out)
 
 
+_GAP_RE = re.compile(r" +")
+
+
 def plain(text: str) -> View:
     """The PII / regex view of ``text`` (see the module docstring)."""
-    if text.isascii() and not _single_run(text.split(), 4):
-        return View(text, None, len(text))
-    chars: list[str] = []
-    index: list[int] = []
-    for i, ch in enumerate(text):
-        out = ch if ch.isascii() else _plain_char(ch)
-        for o in out:
-            chars.append(o)
-            index.append(i)
-    joined = "".join(chars)
-    if _SPACED_RUN_RE.search(joined):
-        drop: set[int] = set()
-        for m in _SPACED_RUN_RE.finditer(joined):
-            # a one-space gap joins letters; a wider gap stays as one space between groups
-            for gap in re.finditer(" +", m.group()):
-                first = m.start() + gap.start()
-                keep = 0 if gap.end() - gap.start() == 1 else 1
-                drop.update(range(first + keep, m.start() + gap.end()))
-        chars = [c for k, c in enumerate(chars) if k not in drop]
-        index = [x for k, x in enumerate(index) if k not in drop]
-        joined = "".join(chars)
-    return View(joined, tuple(index), len(text))
+    if text.isascii():
+        if _SPACED_RUN_RE.search(text) is None:
+            return View(text, None, len(text))
+        # only the spaced-out runs change: the rest is sliced, and the index is kept as runs
+        kept = _Builder()
+        pos = 0
+        for a, b in _closing(text):
+            kept.add(text[pos:a], pos, a - pos)
+            pos = b
+        kept.add(text[pos:], pos, len(text) - pos)
+        return View("".join(kept.parts), kept.index, len(text))
+    # ASCII stretches are kept as they are (sliced, in C); only the others, char by char
+    out = _Builder()
+    pos = 0
+    for m in _NON_ASCII_RE.finditer(text):
+        a, b = m.span()
+        out.add(text[pos:a], pos, a - pos)
+        for i in range(a, b):
+            out.add(_plain_char(text[i]), i, 1)
+        pos = b
+    out.add(text[pos:], pos, len(text) - pos)
+    joined = "".join(out.parts)
+    drops = _closing(joined)
+    if not drops:
+        return View(joined, out.index, len(text))
+    index = out.index.tolist(len(joined))
+    kept_text: list[str] = []
+    kept_index: list[int] = []
+    pos = 0
+    for a, b in drops:
+        kept_text.append(joined[pos:a])
+        kept_index.extend(index[pos:a])
+        pos = b
+    kept_text.append(joined[pos:])
+    kept_index.extend(index[pos:])
+    return View("".join(kept_text), tuple(kept_index), len(text))
+
+
+def _closing(text: str) -> list[tuple[int, int]]:
+    """Spans of ``text`` to leave out to close up its spaced-out runs, in order."""
+    drops: list[tuple[int, int]] = []
+    for m in _SPACED_RUN_RE.finditer(text):
+        # a one-space gap joins letters; a wider gap stays as one space between groups
+        for gap in _GAP_RE.finditer(text, m.start(), m.end()):
+            keep = 0 if gap.end() - gap.start() == 1 else 1
+            drops.append((gap.start() + keep, gap.end()))
+    return drops

@@ -105,6 +105,50 @@ class Detector:
     trigger: str | None = None
     #: Every value has an ASCII digit (in the plain view): skipped at once on a text without.
     needs_digit: bool = False
+    #: ``trigger`` rewritten for the :func:`shape` of a text whose decimal digits are all
+    #: ASCII (a plain view's are), where it starts with a literal (``re`` then finds it with
+    #: a fast string search instead of testing a character class at every position): found
+    #: in the shape exactly when ``trigger`` is in the text.
+    shape_trigger: str | None = None
+    #: A character class holding every character a value (or the beginning of one) can have:
+    #: on a stream without the trigger only a value that has just begun can be there, and it
+    #: lies in the run of these characters that ends the text.
+    charset: str | None = None
+    #: A character class holding every value's first character: a value that has just
+    #: begun starts at one of them, in the run of ``charset`` characters ending the text.
+    first: str | None = None
+    #: Every value begins with one of these, and each holds the trigger: on a stream without
+    #: the trigger, a value can only have begun if the text ends with a proper prefix of one.
+    heads: tuple[str, ...] = ()
+    #: A character every value holds, and the (ASCII) characters that may stand between a
+    #: value's start and its first ``anchor``: on a whole text a value can only start in the
+    #: run of ``lead`` characters just before an anchor, or at the anchor, so the pattern is
+    #: tried there alone (``match`` at each place) instead of at every position.
+    anchor: str | None = None
+    lead: str | None = None
+    #: A pattern on the :func:`shape` of a text (digits all ASCII, as above) whose matches
+    #: (``re.finditer``: a maximal run of the characters values are made of) hold every
+    #: value whole: on a whole text the detector runs only there, from ``before`` characters
+    #: ahead of each match to its end, and sees ``after`` characters past it (more than it
+    #: ever reads there).
+    region: str | None = None
+    before: int = 0
+    after: int = 4
+
+
+#: ASCII digits as ``0`` and ASCII capitals as ``A``: the view ``shape_trigger`` reads.
+_SHAPE = str.maketrans({**dict.fromkeys("0123456789", "0"),
+                        **dict.fromkeys("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "A")})  # fmt: skip
+_SHAPE_BYTES = bytes.maketrans(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"0" * 10 + b"A" * 26)
+
+
+def shape(text: str) -> str:
+    """``text`` with ASCII digits as ``0``, ASCII capitals as ``A`` and every other
+    character but ASCII as ``?`` (same length; in C: ``str.translate`` is slow on text that
+    is not ASCII, so that goes through bytes)."""
+    if text.isascii():
+        return text.translate(_SHAPE)
+    return text.encode("ascii", "replace").translate(_SHAPE_BYTES).decode("ascii")
 
 
 # Order matters where values overlap: where two detectors claim the same characters, the
@@ -113,32 +157,44 @@ DETECTORS: tuple[Detector, ...] = (
     Detector("private_key_block",
              r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----"
              r"(?:[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|[\s\S]*\Z)",
-             trigger="PRIVATE KEY-----"),
+             trigger="PRIVATE KEY-----", charset=r"[A-Z0-9 -]", first="-"),
     Detector("jwt", r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{8,}",
-             trigger=r"eyJ"),
+             trigger=r"eyJ", charset=r"[A-Za-z0-9_.-]", first="e", heads=("eyJ",)),
     Detector("aws_access_key",
              r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b",
-             trigger=r"A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|NPA|NVA|IPA)"),
+             trigger=r"A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|NPA|NVA|IPA)", charset=r"[A-Z0-9]",
+             first="A",
+             heads=("AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA",
+                    "AIPA")),
     Detector("github_token",
              r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})\b",
-             trigger=r"gh[pousr]_|github_pat_"),
+             trigger=r"gh[pousr]_|github_pat_", charset=r"[A-Za-z0-9_]", first="g",
+             heads=("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_")),
     Detector("email",
              r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}\b",
-             trigger="@"),
+             trigger="@", charset=r"[A-Za-z0-9._%+@-]", first=r"[A-Za-z0-9._%+-]", anchor="@",
+             lead=r"[A-Za-z0-9._%+-]"),
     Detector("iban", r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b", iban_ok,
-             trigger=r"[A-Z]{2}\d\d", needs_digit=True),
+             trigger=r"[A-Z]{2}\d\d", needs_digit=True, shape_trigger="AA00",
+             charset=r"[A-Z0-9\d ]", first="[A-Z]", region=r"AA00(?: ?[A0]){11,}"),
     Detector("us_ssn", r"(?<!\d)(?!000|666|9\d\d)\d{3}[- ](?!00)\d{2}[- ](?!0000)\d{4}(?!\d)",
-             trigger=r"\d{3}[- ]\d\d[- ]\d", needs_digit=True),
+             trigger=r"\d{3}[- ]\d\d[- ]\d", needs_digit=True, shape_trigger="000[- ]00[- ]0",
+             charset=r"[\d -]", first=r"\d", region=r"0(?:[ -]?0){8,}"),
     Detector("payment_card", r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d])", _card_ok,
-             trigger=r"\d[ -]?\d[ -]?\d[ -]?\d", needs_digit=True),
+             trigger=r"\d[ -]?\d[ -]?\d[ -]?\d", needs_digit=True,
+             shape_trigger="0[ -]?0[ -]?0[ -]?0", charset=r"[\d -]", first=r"\d",
+             region=r"0(?:[ -]?0){12,}"),
     Detector("ipv6", r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:|:){2,7}(?::|[0-9A-Fa-f]{1,4})(?![\w:])",
-             _ipv6_ok, trigger=r"[0-9A-Fa-f]?:[0-9A-Fa-f:]"),
+             _ipv6_ok, trigger=r":[0-9A-Fa-f:]", charset=r"[0-9A-Fa-f:]", anchor=":",
+             lead=r"[0-9A-Fa-f]"),
     Detector("ipv4",
              r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
              r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?!\.?\d)", trigger=r"\d\.\d",
-             needs_digit=True),
+             needs_digit=True, shape_trigger=r"0\.0", charset=r"[\d.]", first=r"\d"),
     Detector("phone",
              r"(?<![\w+])(?<!\d[ .-])\+?\(?\d(?:[ .()-]{0,2}\d){9,14}(?!\w)(?![ .()-]{1,2}\d)",
-             _phone_ok, trigger=r"\d[ .()-]{0,2}\d[ .()-]{0,2}\d", needs_digit=True),
+             _phone_ok, trigger=r"\d[ .()-]{0,2}\d[ .()-]{0,2}\d", needs_digit=True,
+             shape_trigger=r"0[ .()-]{0,2}0[ .()-]{0,2}0", charset=r"[\d +().-]", first=r"[+(\d]",
+             region=r"0(?:[ .()-]{0,2}0){9,}", before=2),
 )  # fmt: skip
 BY_NAME: dict[str, Detector] = {d.name: d for d in DETECTORS}
