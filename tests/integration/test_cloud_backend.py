@@ -385,7 +385,7 @@ def test_a_deadline_gives_the_cloud_half_of_the_time_left_and_does_not_count(
 
     err, took = run(config, body)
     assert err.message == "cloud: no first token within 0.5 s" and err.before_first_token
-    assert 0.45 <= took < 0.9
+    assert 0.45 <= took < 1.5  # (the message says the budget was 0.5 s, not 5)
 
 
 def test_http_4xx_is_not_retried(server: CloudServer) -> None:
