@@ -83,6 +83,14 @@ class Ingress:
             log.info("event=request_deferred reason=shutting_down mid=%d", msg.mid)
             return
         done = self._ack(msg)
+        if msg.retain:
+            # Only a retained message the broker hands over at subscription time arrives with
+            # the retain flag (MQTT v5, Retain As Published off): a stale copy that would be
+            # served again at every reconnect. What was published live was served then.
+            log.warning("event=retained_request_ignored mid=%d bytes=%d", msg.mid,
+                        len(msg.payload))  # fmt: skip
+            done()
+            return
         self.counts["received"] += 1
         parsed = wire.parse_request(
             msg.payload,

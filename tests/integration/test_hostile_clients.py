@@ -234,3 +234,29 @@ def test_mqtt_311_and_5_clients_mixed(make_daemon: Callable[..., Daemon], broker
         assert time.monotonic() < deadline, d.logs()[-2000:]
         time.sleep(0.05)
     assert d.proc is not None and d.proc.poll() is None
+
+
+def test_a_retained_request_is_not_served_again_at_every_reconnect(
+    make_daemon: Callable[..., Daemon], broker: Broker
+) -> None:
+    """A client that publishes its request retained: the broker would hand it to edged again
+    at every subscription (each reconnect, each restart). edged serves what arrives live
+    once, and ignores the stale retained copy, with a log line."""
+    d = make_daemon(EDGED_LOCAL__BACKEND="fake")
+    topic = f"edged/{d.device_id}/request"
+    rid = f"ret-{uuid.uuid4().hex[:6]}"
+    with Client(broker.port, protocol=paho.MQTTv311) as c:
+        c.subscribe(f"reply/{rid}")
+        c._c.publish(topic, json.dumps({"id": rid, "prompt": "once", "reply_to": f"reply/{rid}"}),
+                     qos=1, retain=True).wait_for_publish(10)  # fmt: skip
+        assert c.collect(rid, timeout_s=10)[-1].json()["text"] == "once"  # served live
+        d.stop()
+        d.start()  # subscribes again: the broker sends the retained copy
+        deadline = time.monotonic() + 10
+        while "event=retained_request_ignored" not in d.logs():
+            assert time.monotonic() < deadline, d.logs()[-2000:]
+            time.sleep(0.05)
+        with pytest.raises(queue.Empty):
+            m = c.get(timeout_s=1.0)
+            raise AssertionError(f"the retained copy was answered: {m.payload!r}")
+        c._c.publish(topic, b"", qos=1, retain=True).wait_for_publish(10)  # clear it
