@@ -20,6 +20,8 @@ import paho.mqtt.client as paho
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edged.errors import WIRE_CODES
 from tests.helpers import Broker, Client, Daemon
@@ -260,3 +262,25 @@ def test_a_retained_request_is_not_served_again_at_every_reconnect(
             m = c.get(timeout_s=1.0)
             raise AssertionError(f"the retained copy was answered: {m.payload!r}")
         c._c.publish(topic, b"", qos=1, retain=True).wait_for_publish(10)  # clear it
+
+
+@pytest.mark.parametrize("qos", [0, 2])
+def test_requests_published_at_qos_0_and_2_are_answered_once(
+    make_daemon: Callable[..., Daemon], broker: Broker, qos: int
+) -> None:
+    """edged subscribes at QoS 1: a QoS 2 request arrives as QoS 1 (acknowledged after its
+    final reply), a QoS 0 one as QoS 0 (nothing to acknowledge, nothing redelivered)."""
+    d = make_daemon(EDGED_LOCAL__BACKEND="fake")
+    rid = f"q{qos}-{uuid.uuid4().hex[:6]}"
+    with Client(broker.port) as c:
+        c.subscribe(f"reply/{rid}")
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.ResponseTopic = f"reply/{rid}"
+        c._c.publish(f"edged/{d.device_id}/request",
+                     json.dumps({"id": rid, "prompt": f"qos {qos}"}), qos=qos,
+                     properties=props).wait_for_publish(10)  # fmt: skip
+        msgs = c.collect(rid, timeout_s=10)
+        assert msgs[-1].json()["type"] == "result" and msgs[-1].json()["text"] == f"qos {qos}"
+        with pytest.raises(queue.Empty):  # and nothing more
+            m = c.get(timeout_s=1.0)
+            raise AssertionError(f"more after the final reply: {m.payload!r}")
