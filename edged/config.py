@@ -93,6 +93,12 @@ class IngressConfig(_Model):
     """Request intake limits."""
 
     max_payload_bytes: int = Field(65536, ge=256, description="Largest request payload, bytes.")
+    max_correlation_bytes: int = Field(
+        1024,
+        ge=16,
+        description="Longest MQTT v5 Correlation Data a request may carry, bytes (it is echoed "
+        "on every reply, so a long one would multiply the traffic).",
+    )
     queue_limit: int = Field(
         8, ge=1, description="Requests admitted at once (running plus waiting); past it: busy."
     )

@@ -209,6 +209,15 @@ def parse_request(
                 f"payload is {len(payload)} bytes; the limit is {cfg.ingress.max_payload_bytes}"
             ),
         )
+    # 1b. the Correlation Data, echoed on every reply: bounded, so that one request cannot
+    # make edged send 64 KiB with each chunk
+    limit = cfg.ingress.max_correlation_bytes
+    if correlation_data is not None and len(correlation_data) > limit:
+        return reject(
+            None,
+            None,
+            BadRequest(f"correlation data is {len(correlation_data)} bytes; the limit is {limit}"),
+        )
     # 2. UTF-8 and JSON, with the nesting depth checked before the parser runs
     try:
         text = payload.decode("utf-8")

@@ -233,3 +233,12 @@ def test_non_standard_json_is_refused(raw: bytes, fragment: str) -> None:
 def test_paired_surrogate_escape_is_fine() -> None:
     req = parse(None, raw=b'{"prompt": "emoji \\ud83c\\udf6e"}')
     assert isinstance(req, Request) and req.messages[0].content == "emoji 🍮"
+
+
+def test_correlation_data_is_bounded_because_every_reply_echoes_it() -> None:
+    ok = parse({"prompt": "hi"}, response_topic="reply/app", corr=b"c" * 1024)
+    assert isinstance(ok, Request) and ok.reply.correlation_data == b"c" * 1024
+    r = rejected(parse({"prompt": "hi"}, response_topic="reply/app", corr=b"c" * 1025))
+    assert r.error.code == "bad_request"
+    assert r.error.message == "correlation data is 1025 bytes; the limit is 1024"
+    assert r.reply is not None and r.reply.topic == "reply/app"  # the client still hears
