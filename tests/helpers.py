@@ -32,6 +32,29 @@ MANIFEST = ROOT / "models" / "manifest.toml"
 DEFAULT_MODEL_FILE = MODELS_DIR / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+def rss_mb(pid: int) -> float:
+    """A process's resident set size (VmRSS), MB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def cloud_env(cloud: CloudServer, **overrides: str) -> dict[str, str]:
+    """Environment overrides for a daemon that uses ``cloud``: short timeouts, a breaker that
+    opens after 2 failed requests and stays open 1 s; ``overrides`` win."""
+    return {
+        "EDGED_CLOUD__ENABLED": "true",
+        "EDGED_CLOUD__BASE_URL": cloud.base_url,
+        "EDGED_CLOUD__CONNECT_TIMEOUT_S": "1",
+        "EDGED_CLOUD__READ_TIMEOUT_S": "10",
+        "EDGED_CLOUD__BREAKER_FAILURES": "2",
+        "EDGED_CLOUD__BREAKER_COOLDOWN_S": "1",
+        **overrides,
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -279,22 +279,7 @@ class Matcher:
                                    rule.id, final))  # fmt: skip
         if not stream or n == 0:
             return len(text)
-        # Could the last words be the beginning of a phrase? (The earliest start wins.)
-        hold = len(text)
-        for j in range(max(0, n - self._max_words), n):
-            head = tuple(texts[j : n - 1])
-            if end_open:
-                last_ok = (
-                    texts[-1] in self._first_prefixes
-                    if j == n - 1
-                    else texts[-1] in self._word_prefixes.get(head, ())
-                )
-                if last_ok:
-                    hold = ws[j].start
-                    break
-            elif tuple(texts[j:n]) in self._tuple_prefixes:
-                hold = ws[j].start
-                break
+        hold = self._phrase_begins(texts, end_open, lambda j: ws[j].start, len(text))
         # Spaced-out letters at the end (s e c r ...) may still join into any word: hold
         # them until a real word or punctuation shows where the run ends.
         k = n
@@ -325,22 +310,7 @@ class Matcher:
                 final = not (end_open and i + k == n)
                 out.append(Finding(rule.id, rule.action, *spans.span(i, i + k - 1),
                                    rule.id, final))  # fmt: skip
-        # Could the last words be the beginning of a phrase? (The earliest start wins.)
-        hold = len(text)
-        for j in range(max(0, n - self._max_words), n):
-            head = tuple(texts[j : n - 1])
-            if end_open:
-                last_ok = (
-                    texts[-1] in self._first_prefixes
-                    if j == n - 1
-                    else texts[-1] in self._word_prefixes.get(head, ())
-                )
-                if last_ok:
-                    hold = spans.span(j, j)[0]
-                    break
-            elif tuple(texts[j:n]) in self._tuple_prefixes:
-                hold = spans.span(j, j)[0]
-                break
+        hold = self._phrase_begins(texts, end_open, lambda j: spans.span(j, j)[0], len(text))
         # Spaced-out letters at the end (s e c r ...) may still join into any word
         k = n
         while k > 0 and spaced(k - 1):
@@ -348,6 +318,25 @@ class Matcher:
         if end_open and k < n:
             hold = min(hold, spans.span(k, k)[0])
         return hold
+
+    def _phrase_begins(
+        self, texts: list[str], end_open: bool, start: Callable[[int], int], none: int
+    ) -> int:
+        """Where the last words may be the beginning of a phrase (the earliest such word's
+        ``start``), else ``none``. ``end_open``: the last word may still grow."""
+        n = len(texts)
+        for j in range(max(0, n - self._max_words), n):
+            if end_open:
+                last_ok = (
+                    texts[-1] in self._first_prefixes
+                    if j == n - 1
+                    else texts[-1] in self._word_prefixes.get(tuple(texts[j : n - 1]), ())
+                )
+                if last_ok:
+                    return start(j)
+            elif tuple(texts[j:n]) in self._tuple_prefixes:
+                return start(j)
+        return none
 
     def _starts(self, texts: list[str]) -> list[int]:
         """Where in ``texts`` a phrase's first word stands, in order (a set intersection

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.helpers import Broker, Client, CloudServer, Daemon
+from tests.helpers import Broker, Client, CloudServer, Daemon, cloud_env
 
 pytestmark = pytest.mark.integration
 
@@ -56,16 +56,14 @@ def daemon(make_daemon: Callable[..., Daemon], cloud: CloudServer) -> Daemon:
     """Prefers the cloud (content-pipeline); the breaker opens after 2 failed requests and
     stays open 2 s; one retry before the first token."""
     return make_daemon(
-        EDGED_CLOUD__ENABLED="true",
-        EDGED_CLOUD__BASE_URL=cloud.base_url,
-        EDGED_CLOUD__CONNECT_TIMEOUT_S="1",
-        EDGED_CLOUD__READ_TIMEOUT_S="10",
-        EDGED_CLOUD__FIRST_TOKEN_TIMEOUT_S="1",
-        EDGED_CLOUD__RETRIES="1",
-        EDGED_CLOUD__BREAKER_FAILURES="2",
-        EDGED_CLOUD__BREAKER_COOLDOWN_S="2",
-        EDGED_ROUTER__DEFAULT_POLICY="content-pipeline",
-        EDGED_TELEMETRY__INTERVAL_S="0.2",
+        **cloud_env(
+            cloud,
+            EDGED_CLOUD__FIRST_TOKEN_TIMEOUT_S="1",
+            EDGED_CLOUD__RETRIES="1",
+            EDGED_CLOUD__BREAKER_COOLDOWN_S="2",
+            EDGED_ROUTER__DEFAULT_POLICY="content-pipeline",
+            EDGED_TELEMETRY__INTERVAL_S="0.2",
+        )
     )
 
 

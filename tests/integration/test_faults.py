@@ -15,17 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Broker, Client, Daemon
+from tests.helpers import Broker, Client, Daemon, rss_mb
 
 pytestmark = pytest.mark.integration
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def hostile_payloads(rng: random.Random, n: int) -> list[tuple[str, bytes]]:

@@ -24,20 +24,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edged.errors import WIRE_CODES
-from tests.helpers import Broker, Client, Daemon
+from tests.helpers import Broker, Client, Daemon, rss_mb
 from tests.strategies import payloads
 
 pytestmark = pytest.mark.integration
 
 RSS_BOUND_MB = 40.0  # growth of the daemon's RSS over a whole run
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def published_by_the_daemon_ok(topic: str, device_id: str) -> bool:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.helpers import Broker, Client, CloudServer, Daemon
+from tests.helpers import Broker, Client, CloudServer, Daemon, cloud_env
 
 pytestmark = pytest.mark.integration
 
@@ -25,15 +25,7 @@ def ask(d: Daemon, port: int, body: dict[str, object]) -> dict[str, object]:
 
 
 def cloud_daemon(make_daemon: Callable[..., Daemon], cloud: CloudServer, **env: str) -> Daemon:
-    return make_daemon(
-        EDGED_CLOUD__ENABLED="true",
-        EDGED_CLOUD__BASE_URL=cloud.base_url,
-        EDGED_CLOUD__CONNECT_TIMEOUT_S="1",
-        EDGED_CLOUD__READ_TIMEOUT_S="10",
-        EDGED_CLOUD__BREAKER_FAILURES="2",
-        EDGED_CLOUD__BREAKER_COOLDOWN_S="1",
-        **env,
-    )
+    return make_daemon(**cloud_env(cloud, **env))
 
 
 def test_forced_cloud_private_stays_local_and_never_reaches_the_cloud(
