@@ -37,6 +37,27 @@ class AskAuthError(AskError):
 _AUTH_REFUSALS = frozenset({0x86, 0x87, 0x8C})
 
 
+def cli_client(
+    client_id: str,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> paho.Client:
+    """A paho MQTT v5 client for a command-line tool, with the broker login and TLS the
+    daemon uses (``edged.app.mqtt_password``, ``tls_context``); not connected yet."""
+    c = paho.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
+    if username is not None:
+        c.username_pw_set(username, password)
+    if tls is not None:
+        c.tls_set_context(tls)
+    return c
+
+
 def ask(
     request: dict[str, Any],
     *,
@@ -61,15 +82,7 @@ def ask(
     token = uuid.uuid4().hex[:12]
     reply_topic = f"reply/ask-{token}"
     correlation = token.encode()
-    c = paho.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=f"edged-ask-{token}",
-        protocol=MQTTProtocolVersion.MQTTv5,
-    )
-    if username is not None:
-        c.username_pw_set(username, password)
-    if tls is not None:
-        c.tls_set_context(tls)
+    c = cli_client(f"edged-ask-{token}", username=username, password=password, tls=tls)
     connected = False
     last_error: list[str] = []  # the network thread's last error (e.g. a TLS alert)
 

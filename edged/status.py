@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from edged.client import cli_client
 
 #: Seconds added to the telemetry interval for the default wait: one interval, plus time to
 #: connect and for the message to cross the broker.
@@ -103,15 +104,8 @@ def observe(
     """
     obs = Observation(device_id, status_topic, telemetry_topic, timeout_s)
     inbox: queue.Queue[tuple[str, Any, bool]] = queue.Queue()
-    c = paho.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=f"edged-status-{uuid.uuid4().hex[:12]}",
-        protocol=MQTTProtocolVersion.MQTTv5,
-    )
-    if username is not None:
-        c.username_pw_set(username, password)
-    if tls is not None:
-        c.tls_set_context(tls)
+    c = cli_client(f"edged-status-{uuid.uuid4().hex[:12]}", username=username,
+                         password=password, tls=tls)  # fmt: skip
 
     def on_connect(client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
