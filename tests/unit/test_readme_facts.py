@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
+from edged.cli import _summary
 from edged.config import Config, load_config
 from edged.install import service_config_text
 
@@ -44,3 +46,23 @@ def test_the_showcase_is_the_shipped_config_without_a_cloud() -> None:
     # README's transcript shows reasons=no_cloud: configs/edged.toml configures no cloud
     assert "reasons=no_cloud" in README
     assert not load_config(ROOT / "configs" / "edged.toml").cloud.enabled
+
+
+def test_the_ask_summary_lines_shown_are_the_ones_edged_ask_prints(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The keys (and their order) of every ``[route=... client_ttft_ms=...]`` line in the
+    README and protocol.md are what ``edged ask`` prints."""
+    msg = {"route": {"backend": "local", "reasons": ["no_cloud"]}, "finish_reason": "stop",
+           "usage": {"completion_tokens": 9}, "timing_ms": {"queue": 1.0, "ttft": 2.0,
+           "total": 3.0}}  # fmt: skip
+    _summary(msg, 0.0, 0.05)
+    printed = capsys.readouterr().err.strip()
+    keys = re.findall(r"(\w+)=", printed)
+    assert keys[0] == "route" and keys[-1] == "client_ttft_ms"
+    shown = []
+    for doc in (ROOT / "README.md", ROOT / "docs" / "protocol.md"):
+        shown += re.findall(r"^\[route=.*\]$", doc.read_text(), re.MULTILINE)
+    assert len(shown) >= 2
+    for line in shown:
+        assert re.findall(r"(\w+)=", line) == keys, line
