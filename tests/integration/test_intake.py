@@ -51,7 +51,7 @@ def events(d: Daemon, event: str, rid: str) -> int:
 
 def drain(c: Client, rid: str, quiet_s: float) -> list[dict[str, Any]]:
     """Every message for ``rid`` until none has come for ``quiet_s``."""
-    out = []
+    out: list[dict[str, Any]] = []
     while True:
         try:
             body = c.get(timeout_s=quiet_s).json()
