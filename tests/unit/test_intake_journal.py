@@ -212,3 +212,22 @@ def test_a_journalled_request_older_than_the_session_expiry_is_dropped(tmp_path:
 
     asyncio.run(main())
     assert Journal(path).load() == []
+
+
+def test_when_the_journal_cannot_be_written_the_ack_waits_for_the_final_reply(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "not-a-dir").write_text("")
+
+    async def main() -> None:
+        h = Harness(tmp_path / "not-a-dir" / "j")  # every write fails (ENOTDIR)
+        h.ingress.on_message(incoming({"id": "a", "prompt": "x"}, 1))
+        await settle()
+        assert h.acked == [] and h.ingress.in_flight == 1  # the broker keeps it meanwhile
+        assert h.journal.failed_writes >= 1
+        h.release.set()
+        await settle()
+        assert h.acked == [1] and [f["id"] for f in h.finals()] == ["a"]
+        await h.ingress.drain(1.0)
+
+    asyncio.run(main())
