@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -249,7 +249,23 @@ class Reporter:
         }
 
     async def run(self) -> None:
-        """Publish a snapshot every ``interval_s`` and save the energy counter."""
+        """Publish a snapshot every ``interval_s`` and save the energy counter.
+
+        The first snapshot waits (at most one interval) until the sender would publish it
+        at once, when the sender can tell (the outbox's ``wait_live``): the link connected
+        and a backlog left from before the start drained. Otherwise the first record of
+        every start could be composed just before that and go out late, as historical.
+        """
+        wait_live: Callable[[float], Awaitable[bool]] | None = getattr(
+            self.sender, "wait_live", None
+        )
+        if wait_live is not None:
+            try:
+                await wait_live(self.interval_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("event=telemetry_wait_live_failed")
         while True:
             try:
                 record = self.snapshot()
