@@ -39,7 +39,13 @@ from edged.mqtt.link import Incoming, MqttLink, Will
 from edged.mqtt.topics import Topics
 from edged.pipeline import Pipeline
 from edged.power.base import PowerSource
-from edged.power.hwprofile import build_source, load_profiles, sample_hz, select_profile
+from edged.power.hwprofile import (
+    build_source,
+    load_profiles,
+    sample_hz,
+    select_profile,
+    unavailable_reason,
+)
 from edged.power.null import NullSource
 from edged.router.policy import CLOUD, LOCAL
 from edged.router.router import LocalStats, Router, load_policies
@@ -210,7 +216,7 @@ class App:
             source: PowerSource = build_source(cfg, profile, cfg.sysfs_root)
         except Exception as e:
             log.error("event=power_source_unavailable error=%r", str(e))
-            source = NullSource(reason=f"power source failed: {e}")
+            source = NullSource(reason=unavailable_reason(cfg, profile, e))
         hz = sample_hz(cfg, profile, source)
         log.info("event=power_source source=%s profile=%s sample_hz=%.1f", source.name,
                  self.profile_name, hz)  # fmt: skip

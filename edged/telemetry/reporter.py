@@ -191,7 +191,10 @@ class Reporter:
 
     def _energy(self, idle_w: float | None) -> dict[str, Any]:
         if self.sampler is None or self.sampler.source.name == "null":
-            return {"total_j": None, "idle_w": None, "reason": "no power source configured"}
+            # the null source's own reason: none configured, or why the one chosen failed
+            why = getattr(self.sampler.source, "reason", None) if self.sampler else None
+            reason = why if isinstance(why, str) and why else "no power source configured"
+            return {"total_j": None, "idle_w": None, "reason": reason}
         return {
             # floored to the mJ: a report never shows more than was counted, so the
             # reported series never goes backwards, even across restarts
