@@ -425,6 +425,7 @@ def test_a_replayed_record_neither_revives_an_expired_sensor_nor_changes_its_sta
 
 def test_every_sensor_keeps_its_state_on_replayed_records(tmp_path: Path) -> None:
     _clock, _source, _sampler, reporter = board_rig(tmp_path)
+    reporter.events = False  # no event loop here
     observe_all(reporter)
     live = json.dumps(wire(reporter.snapshot())).encode()
     replayed = json.dumps({**json.loads(live), "historical": True, "spool_seq": 1}).encode()
