@@ -390,7 +390,11 @@ class Announcer:
         so the next connection clears again)."""
         loop = asyncio.get_running_loop()
         recorded = await loop.run_in_executor(None, self.load)
-        messages = self.plan(recorded)
+        try:
+            messages = self.plan(recorded)
+        except ValueError as e:  # a discovery prefix that is not a topic prefix
+            log.error("event=discovery_refused error=%r", str(e))
+            return False
         infos = [link.publish(topic, payload, qos=1, retain=True) for topic, payload in messages]
         removed = sum(1 for _, payload in messages if not payload)
         deadline = loop.time() + self.ack_timeout_s

@@ -11,6 +11,7 @@ changes nothing), starts unavailable, and ``availability_mode: all`` needs all o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -472,3 +473,22 @@ def test_announcer_record_round_trips_and_tolerates_garbage(tmp_path: Path) -> N
     for garbage in ("{", '{"topics": "x"}', '{"topics": [1]}', "[]"):
         a.state_file.write_text(garbage)
         assert a.load() is None
+
+
+def test_announce_refuses_a_bad_prefix_without_raising(tmp_path: Path) -> None:
+    class Link:  # takes every message as acknowledged (publish returns no delivery)
+        def __init__(self) -> None:
+            self.connected = asyncio.Event()
+            self.sent: list[tuple[str, bytes]] = []
+
+        def publish(self, topic: str, payload: bytes, *, qos: int = 1,
+                    retain: bool = False) -> None:  # fmt: skip
+            assert qos == 1 and retain
+            self.sent.append((topic, payload))
+
+    link = Link()
+    assert asyncio.run(announcer(tmp_path, True, prefix="ha/#").announce(link)) is False
+    assert link.sent == [] and not (tmp_path / "discovery.json").exists()
+    assert asyncio.run(announcer(tmp_path, False).announce(link)) is True
+    assert link.sent == [(t, b"") for t in sorted(config_topics("kitchen-1", "homeassistant"))]
+    assert json.loads((tmp_path / "discovery.json").read_text())["topics"] == []
