@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -191,7 +191,10 @@ class Reporter:
 
     def _energy(self, idle_w: float | None) -> dict[str, Any]:
         if self.sampler is None or self.sampler.source.name == "null":
-            return {"total_j": None, "idle_w": None, "reason": "no power source configured"}
+            # the null source's own reason: none configured, or why the one chosen failed
+            why = getattr(self.sampler.source, "reason", None) if self.sampler else None
+            reason = why if isinstance(why, str) and why else "no power source configured"
+            return {"total_j": None, "idle_w": None, "reason": reason}
         return {
             # floored to the mJ: a report never shows more than was counted, so the
             # reported series never goes backwards, even across restarts
@@ -249,7 +252,23 @@ class Reporter:
         }
 
     async def run(self) -> None:
-        """Publish a snapshot every ``interval_s`` and save the energy counter."""
+        """Publish a snapshot every ``interval_s`` and save the energy counter.
+
+        The first snapshot waits (at most one interval) until the sender would publish it
+        at once, when the sender can tell (the outbox's ``wait_live``): the link connected
+        and a backlog left from before the start drained. Otherwise the first record of
+        every start could be composed just before that and go out late, as historical.
+        """
+        wait_live: Callable[[float], Awaitable[bool]] | None = getattr(
+            self.sender, "wait_live", None
+        )
+        if wait_live is not None:
+            try:
+                await wait_live(self.interval_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("event=telemetry_wait_live_failed")
         while True:
             try:
                 record = self.snapshot()

@@ -157,46 +157,54 @@ class Spool:
         async with self._lock:
             if self._opened:
                 return
-            self._opened = True
             try:
-                await aiofiles.os.makedirs(self.path, exist_ok=True)
-                names = await aiofiles.os.listdir(self.path)
+                await self._recover()
+            finally:
+                # only now: until the recovery is done, ``pending`` would read 0 (and the
+                # outbox would publish live ahead of the backlog)
+                self._opened = True
+
+    async def _recover(self) -> None:
+        """Read the segments and the state file (open() holds the lock)."""
+        try:
+            await aiofiles.os.makedirs(self.path, exist_ok=True)
+            names = await aiofiles.os.listdir(self.path)
+        except OSError as e:
+            # appends will fail (and be counted) until the directory can be written
+            log.error("event=spool_open_failed path=%s error=%r", self.path, str(e))
+            return
+        last_seq = await self._read_state()
+        found: list[_Segment] = []
+        for name in names:
+            m = _SEGMENT_RE.match(name)
+            if m is not None:
+                found.append(_Segment(int(m.group(1)), self.path / name))
+        found.sort(key=lambda s: s.index)
+        for seg in found:
+            try:
+                await self._scan(seg)
             except OSError as e:
-                # appends will fail (and be counted) until the directory can be written
-                log.error("event=spool_open_failed path=%s error=%r", self.path, str(e))
-                return
-            last_seq = await self._read_state()
-            found: list[_Segment] = []
-            for name in names:
-                m = _SEGMENT_RE.match(name)
-                if m is not None:
-                    found.append(_Segment(int(m.group(1)), self.path / name))
-            found.sort(key=lambda s: s.index)
-            for seg in found:
-                try:
-                    await self._scan(seg)
-                except OSError as e:
-                    log.error("event=spool_segment_unreadable path=%s error=%r", seg.path, str(e))
-                    continue
-                last_seq = max(last_seq, seg.last_seq)
-                if seg.count == seg.acked:  # empty or wholly committed: not needed
-                    await self._remove(seg)
-                else:
-                    self._segments.append(seg)
-            self._next_seq = last_seq + 1
-            if found:
-                self._next_index = found[-1].index + 1
-            if self._segments or self.corrupt:
-                log.info(
-                    "event=spool_recovered path=%s pending=%d bytes=%d next_seq=%d dropped=%d "
-                    "corrupt=%d",
-                    self.path,
-                    self.pending,
-                    self.pending_bytes,
-                    self._next_seq,
-                    self._dropped,
-                    self.corrupt,
-                )
+                log.error("event=spool_segment_unreadable path=%s error=%r", seg.path, str(e))
+                continue
+            last_seq = max(last_seq, seg.last_seq)
+            if seg.count == seg.acked:  # empty or wholly committed: not needed
+                await self._remove(seg)
+            else:
+                self._segments.append(seg)
+        self._next_seq = last_seq + 1
+        if found:
+            self._next_index = found[-1].index + 1
+        if self._segments or self.corrupt:
+            log.info(
+                "event=spool_recovered path=%s pending=%d bytes=%d next_seq=%d dropped=%d "
+                "corrupt=%d",
+                self.path,
+                self.pending,
+                self.pending_bytes,
+                self._next_seq,
+                self._dropped,
+                self.corrupt,
+            )
 
     async def _read_state(self) -> int:
         """Load ``state.json``; returns the last seq it records (0 when there is none)."""
