@@ -72,6 +72,12 @@ def decode_line(line: bytes, legacy: Legacy | None = json_legacy) -> tuple[bool,
     return ok, value
 
 
+def decode_checked(line: bytes, legacy: Legacy | None = json_legacy) -> tuple[bool, Any, bool]:
+    """As :func:`decode_line`, plus whether the line was checksummed: ``(ok, value,
+    checked)``; ``checked`` is False for a legacy line (nothing proves it intact)."""
+    return _decode(line, legacy)
+
+
 def _decode(line: bytes, legacy: Legacy | None) -> tuple[bool, Any, bool]:
     """``(ok, value, checked)``; ``checked`` is True for a line whose checksum held."""
     line = line.rstrip(b"\n")
