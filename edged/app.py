@@ -252,6 +252,7 @@ class App:
             "spool_dropped": self.outbox.dropped if self.outbox else 0,
             "spool_pending": self.outbox.spool.pending if self.outbox else 0,
             "spool_failed_writes": self.outbox.spool.failed_writes if self.outbox else 0,
+            "spool_corrupt": self.outbox.spool.corrupt if self.outbox else 0,
             "profile": self.profile_name,
             "alarms": self._alarms(),
         }  # fmt: skip
@@ -443,6 +444,7 @@ class App:
         self.pipeline.meter = meter
         tcfg = self.cfg.telemetry
         self.outbox = Outbox(self.link, Spool(tcfg.spool_dir, tcfg.spool_max_bytes))
+        await self.outbox.spool.open()  # damage found at start is in the first record
         self.reporter = Reporter(
             device_id=self.cfg.device_id,
             telemetry_topic=self.topics.telemetry,
