@@ -239,3 +239,44 @@ def test_the_restart_back_off_resets_after_a_healthy_run(
             await b.close()
 
     asyncio.run(main())
+
+
+def test_a_failed_restart_is_tried_again(
+    model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model file vanishes while the worker is down: the restart fails (and a request
+    waiting for it fails before its first token), then is tried again with back-off until
+    the file is back."""
+    monkeypatch.setattr(llama_proc, "RESTART_BACKOFF_S", (0.1, 0.3))
+    link = tmp_path / "model.gguf"
+    link.symlink_to(model_file)
+
+    async def main() -> None:
+        b = ProcessLlamaBackend(name="local", model_path=link,
+                                cfg=LocalModelConfig(n_threads=1, n_ctx=256))  # fmt: skip
+        await b.start()
+        try:
+            long = b.generate(request("Write a long story about a dragon.", 400))
+            while not isinstance(await long.__anext__(), TextDelta):
+                pass
+            waiting = asyncio.create_task(drain(b.generate(request("Say hi.", 4))))
+            await asyncio.sleep(0.1)
+            link.unlink()
+            os.kill(b._proc.pid, signal.SIGKILL)
+            with pytest.raises(BackendFailed):
+                async for _ in long:
+                    pass
+            with pytest.raises(BackendFailed) as failed:
+                await asyncio.wait_for(waiting, 60)
+            assert failed.value.before_first_token
+            assert "could not be restarted" in failed.value.message
+            await asyncio.sleep(1.0)  # a few more failed tries
+            assert not b.healthy()
+            link.symlink_to(model_file)
+            await until_healthy(b)
+            events = await drain(b.generate(request("Say hi.", 4)))
+            assert isinstance(events[-1], Finished)
+        finally:
+            await b.close()
+
+    asyncio.run(main())
