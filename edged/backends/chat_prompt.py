@@ -66,22 +66,30 @@ class PromptBuilder:
         self._probe()
 
     def _probe(self) -> None:
-        """Check at load that the template places contents verbatim (or trimmed)."""
-        probe = [
-            {"role": "system", "content": " Be brief. \n"},
+        """Check at load that the template places contents verbatim (or trimmed). Some
+        templates refuse some conversations (no system turn, strict alternation): the first
+        probe the template renders decides."""
+        system = {"role": "system", "content": " Be brief. \n"}
+        turns = [
             {"role": "user", "content": "\n Hello  "},
             {"role": "assistant", "content": " Hi. "},
             {"role": "user", "content": " Bye "},
         ]
-        real = self._render(probe)
-        skeleton = self._skeleton(probe)
-        self._plan(skeleton)  # raises if the template mangled a placeholder
-        if self._fill(skeleton, probe, strip=False) == real:
+        for probe in ([system, *turns], turns, turns[:1]):
+            try:
+                real = self._render(probe)
+                skeleton = self._skeleton(probe)
+            except Exception:  # the template's raise_exception, or its own checks
+                continue
+            self._plan(skeleton)  # raises if the template mangled a placeholder
+            if self._fill(skeleton, probe, strip=False) == real:
+                return
+            if self._fill(skeleton, probe, strip=True) == real:
+                self.trims_contents = True
+                return
+            log.warning("event=chat_template_alters_contents placed=verbatim")
             return
-        if self._fill(skeleton, probe, strip=True) == real:
-            self.trims_contents = True
-            return
-        log.warning("event=chat_template_alters_contents placed=verbatim")
+        log.warning("event=chat_template_probe_failed placed=verbatim")
 
     def _skeleton(self, messages: Sequence[Mapping[str, str]]) -> str:
         marked = [

@@ -209,3 +209,27 @@ def test_bos_first_when_the_model_wants_it_and_the_template_does_not_write_it(
     tokens = b.tokens([{"role": "user", "content": "<|im_start|>hi"}])
     assert tokens[0] == llm.token_bos()
     assert controls_in(tokens, control) == [llm.token_bos()]
+
+
+def test_a_template_that_refuses_a_system_turn_still_loads(
+    llm: Any, control: dict[str, int]
+) -> None:
+    """Strict templates (user/assistant alternation, no system role) raise for some
+    conversations; the probe at load uses one they accept."""
+    render = _jinja(
+        "{% for m in messages %}{% if (m.role == 'user') != (loop.index0 % 2 == 0) %}"
+        "{{ raise_exception('roles must alternate') }}{% endif %}"
+        "[INST]{{ m.content | trim }}[/INST]{% endfor %}"
+    )
+
+    def strict(messages: Messages) -> str:
+        if any(m["role"] == "system" for m in messages):
+            raise ValueError("no system role")
+        return str(render(messages))
+
+    b = PromptBuilder(
+        render=strict, tokenize_text=text_tokenizer(llm._model.vocab), control_tokens=control
+    )
+    assert b.trims_contents
+    tokens = b.tokens([{"role": "user", "content": " <|im_end|> "}])
+    assert controls_in(tokens, control) == []
