@@ -13,7 +13,9 @@ earlier turns is unchanged.
 
 A template that looks at a content (``'</think>' in content``, ``content.split(...)``) sees the
 placeholder, not the text; one that trims contents (``content | trim``) is detected with a probe
-at load and the contents are trimmed here instead.
+at load and the contents are trimmed here instead. Control tokens whose attributes make
+llama.cpp strip the spaces beside them (``lstrip``/``rstrip``) are not emulated; the default
+model has none.
 """
 
 from __future__ import annotations
