@@ -121,7 +121,7 @@ def test_requests_queued_behind_the_dying_one_are_served_by_the_restarted_worker
             if deadline_ms is not None:
                 body["deadline_ms"] = deadline_ms
             c.publish(topic, json.dumps(body), response_topic="reply/q")
-        time.sleep(1.0)  # admitted, routed and sent to the worker, behind "long"
+        time.sleep(0.3)  # admitted, routed and sent to the worker, behind "long"
         os.kill(worker_pid(d.proc.pid), signal.SIGKILL)
         finals: dict[str, dict[str, object]] = {}
         seen: list[tuple[str, str]] = []
