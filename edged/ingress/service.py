@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -27,6 +29,7 @@ from edged.ingress.journal import Entry, Journal
 from edged.ingress.responder import Publisher, Responder
 from edged.mqtt.link import Incoming
 from edged.mqtt.topics import Topics
+from edged.store import RecordLog
 from edged.types import ReplyAddress, Request
 
 log = logging.getLogger("edged.ingress")
@@ -263,24 +266,44 @@ def _once(fn: Callable[[], None]) -> Callable[[], None]:
     return run
 
 
-def _read_answered(path: Path, keep: int) -> list[str]:
+def _answered_log(path: Path, keep: int) -> RecordLog:
+    """The one RecordLog for ``path`` in this process (so appends from executor threads are
+    serialised by its lock), keeping ``keep`` ids (at least 1, whatever the settings)."""
+    key = os.path.abspath(path)
+    with _answered_logs_lock:
+        store = _answered_logs.get(key)
+        if store is None:
+            store = _answered_logs[key] = RecordLog(path, keep, legacy=_legacy_answered_id)
+    if store.keep != max(1, keep):
+        store.keep = keep
+    return store
+
+
+def _legacy_answered_id(line: bytes) -> tuple[bool, str | None]:
+    """A line of the plain format before checksums: one id, nothing else."""
     try:
-        lines = path.read_text().split()
-    except OSError:
-        return []
-    return lines[-keep:] if keep else []
+        text = line.decode("ascii")
+    except UnicodeDecodeError:
+        return False, None
+    return (True, text) if wire.ID_RE.fullmatch(text) else (False, None)
+
+
+def _read_answered(path: Path, keep: int) -> list[str]:
+    """The newest ``keep`` answered ids (oldest first). Damage (invalid UTF-8, a NUL-filled
+    tail, an id cut in half, garbage) is skipped, counted and logged, and the file rewritten
+    clean; never raises. Reads the old plain-line format too."""
+    ids = [v for v in _answered_log(path, keep).load() if isinstance(v, str)]
+    return ids[-keep:] if keep else []
 
 
 def _append_answered(path: Path, request_id: str, keep: int) -> None:
-    """Append one id; rewrite the file at twice the window so it stays small."""
+    """Append one id (fsynced, serialised with every other append to ``path``); the file is
+    compacted to the newest ``keep`` ids (at least 1) at twice that. Logs, never raises."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as f:
-            f.write(request_id + "\n")
-        if keep and path.stat().st_size > keep * 2 * 40:
-            ids = _read_answered(path, keep)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text("".join(i + "\n" for i in ids))
-            tmp.replace(path)
+        _answered_log(path, keep).append(request_id)
     except OSError as e:
         log.warning("event=answered_ids_write_failed error=%r", str(e))
+
+
+_answered_logs: dict[str, RecordLog] = {}
+_answered_logs_lock = threading.Lock()

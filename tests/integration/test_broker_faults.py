@@ -41,6 +41,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from edged.store import decode_line
 from tests.helpers import Broker, Daemon
 
 pytestmark = pytest.mark.integration
@@ -204,7 +205,7 @@ def request_saved(broker: Broker, rid: str) -> bool:
 def answered_on_device(d: Daemon, rid: str) -> bool:
     """Whether edged has sent ``rid``'s final reply (it then writes the id to disk)."""
     path = d.log_path.parent / f"state-{d.device_id}" / "answered-ids.txt"
-    return path.exists() and rid in path.read_text().split()
+    return path.exists() and rid in [decode_line(x)[1] for x in path.read_bytes().splitlines()]
 
 
 def outage(broker: Broker, d: Daemon, sig: int, *, save_first: str | None = None,
