@@ -14,7 +14,8 @@ Bound: the file is compacted (rewritten with only the live ``admit`` records: un
 temporary name, fsync, rename) whenever it is larger than ``compact_bytes`` and than twice
 the live records, so it stays under ``max(compact_bytes, 2 * live bytes)`` plus one record;
 live records are at most ``ingress.queue_limit`` requests of at most
-``ingress.max_payload_bytes`` each.
+``ingress.max_payload_bytes`` each. The RecordLog also holds the file's records in memory;
+compaction (which reloads it from the new file) bounds that the same way.
 
 Every write runs on one worker thread, in submission order, so an ``admit`` always reaches
 the disk before its ``done``. Methods named ``*_async`` are called on the event loop; the
@@ -130,7 +131,8 @@ class Journal:
     def __init__(self, path: Path, compact_bytes: int = COMPACT_BYTES) -> None:
         self.path = path
         self._compact_bytes = compact_bytes
-        self._log = RecordLog(path, keep=_LINES_KEPT)
+        # no legacy format: a line without a checksum is damage
+        self._log = RecordLog(path, keep=_LINES_KEPT, legacy=None)
         self._live: dict[str, bytes] = {}  # id -> its admit line (as on disk), writer thread
         self._size = 0  # bytes on disk now, writer thread
         self._executor: ThreadPoolExecutor | None = None
@@ -181,17 +183,21 @@ class Journal:
     # --- writes (blocking, on the writer thread) ---------------------------------------------
 
     def admit(self, record: dict[str, Any]) -> None:
-        """Record an admitted request (fsynced before it returns). Raises OSError."""
+        """Record an admitted request (fsynced before it returns). Raises OSError; the
+        record may then still reach the disk (the RecordLog keeps it for its next rewrite),
+        so it counts as live either way and its ``done`` is written too."""
         line = encode_line(record)
-        self._log.append(record)
-        self._live[str(record["id"])] = line
-        self._size += len(line)
+        try:
+            self._log.append(record)
+        finally:
+            self._live[str(record["id"])] = line
+            self._size += len(line)
         self._maybe_compact()
 
     def done(self, request_id: str) -> None:
         """Record that a request has had its final reply. Raises OSError."""
         if self._live.pop(request_id, None) is None:
-            return  # never journalled (its admit failed), or already done
+            return  # never journalled, or already done
         record = {"op": "done", "id": request_id}
         self._log.append(record)
         self._size += len(encode_line(record))
@@ -205,7 +211,8 @@ class Journal:
     def _compact(self) -> None:
         data = b"".join(self._live.values())
         atomic_write(self.path, data)
-        self._log.load()  # the log's own line count and clean state, from the new file
+        # the log's own records in memory, line count and clean state, from the new file
+        self._log.load()
         self._size = len(data)
         self.compactions += 1
 
