@@ -33,6 +33,7 @@ from edged.energy.sampler import Sampler
 from edged.guardian import Guardian, PassGuardian
 from edged.guardian.engine import Embedder, RuleGuardian
 from edged.guardian.rules import load_packs
+from edged.ingress.journal import Journal
 from edged.ingress.service import Ingress
 from edged.models import load_manifest, resolve
 from edged.mqtt.link import Incoming, MqttLink, Will
@@ -186,6 +187,7 @@ class App:
             self.link.ack_when_done,
             self.pipeline.handle,
             answered_file=cfg.telemetry.state_dir / "answered-ids.txt",
+            journal=Journal(cfg.telemetry.state_dir / "inflight.journal"),
         )
         self.started_unix_s = time.time()
         self._stop = asyncio.Event()
@@ -457,6 +459,9 @@ class App:
             stats=self._stats,
         )
         self.pipeline.observer = self.reporter.observe
+        # requests journalled but unanswered when edged stopped, before the link delivers any
+        # (their replies wait in paho's queue until it is connected)
+        self.ingress.resume()
         link_task = asyncio.create_task(self.link.run(), name="mqtt-link")
         self.notifier.status(f"connecting to {self.cfg.mqtt.host}:{self.cfg.mqtt.port}")
         connected = asyncio.create_task(self.link.connected.wait())
