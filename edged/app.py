@@ -33,17 +33,24 @@ from edged.energy.sampler import Sampler
 from edged.guardian import Guardian, PassGuardian
 from edged.guardian.engine import Embedder, RuleGuardian
 from edged.guardian.rules import load_packs
+from edged.ingress.journal import Journal
 from edged.ingress.service import Ingress
 from edged.models import load_manifest, resolve
 from edged.mqtt.link import Incoming, MqttLink, Will
 from edged.mqtt.topics import Topics
 from edged.pipeline import Pipeline
 from edged.power.base import PowerSource
-from edged.power.hwprofile import build_source, load_profiles, sample_hz, select_profile
+from edged.power.hwprofile import (
+    build_source,
+    load_profiles,
+    sample_hz,
+    select_profile,
+    unavailable_reason,
+)
 from edged.power.null import NullSource
 from edged.router.policy import CLOUD, LOCAL
 from edged.router.router import LocalStats, Router, load_policies
-from edged.telemetry.discovery import discovery_messages
+from edged.telemetry.discovery import Announcer
 from edged.telemetry.outbox import Outbox
 from edged.telemetry.reporter import EnergyCounter, Reporter
 from edged.telemetry.spool import Spool
@@ -180,6 +187,7 @@ class App:
             self.link.ack_when_done,
             self.pipeline.handle,
             answered_file=cfg.telemetry.state_dir / "answered-ids.txt",
+            journal=Journal(cfg.telemetry.state_dir / "inflight.journal"),
         )
         self.started_unix_s = time.time()
         self._stop = asyncio.Event()
@@ -190,6 +198,7 @@ class App:
         self.problem: str | None = None  # set when something needs the service restarted
         self.notifier = systemd.Notifier(unset_environment=True)
         self.loop_lag = systemd.LoopLag()
+        self._background: set[asyncio.Future[bool]] = set()
 
     def _subscriptions(self, cfg: Config) -> tuple[tuple[str, int], ...]:
         subs = [(self.topics.request, 1)]
@@ -209,7 +218,7 @@ class App:
             source: PowerSource = build_source(cfg, profile, cfg.sysfs_root)
         except Exception as e:
             log.error("event=power_source_unavailable error=%r", str(e))
-            source = NullSource(reason=f"power source failed: {e}")
+            source = NullSource(reason=unavailable_reason(cfg, profile, e))
         hz = sample_hz(cfg, profile, source)
         log.info("event=power_source source=%s profile=%s sample_hz=%.1f", source.name,
                  self.profile_name, hz)  # fmt: skip
@@ -245,6 +254,7 @@ class App:
             "spool_dropped": self.outbox.dropped if self.outbox else 0,
             "spool_pending": self.outbox.spool.pending if self.outbox else 0,
             "spool_failed_writes": self.outbox.spool.failed_writes if self.outbox else 0,
+            "spool_corrupt": self.outbox.spool.corrupt if self.outbox else 0,
             "profile": self.profile_name,
             "alarms": self._alarms(),
         }  # fmt: skip
@@ -345,17 +355,22 @@ class App:
             qos=1,
             retain=True,
         )
-        if self.cfg.telemetry.homeassistant_discovery:
-            # retained, so published on the link directly (the outbox never retains)
-            for topic, payload in discovery_messages(
-                self.cfg.device_id,
-                self.cfg.telemetry.discovery_prefix,
-                self.topics.telemetry,
-                self.topics.status,
-                __version__,
-                expire_after_s=math.ceil(3 * self.cfg.telemetry.interval_s),
-            ):
-                self.link.publish(topic, payload, qos=1, retain=True)
+        # retained, so published on the link directly (the outbox never retains); also
+        # clears the sensors announced before when discovery is off now (docs/telemetry.md)
+        tcfg = self.cfg.telemetry
+        announcer = Announcer(
+            tcfg.state_dir / "discovery.json",
+            enabled=tcfg.homeassistant_discovery,
+            device_id=self.cfg.device_id,
+            prefix=tcfg.discovery_prefix,
+            telemetry_topic=self.topics.telemetry,
+            status_topic=self.topics.status,
+            version=__version__,
+            expire_after_s=math.ceil(3 * tcfg.interval_s),
+        )
+        task = asyncio.ensure_future(announcer.announce(self.link))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def reload(self) -> bool:
         """SIGHUP: re-read the config; swap in new guardian rules and ingress limits.
@@ -431,6 +446,7 @@ class App:
         self.pipeline.meter = meter
         tcfg = self.cfg.telemetry
         self.outbox = Outbox(self.link, Spool(tcfg.spool_dir, tcfg.spool_max_bytes))
+        await self.outbox.spool.open()  # damage found at start is in the first record
         self.reporter = Reporter(
             device_id=self.cfg.device_id,
             telemetry_topic=self.topics.telemetry,
@@ -443,6 +459,9 @@ class App:
             stats=self._stats,
         )
         self.pipeline.observer = self.reporter.observe
+        # requests journalled but unanswered when edged stopped, before the link delivers any
+        # (their replies wait in paho's queue until it is connected)
+        self.ingress.resume()
         link_task = asyncio.create_task(self.link.run(), name="mqtt-link")
         self.notifier.status(f"connecting to {self.cfg.mqtt.host}:{self.cfg.mqtt.port}")
         connected = asyncio.create_task(self.link.connected.wait())

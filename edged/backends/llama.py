@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edged.backends.base import register
+from edged.backends.chat_prompt import PromptBuilder, control_tokens, text_tokenizer
 from edged.config import LocalModelConfig
 from edged.errors import BadRequest, EdgedError, Internal, Unavailable
 from edged.types import (
@@ -55,7 +56,7 @@ class LlamaBackend:
         self.model_path = model_path
         self._cfg = cfg
         self._llm: Any = None
-        self._format: Callable[[list[dict[str, str]]], str] | None = None
+        self._prompt: PromptBuilder | None = None
         self._vocab: Any = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"decode-{name}")
         self._waiting = 0
@@ -90,7 +91,6 @@ class LlamaBackend:
 
     def _load(self) -> None:
         import llama_cpp  # heavy import, done off the event loop
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self.rss_before_load_mb = rss_mb()
 
@@ -110,23 +110,7 @@ class LlamaBackend:
         llm = llama_cpp.Llama(**kwargs)
         self._vocab = llm._model.vocab
         self._is_eog: Callable[[Any, int], bool] = llama_cpp.llama_vocab_is_eog
-        template = llm.metadata.get("tokenizer.chat_template")
-        if template:
-            m = llm._model
-            formatter = Jinja2ChatFormatter(
-                template=template,
-                eos_token=m.token_get_text(llm.token_eos()),
-                bos_token=m.token_get_text(llm.token_bos()),
-                add_generation_prompt=True,
-            )
-            self._format = lambda messages: formatter(messages=messages).prompt  # type: ignore[arg-type]
-        else:  # a base model without a template: plain transcript
-
-            def plain(messages: list[dict[str, str]]) -> str:
-                lines = [f"{msg['role']}: {msg['content']}" for msg in messages]
-                return "\n".join([*lines, "assistant:"])
-
-            self._format = plain
+        self._prompt = prompt_builder(llm)
         self._llm = llm
         self.rss_after_load_mb = rss_mb()
 
@@ -183,14 +167,14 @@ class LlamaBackend:
     # --- generation -------------------------------------------------------------------------------
 
     def prompt_tokens(self, request: Request) -> list[int]:
-        """Render the chat template and tokenize (runs on the decode thread)."""
-        assert self._llm is not None and self._format is not None
+        """The chat prompt's token ids (runs on the decode thread). Only the template's own
+        markup can become control tokens: every message content, the configured system
+        prompt included, is tokenized as text (:mod:`edged.backends.chat_prompt`)."""
+        assert self._prompt is not None
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
         if self._cfg.system_prompt and not any(m["role"] == "system" for m in messages):
             messages.insert(0, {"role": "system", "content": self._cfg.system_prompt})
-        prompt = self._format(messages)
-        tokens: list[int] = self._llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
-        return tokens
+        return self._prompt.tokens(messages)
 
     async def generate(self, request: Request) -> AsyncGenerator[StreamEvent, None]:
         """Stream one generation; closing the iterator cancels it."""
@@ -304,6 +288,44 @@ class LlamaBackend:
         finally:
             if self._job is not None and self._job[0] == t_job:
                 self._job = None
+
+
+def prompt_builder(llm: Any) -> PromptBuilder:
+    """The prompt builder for a loaded ``llama_cpp.Llama``: its chat template (rendered as
+    llama-cpp-python does, BOS written only where the template writes it), or a plain
+    ``role: content`` transcript for a model without one (BOS first if the model wants it)."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    vocab = llm._model.vocab
+    template = llm.metadata.get("tokenizer.chat_template")
+    bos_id: int | None = None
+    render: Callable[[list[dict[str, str]]], str]
+    if template:
+        m = llm._model
+        formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=m.token_get_text(llm.token_eos()),
+            bos_token=m.token_get_text(llm.token_bos()),
+            add_generation_prompt=True,
+        )
+
+        def render(messages: list[dict[str, str]]) -> str:
+            return formatter(messages=messages).prompt  # type: ignore[arg-type]
+
+    else:  # a base model without a template: plain transcript
+
+        def render(messages: list[dict[str, str]]) -> str:
+            lines = [f"{msg['role']}: {msg['content']}" for msg in messages]
+            return "\n".join([*lines, "assistant:"])
+
+        if llm._model.add_bos_token() and llm.token_bos() >= 0:
+            bos_id = llm.token_bos()
+    return PromptBuilder(
+        render=render,
+        tokenize_text=text_tokenizer(vocab),
+        control_tokens=control_tokens(vocab),
+        bos_id=bos_id,
+    )
 
 
 def _ema(old: float | None, new: float, weight: float = 0.3) -> float:

@@ -3,8 +3,13 @@
 llama.cpp aborts its whole process on some errors (a failed allocation, an assertion). Here
 the model lives in a child process; the daemon talks to it over a pipe. When the child dies,
 the request it was serving fails (before its first token the pipeline may still offload it),
-the backend reports itself unhealthy, and the child is restarted with back-off. A decode
-stuck past its deadline is ended the same way: the child is killed and restarted.
+the backend reports itself unhealthy, and the child is restarted with back-off
+(``RESTART_BACKOFF_S``; a worker that had run ``HEALTHY_RESET_S`` before it died starts the
+back-off from its first step again). Requests queued behind the one being served had not
+started: they are sent again to the restarted worker, in their order, when the restart can
+be expected to finish within their deadlines; otherwise they fail before their first token,
+so the pipeline's fallback rules apply to them. A decode stuck past its deadline is ended the
+same way: the child is killed and restarted.
 
 The decode itself is :class:`~edged.backends.llama.LlamaBackend`'s, run in the child
 unchanged (it reports only through ``emit`` and checks a cancel flag).
@@ -34,6 +39,11 @@ log = logging.getLogger("edged.backend.llama_proc")
 
 #: Back-off between restarts of a worker that keeps dying, seconds.
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+#: A worker that ran this long before it died counts as healthy: the back-off starts again
+#: from its first step, seconds.
+HEALTHY_RESET_S = 60.0
+#: How often one queued request is sent again to a restarted worker.
+MAX_REPLAYS = 2
 #: A decode job this long past its request's deadline counts as stuck.
 STUCK_GRACE_S = 5.0
 STUCK_NO_DEADLINE_S = 600.0
@@ -118,15 +128,44 @@ def worker_main(conn: Connection, name: str, model_path: str, cfg: dict[str, Any
 # --- the parent ------------------------------------------------------------------------------
 
 
-class _Job:
-    __slots__ = ("deadline_at_s", "got_text", "loop", "queue", "started_at_s")
+class Backoff:
+    """Restart delays that grow while a worker keeps dying young, and start again from the
+    first step once a worker has run ``healthy_s``. Times are ``time.monotonic()`` seconds."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, deadline_at_s: float | None) -> None:
+    def __init__(self, steps_s: tuple[float, ...], healthy_s: float) -> None:
+        self.steps_s = steps_s
+        self.healthy_s = healthy_s
+        self.failures = 0  # deaths (and failed restarts) since the last healthy run
+        self._up_since_s: float | None = None
+
+    def up(self, now_s: float) -> None:
+        """A worker is running (its model loaded)."""
+        self._up_since_s = now_s
+
+    def died(self, now_s: float) -> float:
+        """The worker died (or a restart failed): the delay before the next start, seconds."""
+        if self._up_since_s is not None and now_s - self._up_since_s >= self.healthy_s:
+            self.failures = 0
+        self._up_since_s = None
+        delay = self.steps_s[min(self.failures, len(self.steps_s) - 1)]
+        self.failures += 1
+        return delay
+
+
+class _Job:
+    __slots__ = ("conn", "deadline_at_s", "got_text", "loop", "queue", "replays", "request",
+                 "started_at_s", "waiting_restart")  # fmt: skip
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, request: Request) -> None:
         self.loop = loop
+        self.request = request
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.started_at_s: float | None = None
-        self.deadline_at_s = deadline_at_s
+        self.deadline_at_s = request.deadline_at_s
         self.got_text = False
+        self.conn: Connection | None = None  # where it was last sent
+        self.replays = 0
+        self.waiting_restart = False
 
 
 @register("llama_process")
@@ -146,9 +185,15 @@ class ProcessLlamaBackend:
         self._ids = itertools.count(1)
         self._ready = False
         self._closing = False
-        self._restarts = 0
+        self._backoff = Backoff(RESTART_BACKOFF_S, HEALTHY_RESET_S)
+        #: Seconds the last scheduled restart waited (None before any).
+        self.last_restart_delay_s: float | None = None
+        self.replayed = 0  # queued requests sent again to a restarted worker
+        #: Seconds the last start took (process spawn, imports, model load).
+        self.start_s: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._restart_task: asyncio.Task[None] | None = None
+        self._restart_pending_s: float | None = None
         self.load_s: float | None = None
         self.rss_before_load_mb = float("nan")
         self.rss_after_load_mb = float("nan")
@@ -165,6 +210,7 @@ class ProcessLlamaBackend:
         await self._loop.run_in_executor(None, self._spawn)
 
     def _spawn(self) -> None:
+        t_spawn = time.monotonic()
         parent, child = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
             target=worker_main,
@@ -191,6 +237,8 @@ class ProcessLlamaBackend:
             proc.join(5)
             raise Unavailable(f"the local model failed to load: {msg[1]}")
         self.load_s, self.rss_before_load_mb, self.rss_after_load_mb = msg[1], msg[2], msg[3]
+        self._backoff.up(time.monotonic())
+        self.start_s = time.monotonic() - t_spawn
         self._proc, self._conn, self._ready = proc, parent, True
         threading.Thread(target=self._reader, args=(parent, proc), name="worker-reader",
                          daemon=True).start()  # fmt: skip
@@ -201,15 +249,19 @@ class ProcessLlamaBackend:
 
     def _reader(self, conn: Connection, proc: Any) -> None:
         """Reader thread: hands every message to the event loop, and the worker's death."""
-        assert self._loop is not None
-        while True:
-            try:
-                msg = conn.recv()
-            except (EOFError, OSError):
-                proc.join(2)
-                self._loop.call_soon_threadsafe(self._on_death, proc)
-                return
-            self._loop.call_soon_threadsafe(self._on_message, msg)
+        loop = self._loop
+        assert loop is not None
+        try:
+            while True:
+                try:
+                    msg = conn.recv()
+                except (EOFError, OSError):
+                    proc.join(2)
+                    loop.call_soon_threadsafe(self._on_death, proc)
+                    return
+                loop.call_soon_threadsafe(self._on_message, msg)
+        except RuntimeError:  # the event loop is closed: edged has stopped
+            return
 
     def _on_message(self, msg: tuple[Any, ...]) -> None:
         kind = msg[0]
@@ -238,30 +290,77 @@ class ProcessLlamaBackend:
         if self._closing:
             return
         self.crashes += 1
-        log.error("event=worker_died backend=%s %s in_flight=%d", self.name,
-                  self.last_exit.replace(" ", "_"), len(self._jobs))  # fmt: skip
+        delay = self._backoff.died(time.monotonic())
+        # Ready again in about the back-off plus a load; a queued request that has that long
+        # left waits for it, the others fail now (the pipeline may serve them elsewhere).
+        ready_at_s = time.monotonic() + delay + (self.start_s or 0.0)
+        kept = 0
         for job in self._jobs.values():
-            job.queue.put_nowait(BackendFailed(
-                f"the local model worker died ({self.last_exit})",
-                before_first_token=not job.got_text))  # fmt: skip
-        self._schedule_restart()
+            if job.waiting_restart:
+                kept += 1
+            elif (job.started_at_s is None and job.replays < MAX_REPLAYS
+                    and (job.deadline_at_s is None or ready_at_s < job.deadline_at_s)):  # fmt: skip
+                job.waiting_restart = True
+                kept += 1
+            else:
+                job.queue.put_nowait(BackendFailed(
+                    f"the local model worker died ({self.last_exit})",
+                    before_first_token=not job.got_text))  # fmt: skip
+        log.error("event=worker_died backend=%s %s in_flight=%d requeued=%d restart_in_s=%.1f",
+                  self.name, self.last_exit.replace(" ", "_"), len(self._jobs) - kept, kept,
+                  delay)  # fmt: skip
+        self._schedule_restart(delay)
 
-    def _schedule_restart(self) -> None:
+    def _schedule_restart(self, delay: float) -> None:
         if self._restart_task is not None and not self._restart_task.done():
+            # the new worker died before its restart task ended: that task schedules again
+            self._restart_pending_s = delay
             return
-        delay = RESTART_BACKOFF_S[min(self._restarts, len(RESTART_BACKOFF_S) - 1)]
-        self._restarts += 1
+        self.last_restart_delay_s = delay
 
         async def later() -> None:
             await asyncio.sleep(delay)
             try:
                 await self.start()
-                log.info("event=worker_restarted backend=%s after_s=%.1f", self.name, delay)
             except Exception as e:
                 log.error("event=worker_restart_failed backend=%s error=%r", self.name, str(e))
-                self._schedule_restart()
+                self._fail_waiting(f"the local model worker could not be restarted: {e}")
+                self._restart_pending_s = self._backoff.died(time.monotonic())
+            else:
+                log.info("event=worker_restarted backend=%s after_s=%.1f", self.name, delay)
+                self._replay()
+            self._restart_task = None
+            pending, self._restart_pending_s = self._restart_pending_s, None
+            if pending is not None and not self._closing:
+                self._schedule_restart(pending)
 
         self._restart_task = asyncio.create_task(later(), name=f"restart-{self.name}")
+
+    def _replay(self) -> None:
+        """Send the requests that were queued when the worker died to the new one, in order."""
+        conn = self._conn
+        if conn is None:  # the new worker died already: they wait for the next one
+            return
+        for job_id in sorted(self._jobs):
+            job = self._jobs[job_id]
+            if not job.waiting_restart:
+                continue
+            job.waiting_restart = False
+            job.replays += 1
+            try:
+                conn.send(("job", job_id, job.request))
+            except (OSError, ValueError):  # it is dying: the death path decides again
+                continue
+            job.conn = conn
+            self.replayed += 1
+            log.info("event=request_replayed backend=%s id=%s replays=%d", self.name,
+                     job.request.id, job.replays)  # fmt: skip
+
+    def _fail_waiting(self, why: str) -> None:
+        for job in self._jobs.values():
+            if job.waiting_restart:
+                job.waiting_restart = False
+                job.queue.put_nowait(BackendFailed(why, before_first_token=True))
 
     def healthy(self) -> bool:
         """The worker runs, has its model, and no job is stuck."""
@@ -296,6 +395,7 @@ class ProcessLlamaBackend:
         self._closing = True
         if self._restart_task is not None:
             self._restart_task.cancel()
+        self._fail_waiting("edged is stopping")
         proc, conn = self._proc, self._conn
         if conn is not None:
             with contextlib.suppress(OSError, ValueError):
@@ -316,13 +416,14 @@ class ProcessLlamaBackend:
                                 before_first_token=True)  # fmt: skip
         loop = asyncio.get_running_loop()
         job_id = next(self._ids)
-        job = _Job(loop, request.deadline_at_s)
+        job = _Job(loop, request)
         self._jobs[job_id] = job
         try:
             conn.send(("job", job_id, request))
         except (OSError, ValueError):
             self._jobs.pop(job_id, None)
             raise BackendFailed("the local model worker is gone", before_first_token=True) from None
+        job.conn = conn
         try:
             pending: Any = None
             while True:
@@ -346,6 +447,7 @@ class ProcessLlamaBackend:
                         return
         finally:
             self._jobs.pop(job_id, None)
-            if self._conn is conn:
+            sent = job.conn
+            if sent is not None and sent is self._conn:  # the worker it was sent to still runs
                 with contextlib.suppress(OSError, ValueError):
-                    conn.send(("cancel", job_id))
+                    sent.send(("cancel", job_id))

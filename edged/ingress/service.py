@@ -1,24 +1,35 @@
 """Ingress: takes request messages off the MQTT link, validates, admits, and serves them.
 
 Runs entirely on the event loop thread (the link calls :meth:`Ingress.on_message` from its
-read callback). A request's QoS 1 PUBACK is sent only once its final reply has been
-published, so a request that was in flight when edged died is redelivered by the broker.
+read callback). With an in-flight journal (the daemon has one), a QoS 1 request is
+acknowledged to the broker as soon as it is refused, or admitted and recorded in the journal,
+so the broker's flow control never waits on how long a request takes; a request in flight
+when edged died is found in the journal at the next start and served once (:meth:`resume`).
+Without a journal, or when the journal cannot be written, its PUBACK is sent once its final
+reply has been published, and the broker redelivers it instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
+import threading
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from edged.config import Config
 from edged.errors import BadRequest, Busy, EdgedError, ShuttingDown
+from edged.ingress import journal as journal_mod
 from edged.ingress import wire
+from edged.ingress.journal import Entry, Journal
 from edged.ingress.responder import Publisher, Responder
 from edged.mqtt.link import Incoming
 from edged.mqtt.topics import Topics
+from edged.store import RecordLog
 from edged.types import ReplyAddress, Request
 
 log = logging.getLogger("edged.ingress")
@@ -39,6 +50,7 @@ class Ingress:
         handler: Handler,
         *,
         answered_file: Path | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self._cfg = cfg
         self._topics = topics
@@ -56,6 +68,18 @@ class Ingress:
         if answered_file is not None:
             for rid in _read_answered(answered_file, cfg.ingress.dedupe_window):
                 self._remember(rid)
+        # Requests journalled and not answered when edged stopped; served by resume(). Their
+        # ids are remembered now, so that the broker's redelivery of one is not served too.
+        self._journal = journal
+        self._replay: list[Entry] = []
+        self._replay_answered: list[str] = []
+        if journal is not None:
+            for entry in journal.load():
+                if entry.id in self._recent:  # answered; its done record was not written
+                    self._replay_answered.append(entry.id)
+                else:
+                    self._replay.append(entry)
+                    self._remember(entry.id)
 
     @property
     def in_flight(self) -> int:
@@ -82,7 +106,7 @@ class Ingress:
             # edged is back.
             log.info("event=request_deferred reason=shutting_down mid=%d", msg.mid)
             return
-        done = self._ack(msg)
+        done = _once(self._ack(msg))
         if msg.retain:
             # Only a retained message the broker hands over at subscription time arrives with
             # the retain flag (MQTT v5, Retain As Published off): a stale copy that would be
@@ -133,9 +157,56 @@ class Ingress:
             return
         self._remember(req.id)
         self.counts["admitted"] += 1
+        journalled = self._journal is not None and msg.qos == 1
+        if journalled:
+            # acknowledged once on disk (serving starts now, without waiting for the fsync);
+            # if the write fails, only after the final reply (the broker redelivers instead)
+            assert self._journal is not None
+            record = journal_mod.request_record(req, time.monotonic(), time.time())
+            self._journal.admit_async(record).add_done_callback(
+                functools.partial(self._journalled, request_id=req.id, ack=done)
+            )
+        self._start(req, done, journalled)
+
+    def _start(self, req: Request, done: Callable[[], None], journalled: bool) -> None:
         responder = Responder(self._pub, req.id, req.reply, self._cfg.mqtt.reply_qos)
-        task = asyncio.create_task(self._serve(req, responder, done), name=f"request-{req.id}")
+        task = asyncio.create_task(
+            self._serve(req, responder, done, journalled), name=f"request-{req.id}"
+        )
         self._tasks[req.id] = task
+
+    def _journalled(self, fut: asyncio.Future[None], request_id: str,
+                    ack: Callable[[], None]) -> None:  # fmt: skip
+        err = None if fut.cancelled() else fut.exception()
+        if err is None and not fut.cancelled():
+            ack()
+            return
+        assert self._journal is not None
+        self._journal.failed_writes += 1
+        log.warning("event=journal_write_failed op=admit id=%s error=%r ack=after_final_reply",
+                    request_id, str(err))  # fmt: skip
+
+    def resume(self) -> None:
+        """Serve the requests the journal held at start (once; call on the event loop before
+        the link delivers requests). One whose deadline passed meanwhile ends as ``timeout``;
+        one older than ``mqtt.session_expiry_s`` (the broker would have dropped it by then)
+        is dropped with a log line."""
+        if self._journal is None:
+            return
+        for rid in self._replay_answered:
+            log.info("event=journal_entry_already_answered id=%s", rid)
+            self._journal.done_async(rid)
+        now_unix_s = time.time()
+        for entry in self._replay:
+            age_s = now_unix_s - entry.received_unix_s
+            if age_s > self._cfg.mqtt.session_expiry_s:
+                log.warning("event=journal_entry_expired id=%s age_s=%.0f", entry.id, age_s)
+                self._journal.done_async(entry.id)
+                continue
+            log.info("event=journal_replayed id=%s age_s=%.1f", entry.id, age_s)
+            self.counts["admitted"] += 1
+            self._start(entry.request(), lambda: None, True)
+        self._replay, self._replay_answered = [], []
 
     def _reject(self, request_id: str | None, reply: ReplyAddress | None, err: EdgedError) -> None:
         log.info(
@@ -146,7 +217,8 @@ class Ingress:
             return
         Responder(self._pub, request_id, reply, self._cfg.mqtt.reply_qos).error(err)
 
-    async def _serve(self, req: Request, responder: Responder, done: Callable[[], None]) -> None:
+    async def _serve(self, req: Request, responder: Responder, done: Callable[[], None],
+                     journalled: bool = False) -> None:  # fmt: skip
         try:
             await self._handler(req, responder)
         except asyncio.CancelledError:
@@ -161,40 +233,77 @@ class Ingress:
                 )  # fmt: skip
             if responder.final is None:  # a handler bug; the rule is one final reply
                 log.error("event=no_final_reply id=%s", req.id)
+            if journalled and self._journal is not None:
+                self._journal.done_async(req.id)
             done()
 
     async def drain(self, grace_s: float) -> None:
         """Stop admitting; wait up to ``grace_s`` for requests in flight, then end them."""
         self.closing = True
         tasks = list(self._tasks.values())
-        if not tasks:
-            return
-        log.info("event=draining in_flight=%d grace_s=%.1f", len(tasks), grace_s)
-        _, pending = await asyncio.wait(tasks, timeout=grace_s)
-        for t in pending:
-            t.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=5.0)
+        if tasks:
+            log.info("event=draining in_flight=%d grace_s=%.1f", len(tasks), grace_s)
+            _, pending = await asyncio.wait(tasks, timeout=grace_s)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5.0)
+        if self._journal is not None:
+            await self._journal.close()  # every done record on disk
+
+
+def _once(fn: Callable[[], None]) -> Callable[[], None]:
+    """``fn`` that runs at most once: a PUBACK sent early (journalled) is never sent again
+    when the request ends, when the broker may have given its packet id to a new message."""
+    called = False
+
+    def run() -> None:
+        nonlocal called
+        if not called:
+            called = True
+            fn()
+
+    return run
+
+
+def _answered_log(path: Path, keep: int) -> RecordLog:
+    """The one RecordLog for ``path`` in this process (so appends from executor threads are
+    serialised by its lock), keeping ``keep`` ids (at least 1, whatever the settings)."""
+    key = os.path.abspath(path)
+    with _answered_logs_lock:
+        store = _answered_logs.get(key)
+        if store is None:
+            store = _answered_logs[key] = RecordLog(path, keep, legacy=_legacy_answered_id)
+    if store.keep != max(1, keep):
+        store.keep = keep
+    return store
+
+
+def _legacy_answered_id(line: bytes) -> tuple[bool, str | None]:
+    """A line of the plain format before checksums: one id, nothing else."""
+    try:
+        text = line.decode("ascii")
+    except UnicodeDecodeError:
+        return False, None
+    return (True, text) if wire.ID_RE.fullmatch(text) else (False, None)
 
 
 def _read_answered(path: Path, keep: int) -> list[str]:
-    try:
-        lines = path.read_text().split()
-    except OSError:
-        return []
-    return lines[-keep:] if keep else []
+    """The newest ``keep`` answered ids (oldest first). Damage (invalid UTF-8, a NUL-filled
+    tail, an id cut in half, garbage) is skipped, counted and logged, and the file rewritten
+    clean; never raises. Reads the old plain-line format too."""
+    ids = [v for v in _answered_log(path, keep).load() if isinstance(v, str)]
+    return ids[-keep:] if keep else []
 
 
 def _append_answered(path: Path, request_id: str, keep: int) -> None:
-    """Append one id; rewrite the file at twice the window so it stays small."""
+    """Append one id (fsynced, serialised with every other append to ``path``); the file is
+    compacted to the newest ``keep`` ids (at least 1) at twice that. Logs, never raises."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as f:
-            f.write(request_id + "\n")
-        if keep and path.stat().st_size > keep * 2 * 40:
-            ids = _read_answered(path, keep)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text("".join(i + "\n" for i in ids))
-            tmp.replace(path)
+        _answered_log(path, keep).append(request_id)
     except OSError as e:
         log.warning("event=answered_ids_write_failed error=%r", str(e))
+
+
+_answered_logs: dict[str, RecordLog] = {}
+_answered_logs_lock = threading.Lock()

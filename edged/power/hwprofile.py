@@ -395,6 +395,28 @@ def source_kind(cfg: PowerConfig, profile: HwProfile | None) -> str:
     return profile.power.source if profile is not None else "null"
 
 
+def unavailable_reason(cfg: PowerConfig, profile: HwProfile | None, error: BaseException) -> str:
+    """``power.reason`` when the power source could not be built (or the profile chosen).
+
+    It says whether a source was configured: with ``power.source = "auto"`` none was, and a
+    source the detected board profile suggests that fails is reported as such, not as a
+    configured source that failed.
+    """
+    if cfg.source != "auto":
+        return f"power source {cfg.source} failed: {error}"
+    if profile is None:
+        if cfg.profile != "auto":
+            return f"board profile {cfg.profile} unusable: {error}"
+        return f"no power source configured (board detection failed: {error})"
+    kind = profile.power.source
+    if cfg.profile != "auto":
+        return f"power source {kind} of board profile {profile.name} failed: {error}"
+    return (
+        f"no power source configured (the detected board profile {profile.name} "
+        f"suggests {kind}, which failed: {error})"
+    )
+
+
 def sample_hz(cfg: PowerConfig, profile: HwProfile | None, source: PowerSource) -> float:
     """The rate to sample at, Hz: the lowest of the config's, the profile's and the source's."""
     rates = [cfg.sample_hz, source.max_rate_hz]

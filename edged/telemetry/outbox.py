@@ -102,6 +102,20 @@ class Outbox:
     def _live(self) -> bool:
         return self.link.connected.is_set() and not self._draining and self.spool.pending == 0
 
+    async def wait_live(self, timeout_s: float) -> bool:
+        """Wait until :meth:`send` would publish at once (the link connected, nothing in the
+        spool, no drain running), at most ``timeout_s``; True when it would. For the first
+        record after a start, which would otherwise often be composed while a backlog left
+        from before drains, and be queued behind it as historical."""
+        await self.spool.open()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not self._live():  # the drain's end has no event; poll (once, at start)
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
     async def send(self, topic: str, record: Mapping[str, Any]) -> None:
         """Publish ``record`` on ``topic`` now, or spool it behind what waits already.
 

@@ -8,18 +8,17 @@ broker is away and replays in order with ``historical: true``.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
-import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 from edged.energy.meter import integrate
 from edged.energy.sampler import Sampler
 from edged.errors import EdgedError
+from edged.store import StateDoc
 from edged.types import Request, Result
 
 log = logging.getLogger("edged.telemetry")
@@ -42,31 +41,33 @@ class EnergyCounter:
         self.path = path
         self.total_j = 0.0
         self.reason: str | None = None
-        try:
-            data = json.loads(path.read_text())
-            self.total_j = max(0.0, float(data["total_j"]))
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            self.reason = f"counter file unreadable, restarted from 0: {e}"
-            log.warning("event=energy_counter_reset path=%s error=%r", path, str(e))
+        self._doc = StateDoc(path)
+        data = self._doc.read()  # never raises; reads the format before checksums too
+        why = self._doc.damage
+        if data is not None:
+            value = data.get("total_j")
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if math.isfinite(value) and value >= 0:
+                    self.total_j = float(value)
+                else:
+                    why = f"total_j is {value!r}"
+            else:
+                why = "no number total_j"
+        if why is not None:
+            self.reason = f"counter file unreadable, restarted from 0: {why}"
+            log.warning("event=energy_counter_reset path=%s error=%r", path, why)
 
     def add(self, joules: float) -> None:
         """Add energy (negative amounts are ignored: the counter never goes backwards)."""
-        if joules > 0:
+        if joules > 0 and math.isfinite(joules):
             self.total_j += joules
 
     def save(self) -> None:
-        """Write atomically (temp file, fsync, rename); errors are logged, not raised."""
+        """Write atomically (checksummed, unique temp file, fsync, rename); errors are logged,
+        not raised."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            with open(tmp, "w") as f:
-                json.dump({"total_j": self.total_j, "saved_unix_s": time.time()}, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except OSError as e:
+            self._doc.write({"total_j": self.total_j, "saved_unix_s": time.time()})
+        except (OSError, ValueError) as e:
             log.warning("event=energy_counter_save_failed error=%r", str(e))
 
 
@@ -191,7 +192,10 @@ class Reporter:
 
     def _energy(self, idle_w: float | None) -> dict[str, Any]:
         if self.sampler is None or self.sampler.source.name == "null":
-            return {"total_j": None, "idle_w": None, "reason": "no power source configured"}
+            # the null source's own reason: none configured, or why the one chosen failed
+            why = getattr(self.sampler.source, "reason", None) if self.sampler else None
+            reason = why if isinstance(why, str) and why else "no power source configured"
+            return {"total_j": None, "idle_w": None, "reason": reason}
         return {
             # floored to the mJ: a report never shows more than was counted, so the
             # reported series never goes backwards, even across restarts
@@ -249,7 +253,23 @@ class Reporter:
         }
 
     async def run(self) -> None:
-        """Publish a snapshot every ``interval_s`` and save the energy counter."""
+        """Publish a snapshot every ``interval_s`` and save the energy counter.
+
+        The first snapshot waits (at most one interval) until the sender would publish it
+        at once, when the sender can tell (the outbox's ``wait_live``): the link connected
+        and a backlog left from before the start drained. Otherwise the first record of
+        every start could be composed just before that and go out late, as historical.
+        """
+        wait_live: Callable[[float], Awaitable[bool]] | None = getattr(
+            self.sender, "wait_live", None
+        )
+        if wait_live is not None:
+            try:
+                await wait_live(self.interval_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("event=telemetry_wait_live_failed")
         while True:
             try:
                 record = self.snapshot()

@@ -2,15 +2,33 @@
 
 Layout under ``path``::
 
-    seg-00000001.jsonl   one JSON object per line, oldest segment first
+    seg-00000001.jsonl   one checksummed JSON record per line, oldest segment first
     seg-00000002.jsonl   the active segment: appended to, rotated at ``segment_bytes``
-    state.json           {"acked_seq", "last_seq", "dropped"}, replaced atomically
+    state.json           {"acked_seq", "last_seq", "dropped", "next_index"} (a StateDoc)
+    state.backup.json    the same, written just after state.json
 
 Each record gets a ``seq`` at append, one more than the last (it survives restarts), so
 whoever receives a record twice can tell. Appends only ever add a line at the end of the
 active segment; a process that dies mid-write leaves at most one torn last line, which
 reading skips (and counts in ``corrupt``). A new process never appends to an old segment:
 it starts a new one, so a torn tail can never swallow the next record.
+
+Integrity: every line carries a CRC-32 of its JSON (:func:`edged.store.encode_line`). A
+line that fails it (a changed digit, a bad sector, garbage, NULs) is skipped and counted in
+``corrupt``; a segment with no intact record left is deleted at start. Lines of the format
+before checksums (plain JSON) are still read, but nothing proves them intact, so one whose
+``seq`` does not fit between its neighbours' is skipped as corrupt too: a changed digit can
+never make replay skip the intact records after it.
+
+Sequence numbers never go back. At start the next ``seq`` is one more than the largest of
+``last_seq`` in either state copy and the ``seq`` of every intact record in every segment.
+The two state copies are written one after the other, each atomically, so damage to one
+loses nothing. If a state file exists but neither copy is intact, the last number is
+unknown (after a full drain the segments are gone): numbering then resumes at the wall clock
+in milliseconds (when that is higher), which is above any number this spool can have used
+unless the clock is wrong (a board without a real-time clock that booted in 1970). A
+consumer then sees a gap, never a reused number; the event is logged as
+``spool_state_damaged``.
 
 Delivery is at-least-once: :meth:`Spool.replay` yields what is not yet committed, oldest
 first, and only :meth:`Spool.commit` forgets records (deleting segments that are wholly
@@ -31,12 +49,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
+import time
 from collections.abc import AsyncGenerator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +62,15 @@ import aiofiles
 import aiofiles.os
 from aiofiles.threadpool.binary import AsyncFileIO
 
+from edged.store import StateDoc, decode_checked, encode_line
+
 log = logging.getLogger("edged.telemetry")
 
 SEGMENT_BYTES = 1 << 20
 STATE_FILE = "state.json"
+STATE_BACKUP = "state.backup.json"
+#: how far ahead an unchecked (legacy) line's neighbour is looked for
+_LOOKAHEAD = 16
 _SEGMENT_RE = re.compile(r"^seg-(\d{8,})\.jsonl$")
 _READ_CHUNK = 64 * 1024
 
@@ -62,6 +85,7 @@ class _Segment:
     last_seq: int = 0
     acked: int = 0  # records in it with seq <= acked_seq
     gone: bool = False  # deleted (committed or dropped); a running replay skips the rest
+    skip: set[int] = field(default_factory=set)  # offsets of intact lines out of order
 
     def ack_upto(self, seq: int) -> None:
         if self.count == 0 or seq < self.first_seq:
@@ -74,21 +98,20 @@ class _Segment:
 
 
 def _encode(record: Mapping[str, Any]) -> bytes:
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    """One checksummed line, newline included."""
+    return encode_line(record)
 
 
-def _decode(line: bytes) -> dict[str, Any] | None:
-    """A stored record, or None for a line that is torn or not ours."""
-    try:
-        rec = json.loads(line)
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError
-        return None
-    if not isinstance(rec, dict):
-        return None
+def _decode(line: bytes) -> tuple[dict[str, Any] | None, bool]:
+    """``(record, checked)``: a stored record (None for a line that is torn, damaged or not
+    ours), and whether its checksum proved it intact (False for the old plain format)."""
+    ok, rec, checked = decode_checked(line)
+    if not ok or not isinstance(rec, dict):
+        return None, False
     seq = rec.get("seq")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq <= 0:
-        return None
-    return rec
+        return None, False
+    return rec, checked
 
 
 class Spool:
@@ -119,6 +142,9 @@ class Spool:
         self._state_failing = False
         self._replaying = False
         self._replayed_seq = 0
+        self._state = StateDoc(self.path / STATE_FILE)
+        self._backup = StateDoc(self.path / STATE_BACKUP)
+        self._state_next_index = 0
 
     # --- numbers ---------------------------------------------------------------------------------
 
@@ -157,65 +183,104 @@ class Spool:
         async with self._lock:
             if self._opened:
                 return
-            self._opened = True
             try:
-                await aiofiles.os.makedirs(self.path, exist_ok=True)
-                names = await aiofiles.os.listdir(self.path)
-            except OSError as e:
-                # appends will fail (and be counted) until the directory can be written
-                log.error("event=spool_open_failed path=%s error=%r", self.path, str(e))
-                return
-            last_seq = await self._read_state()
-            found: list[_Segment] = []
-            for name in names:
-                m = _SEGMENT_RE.match(name)
-                if m is not None:
-                    found.append(_Segment(int(m.group(1)), self.path / name))
-            found.sort(key=lambda s: s.index)
-            for seg in found:
-                try:
-                    await self._scan(seg)
-                except OSError as e:
-                    log.error("event=spool_segment_unreadable path=%s error=%r", seg.path, str(e))
-                    continue
-                last_seq = max(last_seq, seg.last_seq)
-                if seg.count == seg.acked:  # empty or wholly committed: not needed
-                    await self._remove(seg)
-                else:
-                    self._segments.append(seg)
-            self._next_seq = last_seq + 1
-            if found:
-                self._next_index = found[-1].index + 1
-            if self._segments or self.corrupt:
-                log.info(
-                    "event=spool_recovered path=%s pending=%d bytes=%d next_seq=%d dropped=%d "
-                    "corrupt=%d",
-                    self.path,
-                    self.pending,
-                    self.pending_bytes,
-                    self._next_seq,
-                    self._dropped,
-                    self.corrupt,
-                )
+                await self._recover()
+            finally:
+                # only now: until the recovery is done, ``pending`` would read 0 (and the
+                # outbox would publish live ahead of the backlog)
+                self._opened = True
 
-    async def _read_state(self) -> int:
-        """Load ``state.json``; returns the last seq it records (0 when there is none)."""
+    async def _recover(self) -> None:
+        """Read the segments and the state file (open() holds the lock)."""
         try:
-            async with aiofiles.open(self.path / STATE_FILE, "rb") as f:
-                state = json.loads(await f.read())
-            acked = int(state.get("acked_seq", 0))
-            last = int(state.get("last_seq", 0))
-            dropped = int(state.get("dropped", 0))
-        except FileNotFoundError:
-            return 0
-        except (OSError, ValueError, TypeError, AttributeError) as e:
-            log.error("event=spool_state_unreadable path=%s error=%r", self.path, str(e))
-            return 0
-        self._acked_seq = max(0, acked)
-        self._dropped = max(0, dropped)
-        return max(0, last, acked)
+            await aiofiles.os.makedirs(self.path, exist_ok=True)
+            names = await aiofiles.os.listdir(self.path)
+        except OSError as e:
+            # appends will fail (and be counted) until the directory can be written
+            log.error("event=spool_open_failed path=%s error=%r", self.path, str(e))
+            return
+        last_seq, repair, lost = await self._read_state()
+        found: list[_Segment] = []
+        for name in names:
+            m = _SEGMENT_RE.match(name)
+            if m is not None:
+                found.append(_Segment(int(m.group(1)), self.path / name))
+        found.sort(key=lambda s: s.index)
+        scanned: list[tuple[_Segment, list[tuple[int, int, bool]]]] = []
+        for seg in found:
+            try:
+                scanned.append((seg, await self._scan(seg)))
+            except OSError as e:
+                log.error("event=spool_segment_unreadable path=%s error=%r", seg.path, str(e))
+        self._count_in_order(scanned)
+        for seg, _ in scanned:
+            last_seq = max(last_seq, seg.last_seq)
+            if seg.count == seg.acked:  # empty, wholly committed or all corrupt
+                await self._remove(seg)
+            else:
+                self._segments.append(seg)
+        if lost:
+            floor = int(time.time() * 1000)
+            log.error(
+                "event=spool_state_damaged path=%s last_seq_found=%d resume_at=%d",
+                self.path,
+                last_seq,
+                max(last_seq + 1, floor),
+            )
+            last_seq = max(last_seq, floor - 1)
+        self._next_seq = last_seq + 1
+        self._next_index = max(self._state_next_index, found[-1].index + 1 if found else 1)
+        if repair:
+            await self._save_state()  # rewrite the damaged copy (and the high-water mark)
+        if self._segments or self.corrupt:
+            log.info(
+                "event=spool_recovered path=%s pending=%d bytes=%d next_seq=%d dropped=%d "
+                "corrupt=%d",
+                self.path,
+                self.pending,
+                self.pending_bytes,
+                self._next_seq,
+                self._dropped,
+                self.corrupt,
+            )
 
-    async def _scan(self, seg: _Segment) -> None:
+    async def _read_state(self) -> tuple[int, bool, bool]:
+        """Load both state copies (the newest values of each field win); returns ``(last
+        seq, repair, lost)``: ``repair`` when a copy exists but is damaged, ``lost`` when
+        no copy is intact although one exists (the high-water mark is unknown)."""
+        loop = asyncio.get_running_loop()
+        last = acked = dropped = index = 0
+        intact = damaged = 0
+        for doc in (self._state, self._backup):
+            state = await loop.run_in_executor(None, doc.read)
+            if state is None:
+                if doc.damage is not None:
+                    damaged += 1
+                    log.error(
+                        "event=spool_state_unreadable path=%s reason=%r", doc.path, doc.damage
+                    )
+                continue
+            try:
+                values = [
+                    int(state.get(k, 0)) for k in ("acked_seq", "last_seq", "dropped", "next_index")
+                ]
+            except (ValueError, TypeError, OverflowError) as e:
+                damaged += 1
+                log.error("event=spool_state_unreadable path=%s reason=%r", doc.path, str(e))
+                continue
+            intact += 1
+            acked = max(acked, values[0])
+            last = max(last, values[1])
+            dropped = max(dropped, values[2])
+            index = max(index, values[3])
+        self._acked_seq = acked
+        self._dropped = dropped
+        self._state_next_index = index
+        return max(last, acked), damaged > 0, damaged > 0 and intact == 0
+
+    async def _scan(self, seg: _Segment) -> list[tuple[int, int, bool]]:
+        """Read one segment: ``(offset, seq, checked)`` of each record line; lines that are
+        torn or damaged are counted in ``corrupt``."""
         async with aiofiles.open(seg.path, "rb") as f:
             data = await f.read()
         seg.size = len(data)
@@ -223,16 +288,39 @@ class Spool:
         if lines.pop():  # no newline at the end: a write the process did not finish
             self.corrupt += 1
             log.warning("event=spool_torn_line path=%s", seg.path)
+        out: list[tuple[int, int, bool]] = []
+        offset = 0
+        damaged = 0
         for line in lines:
-            rec = _decode(line)
+            rec, checked = _decode(line)
             if rec is None:
+                damaged += 1
+            else:
+                out.append((offset, int(rec["seq"]), checked))
+            offset += len(line) + 1
+        if damaged:
+            self.corrupt += damaged
+            log.warning("event=spool_corrupt_lines path=%s lines=%d", seg.path, damaged)
+        return out
+
+    def _count_in_order(self, scanned: list[tuple[_Segment, list[tuple[int, int, bool]]]]) -> None:
+        """Accept the records whose seq rises, oldest segment first: a record at or below
+        the one before it, or an unchecked (old-format) one at or above the next record that
+        fits, is skipped (``skip``) and counted in ``corrupt``."""
+        flat = [(seg, off, seq, ok) for seg, entries in scanned for off, seq, ok in entries]
+        prev = 0
+        for k, (seg, off, seq, checked) in enumerate(flat):
+            nxt = next((e[2] for e in flat[k + 1 : k + 1 + _LOOKAHEAD] if e[2] > prev), None)
+            if seq <= prev or (not checked and nxt is not None and seq >= nxt):
+                seg.skip.add(off)
                 self.corrupt += 1
+                log.warning("event=spool_record_out_of_order path=%s seq=%d", seg.path, seq)
                 continue
-            seq = int(rec["seq"])
+            prev = seq
             seg.count += 1
             if not seg.first_seq:
                 seg.first_seq = seq
-            seg.last_seq = max(seg.last_seq, seq)
+            seg.last_seq = seq
             if seq <= self._acked_seq:
                 seg.acked += 1
 
@@ -249,7 +337,7 @@ class Spool:
         async with self._lock:
             seq = self._next_seq
             body = {k: v for k, v in record.items() if k != "seq"}
-            line = _encode({"seq": seq, **body}) + b"\n"
+            line = _encode({"seq": seq, **body})
             if len(line) > self.max_bytes:
                 self._dropped += 1
                 log.warning("event=spool_record_too_large bytes=%d", len(line))
@@ -361,17 +449,18 @@ class Spool:
             log.error("event=spool_remove_failed path=%s error=%r", seg.path, str(e))
 
     async def _save_state(self) -> bool:
-        """Replace ``state.json`` (write, fsync, rename); False, logged once per episode,
-        when the disk refuses."""
-        state = {"acked_seq": self._acked_seq, "last_seq": self.last_seq, "dropped": self._dropped}
-        final = self.path / STATE_FILE
-        tmp = self.path / (STATE_FILE + ".tmp")
+        """Replace both state copies (each: unique temporary, fsync, rename); False, logged
+        once per episode, when the disk refuses."""
+        state = {
+            "acked_seq": self._acked_seq,
+            "last_seq": self.last_seq,
+            "dropped": self._dropped,
+            "next_index": self._next_index,
+        }
+        loop = asyncio.get_running_loop()
         try:
-            async with aiofiles.open(tmp, "wb") as f:
-                await f.write(_encode(state) + b"\n")
-                await f.flush()
-                await asyncio.get_running_loop().run_in_executor(None, os.fsync, f.fileno())
-            await aiofiles.os.replace(tmp, final)
+            for doc in (self._state, self._backup):  # one after the other: one is always whole
+                await loop.run_in_executor(None, doc.write, state)
         except OSError as e:
             if not self._state_failing:
                 self._state_failing = True
@@ -418,8 +507,9 @@ class Spool:
                             buf += chunk
                             *lines, buf = buf.split(b"\n")
                             for line in lines:
+                                start = offset
                                 offset += len(line) + 1
-                                rec = _decode(line)
+                                rec = None if start in seg.skip else _decode(line)[0]
                                 if rec is None or rec["seq"] <= pos:
                                     continue
                                 pos = self._replayed_seq = int(rec["seq"])

@@ -1,6 +1,6 @@
 """The broker restarted (SIGTERM) or killed (SIGKILL) while edged streams an answer (issue 7):
 edged reconnects with jittered back-off and resumes its session, every request gets exactly
-one final reply, and a request the broker delivers again is not served twice.
+one final reply, and a request is never served twice.
 
 Each test runs its own Mosquitto (it stops it) and its own daemon with the fake backend,
 one chunk every 0.2 s, so a request streams for seconds. The client is a real one: a
@@ -8,11 +8,13 @@ persistent session (clean_start False, session expiry 300 s), and after the
 broker is back it reconnects and subscribes again by itself.
 
 What is asserted is what docs/protocol.md promises ("Replies", "Delivery semantics"):
-exactly one `result` per request, whose `text` is the whole answer, and a QoS 1
-redelivery (DUP) dropped, not served. Chunks are QoS 1 but nothing promises them across a
-broker outage: those published while it is down may be lost (a SIGKILL loses the client's
-session, and a chunk resent before the client has subscribed again reaches nobody), and
-one whose PUBACK was lost is resent, so it can arrive twice. Chunks are therefore only
+exactly one `result` per request, whose `text` is the whole answer. edged acknowledges a
+request to the broker once it is in its in-flight journal (issue 12), so the broker holds
+nothing of edged's to deliver again after an outage: no redelivery is seen (nor served).
+Chunks are QoS 1 but nothing promises them across a broker outage: those published while
+it is down may be lost (a SIGKILL loses the client's session, and a chunk resent before the
+client has subscribed again reaches nobody), and one whose PUBACK was lost is resent, so it
+can arrive twice. Chunks are therefore only
 checked to be the answer's piece at their `seq`. How often a request was served is read
 from the daemon itself: its telemetry counts admitted requests and dropped duplicates, and
 its log names each redelivery it ignored.
@@ -39,6 +41,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from edged.store import decode_line
 from tests.helpers import Broker, Daemon
 
 pytestmark = pytest.mark.integration
@@ -188,22 +191,27 @@ def redeliveries_ignored(d: Daemon, rid: str) -> int:
     return sum(1 for line in events(d, "redelivery_ignored") if f"id={rid}" in line.split())
 
 
-def saved(broker: Broker, rid: str) -> bool:
-    """Whether the broker's persistence file holds the request ``rid`` (payloads are raw)."""
+def saved(broker: Broker, text: str) -> bool:
+    """Whether the broker's persistence file holds ``text`` (payloads and client ids are
+    raw): ``'"id": "<rid>"'`` for a request, ``edged-<device_id>`` for edged's session."""
     db = broker.state_dir / "mosquitto.db"
-    return db.exists() and f'"id": "{rid}"'.encode() in db.read_bytes()
+    return db.exists() and text.encode() in db.read_bytes()
+
+
+def request_saved(broker: Broker, rid: str) -> bool:
+    return saved(broker, f'"id": "{rid}"')
 
 
 def answered_on_device(d: Daemon, rid: str) -> bool:
     """Whether edged has sent ``rid``'s final reply (it then writes the id to disk)."""
     path = d.log_path.parent / f"state-{d.device_id}" / "answered-ids.txt"
-    return path.exists() and rid in path.read_text().split()
+    return path.exists() and rid in [decode_line(x)[1] for x in path.read_bytes().splitlines()]
 
 
 def outage(broker: Broker, d: Daemon, sig: int, *, save_first: str | None = None,
            while_down: Callable[[], object] | None = None) -> int:  # fmt: skip
     """Take the broker down with ``sig`` (after making it save its state to disk with
-    SIGUSR1, waiting until the request ``save_first`` is in the file), wait until edged has
+    SIGUSR1, waiting until ``save_first`` is in the file), wait until edged has
     noticed and failed to reconnect at least once (and ``while_down`` holds), start it again
     on the same port and state. Returns the log offset from before the outage."""
     assert broker.proc is not None
@@ -275,8 +283,8 @@ def serves_another(client: SessionClient, d: Daemon, rid: str) -> None:
 
 def test_broker_restarted_gracefully_mid_stream(tmp_path: Path) -> None:
     """SIGTERM: Mosquitto saves its state and both sessions survive. The chunks published
-    while it was down are resent by edged's paho; the request edged had not acknowledged
-    yet is delivered again (DUP) and dropped, since it is still being served."""
+    while it was down are resent by edged's paho; the request, acknowledged once journalled,
+    is not delivered again."""
     with rig(tmp_path) as (broker, d, client):
         rid = "term-1"
         client.request(d.device_id, rid, PIECES)
@@ -286,18 +294,18 @@ def test_broker_restarted_gracefully_mid_stream(tmp_path: Path) -> None:
         assert reconnected(d, mark)  # session_present=True: the session was resumed
         client.wait_subscribed(2)
         client.wait_for(lambda: client.finals(rid), 20, "the final reply", d.logs)
-        assert redeliveries_ignored(d, rid) == 1, d.logs()
+        assert redeliveries_ignored(d, rid) == 0, d.logs()
         serves_another(client, d, "term-2")
         counts = served(client, d)
         check_answer(client, rid, PIECES)
-        assert counts["admitted"] == 2 and counts["duplicates"] == 1, counts
+        assert counts["admitted"] == 2 and counts["duplicates"] == 0, counts
         assert client.session_present[1:] == [True]  # the client's session was kept too
 
 
 def test_final_reply_made_while_the_broker_is_down_arrives_once(tmp_path: Path) -> None:
     """The answer finishes during the outage: its final reply waits in edged's paho and
-    goes out after the reconnect; the request, unacknowledged, is delivered again and is
-    dropped as already answered."""
+    goes out after the reconnect; the request, acknowledged once journalled, is not
+    delivered again."""
     with rig(tmp_path) as (broker, d, client):
         rid = "down-1"
         pieces = PIECES[:10]  # 2 s
@@ -310,22 +318,24 @@ def test_final_reply_made_while_the_broker_is_down_arrives_once(tmp_path: Path) 
         serves_another(client, d, "down-2")
         counts = served(client, d)
         check_answer(client, rid, pieces)
-        assert redeliveries_ignored(d, rid) == 1, d.logs()
-        assert counts["admitted"] == 2 and counts["duplicates"] == 1, counts
+        assert redeliveries_ignored(d, rid) == 0, d.logs()
+        assert counts["admitted"] == 2 and counts["duplicates"] == 0, counts
 
 
 @pytest.mark.parametrize("state", ["saved", "lost"])
 def test_broker_killed_mid_stream(tmp_path: Path, state: str) -> None:
     """SIGKILL. ``saved``: the broker wrote its state (SIGUSR1) while the request streamed,
-    so edged's session and the unacknowledged request come back: it is delivered again and
-    dropped. ``lost``: nothing was written, the broker comes back empty; edged starts a new
-    session and subscribes again, and nothing is delivered again. Either way one final
-    reply, one serving, and the daemon goes on serving."""
+    so edged's session comes back, without the request (acknowledged once journalled, it
+    is not in the file): nothing is delivered again. ``lost``: nothing was written, the
+    broker comes back empty; edged starts a new session and subscribes again. Either way
+    one final reply, one serving, and the daemon goes on serving."""
     with rig(tmp_path) as (broker, d, client):
         rid = f"kill-{state}"
         client.request(d.device_id, rid, PIECES)
         client.wait_for(lambda: len(client.chunks(rid)) >= 3, 10, "streaming", d.logs)
-        mark = outage(broker, d, signal.SIGKILL, save_first=rid if state == "saved" else None)
+        session = f"edged-{d.device_id}"
+        mark = outage(broker, d, signal.SIGKILL, save_first=session if state == "saved" else None)
+        assert not request_saved(broker, rid)  # acknowledged: the broker no longer holds it
         assert not answered_on_device(d, rid)
         session_present = reconnected(d, mark)
         assert session_present is (state == "saved")
@@ -337,14 +347,15 @@ def test_broker_killed_mid_stream(tmp_path: Path, state: str) -> None:
         counts = served(client, d)
         assert d.proc is not None and d.proc.poll() is None
         check_answer(client, rid, PIECES)
-        assert redeliveries_ignored(d, rid) == (1 if state == "saved" else 0), d.logs()
+        assert redeliveries_ignored(d, rid) == 0, d.logs()
         assert counts["admitted"] == 2, counts  # served once, and the request after it
-        assert counts["duplicates"] == (1 if state == "saved" else 0), counts
+        assert counts["duplicates"] == 0, counts
 
 
 def test_broker_killed_with_three_requests_in_flight(tmp_path: Path) -> None:
-    """Three requests streaming when the broker, which had saved its state, is killed: all
-    three are delivered again and dropped; each gets one final reply with its whole text."""
+    """Three requests streaming when the broker, which had saved its state, is killed: none
+    is delivered again (each was acknowledged once journalled); each gets one final reply
+    with its whole text."""
     with rig(tmp_path) as (broker, d, client):
         rids = [f"many-{i}" for i in range(3)]
         answers = {rid: [f"{rid}/{p}" for p in PIECES[: 20 + 3 * i]]
@@ -353,7 +364,8 @@ def test_broker_killed_with_three_requests_in_flight(tmp_path: Path) -> None:
             client.request(d.device_id, rid, answers[rid])
         client.wait_for(lambda: all(len(client.chunks(r)) >= 2 for r in rids), 10,
                         "all three streaming", d.logs)  # fmt: skip
-        mark = outage(broker, d, signal.SIGKILL, save_first=rids[-1])
+        mark = outage(broker, d, signal.SIGKILL, save_first=f"edged-{d.device_id}")
+        assert not any(request_saved(broker, r) for r in rids)
         assert reconnected(d, mark)
         client.wait_subscribed(2)
         client.wait_for(lambda: all(client.finals(r) for r in rids), 20, "three final replies",
@@ -362,24 +374,25 @@ def test_broker_killed_with_three_requests_in_flight(tmp_path: Path) -> None:
         counts = served(client, d)
         for rid in rids:
             check_answer(client, rid, answers[rid])
-            assert redeliveries_ignored(d, rid) == 1, d.logs()
-        assert counts["admitted"] == 4 and counts["duplicates"] == 3, counts
+            assert redeliveries_ignored(d, rid) == 0, d.logs()
+        assert counts["admitted"] == 4 and counts["duplicates"] == 0, counts
         finals = Counter(b["id"] for b in client.messages if b.get("type") in ("result", "error"))
         assert finals == Counter({**{r: 1 for r in rids}, "many-after": 1})
 
 
-def test_request_of_the_new_session_is_acknowledged_only_after_its_final_reply(
+def test_request_of_the_new_session_is_acknowledged_once_by_itself_and_served_once(
     tmp_path: Path,
 ) -> None:
     """After a SIGKILL that lost the broker's state, edged starts a new session while the
     request of the old one (r1) still streams. The broker numbers the new session's
     messages from 1 again, so the next request (r2) gets the packet id r1 had. r1 ending
-    must not acknowledge r2: r2 is acknowledged only after its own final reply, so when
-    edged dies while serving r2 the broker delivers r2 again and it is answered.
+    must not acknowledge r2 (nor anything else): r1 was acknowledged once journalled, before
+    the outage, and is never acknowledged again; r2 is acknowledged once, when journalled.
+    When edged dies while serving r2, the journal has r2, and the restarted edged serves it.
 
     (Fails with the MqttLink of issue 7's time: ``acks.reset()`` on a new session does not
     retire the ``acks.done(mid)`` callbacks that requests of the old session still hold, so
-    r1's completion sends r2's PUBACK.)"""
+    r1's completion sends a PUBACK with r2's packet id.)"""
     with rig(tmp_path) as (broker, d, client):
         client.request(d.device_id, "r1", PIECES)
         client.wait_for(lambda: len(client.chunks("r1")) >= 3, 10, "r1 streaming", d.logs)
@@ -401,11 +414,12 @@ def test_request_of_the_new_session_is_acknowledged_only_after_its_final_reply(
         early_acks = [line for line in after_r2.splitlines()
                       if f"Received PUBACK from edged-{d.device_id} (Mid: 1," in line]  # fmt: skip
         d.start()
-        client.poll(lambda: client.finals("r2"), 20)  # r2 delivered again and served
+        client.poll(lambda: client.finals("r2"), 20)  # r2 served again, from the journal
         finals = client.finals("r2")
         assert [f["type"] for f in finals] == ["result"], (
-            f"r2 never got a final reply: edged acknowledged it before answering it "
-            f"(broker log after r2 was sent: {early_acks})\n{d.logs()[-4000:]}"
+            f"r2 never got a final reply (broker log after r2 was sent: {early_acks})\n"
+            f"{d.logs()[-4000:]}"
         )
         assert finals[0]["text"] == ANSWER
-        assert not early_acks, early_acks
+        assert len(early_acks) == 1, early_acks  # r2's own, once journalled; none from r1
+        assert len(events(d, "journal_replayed")) == 1, d.logs()

@@ -18,6 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 
 from edged.mqtt.link import props_for
+from edged.store import StateDoc
 from tests.helpers import Broker, Client, Daemon
 
 pytestmark = pytest.mark.integration
@@ -97,7 +98,8 @@ def test_energy_counter_survives_a_restart(make_daemon: Callable[..., Daemon], b
             totals.append(c.get(timeout_s=10).json()["energy"]["total_j"])
         assert totals == sorted(totals) and totals[-1] > 0
         assert d.stop() == 0
-        before = json.loads((tmp_path / f"state-{d.device_id}" / "energy.json").read_text())
+        before = StateDoc(tmp_path / f"state-{d.device_id}" / "energy.json").read()
+        assert before is not None
         d.start()
         after = []
         while len(after) < 2:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from edged.store import decode_line
 from tests.helpers import Broker, Client, Daemon, rss_mb
 
 pytestmark = pytest.mark.integration
@@ -155,8 +156,8 @@ def test_answered_then_killed_before_the_ack_is_not_served_twice(
         assert c.collect("once-1")[-1].json()["type"] == "result"
         time.sleep(0.3)  # the id reaches the disk
         d.stop(signal.SIGKILL)
-        answered = (d.log_path.parent / f"state-{d.device_id}" / "answered-ids.txt").read_text()
-        assert "once-1" in answered.split()
+        answered = (d.log_path.parent / f"state-{d.device_id}" / "answered-ids.txt").read_bytes()
+        assert "once-1" in [decode_line(line)[1] for line in answered.splitlines()]
         # redelivery of the same id (DUP set by the broker, or a client retrying) after start
         d.start()
         c.publish(f"edged/{d.device_id}/request", json.dumps({"id": "once-1", "prompt": "hi"}),

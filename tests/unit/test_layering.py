@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "edged"
-BASE = {"edged.types", "edged.errors", "edged.config", "edged.aio", "edged.logs"}
+BASE = {"edged.types", "edged.errors", "edged.config", "edged.aio", "edged.logs", "edged.store"}
 # stage package -> what else it may import from edged
 STAGES = {
     "guardian": BASE,

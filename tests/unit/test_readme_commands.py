@@ -3,13 +3,15 @@
 The commands are taken from the shell blocks (```sh, ```bash, ```shell, ```console, and
 ``$ ``-prompted lines of any block) and from inline code spans, and parsed with the real
 parser of ``edged/cli.py`` (parsed, never run). A shell block shows a whole command, so it
-must parse as it stands; an inline span may only name one (`edged ask`), so missing
+must parse as it stands. An inline span counts when it names one of edged's commands
+(prose also writes `edged <device_id>`); it may only name it (`edged ask`), so missing
 required arguments are filled with a placeholder, but whatever the span does show must
 parse. A pasted fragment such as ``edged doctor also bench/guardian.py# ...`` fails.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import re
@@ -156,6 +158,14 @@ def inline_spans(text: str) -> list[tuple[int, str]]:
     return out
 
 
+COMMANDS = {
+    name
+    for action in build_parser()._actions
+    if isinstance(action, argparse._SubParsersAction)
+    for name in action.choices
+}
+
+
 def commands_in(path: Path) -> list[Command]:
     """The ``edged`` commands a Markdown file shows."""
     text = path.read_text()
@@ -187,7 +197,10 @@ def commands_in(path: Path) -> list[Command]:
         except ValueError:  # not shell (an unbalanced quote in prose code)
             continue
         for argv in invocations:
-            cmds.append(Command(f"{rel}:{n}", tuple(argv), inline=True))
+            # prose also names things "edged ..." (`edged project`, the manufacturer in
+            # Home Assistant): a span is a command when it names one of edged's commands
+            if argv and argv[0] in COMMANDS:
+                cmds.append(Command(f"{rel}:{n}", tuple(argv), inline=True))
     return cmds
 
 

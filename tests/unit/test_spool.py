@@ -7,14 +7,16 @@ import errno
 import json
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
+from edged.store import StateDoc, encode_line
 from edged.telemetry import spool as spool_mod
-from edged.telemetry.spool import STATE_FILE, Spool
+from edged.telemetry.spool import STATE_BACKUP, STATE_FILE, Spool
 
 T = TypeVar("T")
 
@@ -171,7 +173,8 @@ def test_bound_drops_oldest_segments_and_counts_them_persistently(tmp_path: Path
     assert dropped + pending == 200
     # the newest survive, contiguous, in order; the oldest are the ones gone
     assert got == list(range(dropped, 200))
-    assert json.loads((tmp_path / STATE_FILE).read_text())["dropped"] == dropped
+    state = StateDoc(tmp_path / STATE_FILE).read()
+    assert state is not None and state["dropped"] == dropped
 
     async def second() -> tuple[int, int, list[int]]:
         s = Spool(tmp_path, 4096, segment_bytes=1024)
@@ -313,13 +316,18 @@ def test_unusable_directory_never_raises(tmp_path: Path) -> None:
 
 def test_a_state_file_that_cannot_be_read_is_not_fatal(tmp_path: Path) -> None:
     (tmp_path / STATE_FILE).write_text("{not json")
+    before_ms = int(time.time() * 1000)
 
     async def main() -> list[int]:
         s = Spool(tmp_path, 1 << 20)
         await s.append({"i": 0})
+        await s.append({"i": 1})
         return [r["seq"] for r in await drain(s)]
 
-    assert run(main) == [1]
+    got = run(main)
+    # the last number is unknown: numbering resumes above any it can have used, consecutive
+    assert got[0] >= before_ms
+    assert got == [got[0], got[0] + 1]
 
 
 def test_one_replay_at_a_time(tmp_path: Path) -> None:
@@ -334,3 +342,200 @@ def test_one_replay_at_a_time(tmp_path: Path) -> None:
         assert len(await drain(s)) == 1  # closed: another may start
 
     run(main)
+
+
+# --- integrity and sequence recovery (issue 12) ---------------------------------------------------
+
+
+def _life(path: Path, n: int, *, commit: bool, start: int = 0) -> list[int]:
+    async def main() -> list[int]:
+        s = Spool(path, 1 << 20, segment_bytes=1024)
+        for i in range(start, start + n):
+            assert await s.append({"i": i})
+        got = [r["seq"] for r in await drain(s)]
+        if commit:
+            await s.commit()
+        await s.close()
+        return got
+
+    return run(main)
+
+
+def _cut_in_half(p: Path) -> None:
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+
+
+def test_state_cut_in_half_after_a_full_drain_never_reuses_a_seq(tmp_path: Path) -> None:
+    assert _life(tmp_path, 40, commit=True) == list(range(1, 41))
+    assert segments(tmp_path) == []  # fully drained: only the state copies are left
+    _cut_in_half(tmp_path / STATE_FILE)
+    # the backup copy still holds the high-water mark: numbering simply continues
+    assert _life(tmp_path, 38, commit=True, start=40) == list(range(41, 79))
+    state = StateDoc(tmp_path / STATE_FILE).read()
+    assert state is not None and state["last_seq"] == 78  # and the damaged copy was rewritten
+
+
+def test_both_state_copies_damaged_after_a_full_drain_numbers_resume_above(
+    tmp_path: Path,
+) -> None:
+    assert _life(tmp_path, 40, commit=True) == list(range(1, 41))
+    _cut_in_half(tmp_path / STATE_FILE)
+    (tmp_path / STATE_BACKUP).write_bytes(b"\x00" * 64)
+    got = _life(tmp_path, 38, commit=False, start=40)
+    assert got[0] > 40  # never a number already delivered
+    assert got == list(range(got[0], got[0] + 38))
+    # and the new high-water mark was saved: a restart continues from it
+    assert _life(tmp_path, 1, commit=False, start=78) == [*got, got[-1] + 1]
+
+
+def test_state_damaged_with_segments_left_replays_them_and_continues_above(
+    tmp_path: Path,
+) -> None:
+    _life(tmp_path, 30, commit=False)
+    (tmp_path / STATE_FILE).write_bytes(b"\xff\xfe garbage")
+
+    async def main() -> tuple[list[int], list[int]]:
+        s = Spool(tmp_path, 1 << 20, segment_bytes=1024)
+        await s.open()
+        old = [r["i"] for r in await drain(s)]
+        await s.append({"i": "new"})
+        seqs = [r["seq"] for r in await drain(s)]
+        return old, seqs
+
+    old, seqs = run(main)
+    assert old == list(range(30))  # nothing intact is lost (replayed again: at least once)
+    assert seqs[:30] == list(range(1, 31))
+    assert seqs[30] > 30
+
+
+def test_a_record_with_a_changed_seq_digit_is_skipped_alone(tmp_path: Path) -> None:
+    _life(tmp_path, 100, commit=False)
+    changed = 0
+    for seg in segments(tmp_path):
+        data = seg.read_bytes()
+        if b'"seq":10,' in data:
+            seg.write_bytes(data.replace(b'"seq":10,', b'"seq":90,'))  # same length
+            changed += 1
+    assert changed == 1
+
+    async def main() -> tuple[list[int], int, int]:
+        s = Spool(tmp_path, 1 << 20, segment_bytes=1024)
+        await s.open()
+        return [r["seq"] for r in await drain(s)], s.corrupt, s.pending
+
+    got, corrupt, pending = run(main)
+    assert got == [q for q in range(1, 101) if q != 10]  # the 48+ after it are all there
+    assert corrupt == 1
+    assert pending == 99
+
+
+def test_old_format_segments_and_state_are_read_and_a_changed_seq_skips_only_itself(
+    tmp_path: Path,
+) -> None:
+    # written by edged before checksums: plain JSON lines, plain state.json
+    lines = [json.dumps({"seq": q, "i": q}, separators=(",", ":")) for q in range(1, 61)]
+    lines[4] = lines[4].replace('"seq":5,', '"seq":55,')  # one digit added: jumps ahead
+    lines[20] = lines[20].replace('"seq":21,', '"seq":2,')  # one digit lost: falls back
+    (tmp_path / "seg-00000007.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / STATE_FILE).write_text('{"acked_seq":0,"last_seq":0,"dropped":3}')
+
+    async def main() -> tuple[list[int], int, int, Spool]:
+        s = Spool(tmp_path, 1 << 20, segment_bytes=1024)
+        await s.open()
+        got = [r["i"] for r in await drain(s)]
+        await s.append({"i": "new"})
+        last = (await drain(s))[-1]["seq"]
+        return got, s.corrupt, last, s
+
+    got, corrupt, last, s = run(main)
+    assert got == [q for q in range(1, 61) if q not in (5, 21)]
+    assert corrupt == 2
+    assert last == 61  # numbering continues after the old records
+    assert s.dropped == 3  # the old state was kept
+    assert [p.name for p in segments(tmp_path)][-1] == "seg-00000008.jsonl"
+
+
+def test_a_segment_overwritten_with_garbage_is_deleted_and_counted(tmp_path: Path) -> None:
+    _life(tmp_path, 150, commit=False)
+    segs = segments(tmp_path)
+    assert len(segs) >= 3
+    victim = segs[1]
+    victim.write_bytes(os.urandom(victim.stat().st_size).replace(b"\n", b"#"))
+
+    async def main() -> tuple[list[int], int]:
+        s = Spool(tmp_path, 1 << 20, segment_bytes=1024)
+        await s.open()
+        return [r["i"] for r in await drain(s)], s.corrupt
+
+    got, corrupt = run(main)
+    assert corrupt >= 1  # counted (and put in telemetry as spool_corrupt by the app)
+    assert not victim.exists()
+    assert got == sorted(got) and len(got) < 150
+    assert got[0] == 0 and got[-1] == 149  # the segments around it are whole
+
+
+def test_lines_are_checksummed_on_disk(tmp_path: Path) -> None:
+    _life(tmp_path, 3, commit=False)
+    [seg] = segments(tmp_path)
+    lines = seg.read_bytes().splitlines(keepends=True)
+    assert lines == [encode_line({"seq": q, "i": q - 1}) for q in (1, 2, 3)]
+
+
+def test_sigkill_while_appending_and_committing_never_reuses_a_seq(tmp_path: Path) -> None:
+    import random
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    child = r"""
+import asyncio, sys
+from pathlib import Path
+from edged.telemetry.spool import Spool
+async def main():
+    s = Spool(Path(sys.argv[1]), 1 << 16, segment_bytes=2048)
+    await s.open()
+    print("ready", flush=True)
+    while True:
+        for _ in range(7):
+            await s.append({"pad": "p" * 50})
+        got = [r["seq"] async for r in s.replay()]
+        await s.commit()
+        print(got[-1], flush=True)
+asyncio.run(main())
+"""
+    root = Path(__file__).resolve().parents[2]
+    rng = random.Random(7)
+    newest = 0  # the highest seq reported committed
+    for _ in range(15):
+        p = subprocess.Popen(
+            [sys.executable, "-c", child, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(root)},
+            cwd=root,
+        )
+        assert p.stdout is not None
+        assert p.stdout.readline() == b"ready\n"
+        threading.Event().wait(rng.uniform(0.0, 0.1))
+        p.send_signal(signal.SIGKILL)
+        out = [int(x) for x in p.stdout.read().split()]
+        p.wait()
+        p.stdout.close()
+        if out:
+            assert out[0] > newest and out == sorted(out)
+            newest = out[-1]
+
+        async def check() -> list[int]:
+            s = Spool(tmp_path, 1 << 16, segment_bytes=2048)
+            await s.open()  # never raises
+            seqs = [r["seq"] async for r in s.replay()]
+            await s.append({"probe": True})
+            return [*seqs, s.last_seq]
+
+        seqs = run(check)
+        # what is still pending is above what was committed, in order, and the next number
+        # is above everything ever reported
+        assert seqs == sorted(set(seqs))
+        assert seqs[-1] > newest
+        newest = seqs[-1]  # the probe's number: the next life must go above it too

@@ -57,6 +57,7 @@ STATS: dict[str, Any] = {
     "spool_dropped": 0,
     "spool_pending": 0,
     "spool_failed_writes": 0,
+    "spool_corrupt": 0,
     "profile": "jetson-orin-nano",
     "alarms": ["cloud_breaker_open"],
 }
