@@ -499,9 +499,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-#: Words that make a setting secret (a word of its name, split at ``_``, ``-`` and ``.``);
-#: ``password`` and ``secret`` count anywhere in the name.
-_SECRET_WORDS = frozenset({"password", "passwd", "passphrase", "secret", "token", "key", "apikey"})
+#: Words that make a setting secret when its name ends with one (the name split into words
+#: at ``_``, ``-``, ``.`` and camelCase): ``password``, ``mqtt_password``, ``api_key``,
+#: ``private_key``, ``access_token``, ``client_secret``, ``credentials``. A name that only
+#: *mentions* one of them is not a secret: ``first_token_timeout_s`` is a time,
+#: ``key_file`` a path, ``max_tokens_limit`` a count.
+_SECRET_WORDS = frozenset(
+    {"password", "passwd", "passphrase", "secret", "token", "key", "apikey", "credentials"}
+)
 #: Suffixes of names that only *name* a secret (an environment variable, a systemd
 #: credential), which are not secrets themselves: ``password_env``, ``api_key_credential``.
 _SECRET_NAME_SUFFIXES = ("_env", "_credential")
@@ -509,19 +514,16 @@ MASK = "***"
 
 
 def is_secret_name(name: str) -> bool:
-    """Whether a setting called ``name`` holds a secret: ``mqtt.password``, ``api_key``,
-    ``access_token``; not ``password_env`` (names a variable), ``max_tokens_limit`` (a
-    count) nor ``local_j_per_token`` (a unit)."""
-    low = name.lower()
-    if low.endswith(_SECRET_NAME_SUFFIXES):
+    """Whether a setting called ``name`` holds a secret: its last word is a secret's
+    (``mqtt.password``, ``api_key``, ``access_token``, ``clientSecret``); not
+    ``password_env`` (names a variable), ``first_token_timeout_s`` (a time), ``key_file``
+    (a path) nor ``local_j_per_token`` (a unit)."""
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)  # clientSecret -> client_Secret
+    words = [w for w in re.split(r"[_.\-]+", spaced.lower()) if w]
+    if not words or "_".join(words).endswith(_SECRET_NAME_SUFFIXES):
         return False
-    if "password" in low or "secret" in low:
-        return True
-    words = re.split(r"[_.\-]+", low)
     # "local_j_per_token" is a unit, not a token
-    return any(
-        w in _SECRET_WORDS and (i == 0 or words[i - 1] != "per") for i, w in enumerate(words)
-    )
+    return words[-1] in _SECRET_WORDS and not (len(words) > 1 and words[-2] == "per")
 
 
 def mask_secrets(value: Any, name: str = "") -> Any:

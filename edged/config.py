@@ -103,6 +103,14 @@ class IngressConfig(_Model):
         8, ge=1, description="Requests admitted at once (running plus waiting); past it: busy."
     )
     max_tokens_default: int = Field(256, ge=1, description="max_tokens when a request has none.")
+    temperature_default: float = Field(
+        0.2,
+        ge=0.0,
+        le=2.0,
+        description="temperature when a request has none. 0.2: the default 135M model answers "
+        "simple factual questions right more often than at 0.7 (bench/temperature.py, "
+        "docs/benchmarks.md); a larger model may want more.",
+    )
     max_tokens_limit: int = Field(2048, ge=1, description="Largest max_tokens a request may ask.")
     max_messages: int = Field(64, ge=1, description="Most messages in one request.")
     dedupe_window: int = Field(

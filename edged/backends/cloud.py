@@ -560,7 +560,7 @@ class CloudBackend:
                 raise _BadStream("stream ended without a finish reason")
             if usage is None:
                 # The server sent no usage (llama.cpp's server does not): one token per piece;
-                # the prompt's size is unknown here, reported as 0.
+                # the prompt's size is unknown here: null (None), never 0.
                 usage = Usage(prompt_tokens=None, completion_tokens=deltas)
             yield Finished(_finish_reason(finish), usage)
 

@@ -13,7 +13,15 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edged.config import Config
 from edged.errors import BadRequest, EdgedError, TooLarge
@@ -40,13 +48,20 @@ class RequestBody(BaseModel):
     prompt: str | None = None
     messages: list[_Message] | None = None
     max_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)  # absent: the device's default
     stream: StrictBool = True
     route: Literal["auto", "local", "cloud"] = "auto"
     sensitivity: Literal["normal", "private"] = "normal"
     deadline_ms: int | None = Field(None, ge=1, le=MAX_DEADLINE_MS)
     reply_to: str | None = None
     policy: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+
+    @field_validator("temperature", mode="before")
+    @classmethod
+    def _temperature_not_null(cls, v: object) -> object:
+        if v is None:  # only a value that was sent reaches here: leave it out for the default
+            raise ValueError("Input should be a valid number, not null")
+        return v
 
     @model_validator(mode="after")
     def _prompt_xor_messages(self) -> RequestBody:
@@ -295,7 +310,9 @@ def parse_request(
         id=req_id,
         messages=messages,
         max_tokens=body.max_tokens or cfg.ingress.max_tokens_default,
-        temperature=body.temperature,
+        temperature=(
+            body.temperature if body.temperature is not None else cfg.ingress.temperature_default
+        ),
         stream=body.stream,
         route=body.route,
         sensitivity=body.sensitivity,

@@ -21,6 +21,16 @@ Reason codes (stable; they reach results and telemetry):
 ``budget_spent``   the daily cloud budget is used up
 ``no_cloud``       no cloud backend is configured
 ``local_down``     the local model is not available
+
+Added while serving, by the pipeline (``edged/pipeline.py``), when the chosen backend fails
+before its first token and the other one answers instead:
+
+``cloud_failed``   the cloud failed before its first token; the local model answered
+``local_failed``   the local model failed before its first token; the cloud answered
+
+:data:`REASONS` lists them all; ``tests/unit/test_reason_codes.py`` holds this docstring,
+docs/protocol.md, docs/routing.md and docs/schemas/result.schema.json to that list, and the
+code to it.
 """
 
 from __future__ import annotations
@@ -34,6 +44,30 @@ from edged.types import PowerState, RouteDecision
 
 LOCAL = "local"
 CLOUD = "cloud"
+
+#: The reason codes :func:`decide` gives, in the order of the list above.
+DECISION_REASONS = (
+    "private",
+    "hint",
+    "policy",
+    "deadline",
+    "queue_full",
+    "battery_low",
+    "charging",
+    "thermal",
+    "power_budget",
+    "energy",
+    "cloud_down",
+    "budget_spent",
+    "no_cloud",
+    "local_down",
+)
+#: Prefix of the semantic reasons: ``semantic:<route name>``.
+SEMANTIC_PREFIX = "semantic:"
+#: The reason codes the pipeline adds when it falls back to the other backend.
+FALLBACK_REASONS = ("cloud_failed", "local_failed")
+#: Every fixed reason code a route can carry (besides ``semantic:<name>``).
+REASONS = DECISION_REASONS + FALLBACK_REASONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,10 +195,14 @@ def decide(
     ):
         offload.append("energy")
     semantic_cloud = [
-        f"semantic:{n}" for n, (b, hit) in sorted(inp.semantic.items()) if hit and b == CLOUD
+        f"{SEMANTIC_PREFIX}{n}"
+        for n, (b, hit) in sorted(inp.semantic.items())
+        if hit and b == CLOUD
     ]
     semantic_local = [
-        f"semantic:{n}" for n, (b, hit) in sorted(inp.semantic.items()) if hit and b == LOCAL
+        f"{SEMANTIC_PREFIX}{n}"
+        for n, (b, hit) in sorted(inp.semantic.items())
+        if hit and b == LOCAL
     ]
     keep: list[str] = []
     if low and inp.power.charging is True and "battery_low" in on:

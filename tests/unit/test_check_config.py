@@ -42,6 +42,13 @@ def check_config(capsys: pytest.CaptureFixture[str], path: Path) -> tuple[int, s
         "token",
         "private_key",
         "Password",
+        "MQTT_PASSWORD",
+        "secret_key",
+        "passphrase",
+        "credentials",
+        "clientSecret",
+        "APIKey",
+        "auth.token",
     ],
 )
 def test_secret_names(name: str) -> None:
@@ -65,6 +72,16 @@ def test_secret_names(name: str) -> None:
         "top_k",
         "username",
         "host",
+        # a name that only mentions a secret's word is not one: a time, a path, a count
+        "first_token_timeout_s",
+        "key_file",
+        "cert_file",
+        "ca_file",
+        "token_limit",
+        "keys_dir",
+        "secret_rotation_days",
+        "passwordless",
+        "monkey",
     ],
 )
 def test_not_secret_names(name: str) -> None:
@@ -105,6 +122,11 @@ def test_prints_effective_settings_as_json(capsys: pytest.CaptureFixture[str]) -
     assert settings["mqtt"]["password_env"] == "EDGED_MQTT_PASSWORD"
     assert settings["ingress"]["max_tokens_limit"] == 2048
     assert "environment overrides applied: none" in err
+    # nothing in the shipped config is a secret (they come from the environment and
+    # systemd credentials): every setting is shown as it is
+    assert settings["cloud"]["first_token_timeout_s"] == 5.0
+    assert settings["mqtt"]["key_file"] is None
+    assert '"***"' not in out
 
 
 def test_lists_env_overrides_and_never_prints_secrets(
