@@ -17,6 +17,7 @@ import os
 import signal
 import ssl
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from edged.models import load_manifest, resolve
 from edged.mqtt.link import Incoming, MqttLink, Will
 from edged.mqtt.topics import Topics
 from edged.pipeline import Pipeline
+from edged.pipeline import Router as RouterStage
 from edged.power.base import PowerSource
 from edged.power.hwprofile import (
     build_source,
@@ -128,6 +130,25 @@ def status_payload(cfg: Config, state: str, **extra: object) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
+async def retire(
+    parts: tuple[Guardian, RouterStage],
+    users: list[asyncio.Task[None]],
+    current: Callable[[], tuple[Guardian, RouterStage]],
+) -> None:
+    """Close the guardian and router a reload replaced (their thread pools) once the
+    requests that started under them have finished; never one that is in use again
+    (``current``: what the pipeline holds now)."""
+    if users:
+        await asyncio.wait(users)
+    now = current()
+    closed = 0
+    for part in parts:
+        if all(part is not p for p in now):
+            part.close()
+            closed += 1
+    log.debug("event=retired closed=%d waited_for=%d", closed, len(users))
+
+
 class App:
     """The daemon: one instance per process."""
 
@@ -198,7 +219,7 @@ class App:
         self.problem: str | None = None  # set when something needs the service restarted
         self.notifier = systemd.Notifier(unset_environment=True)
         self.loop_lag = systemd.LoopLag()
-        self._background: set[asyncio.Future[bool]] = set()
+        self._background: set[asyncio.Future[Any]] = set()
 
     def _subscriptions(self, cfg: Config) -> tuple[tuple[str, int], ...]:
         subs = [(self.topics.request, 1)]
@@ -368,9 +389,7 @@ class App:
             version=__version__,
             expire_after_s=math.ceil(3 * tcfg.interval_s),
         )
-        task = asyncio.ensure_future(announcer.announce(self.link))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._spawn(announcer.announce(self.link))
 
     async def reload(self) -> bool:
         """SIGHUP: re-read the config; swap in new guardian rules and ingress limits.
@@ -386,13 +405,28 @@ class App:
         except Exception as e:
             log.error("event=reload_refused error=%r", str(e))
             return False
+        old = (self.pipeline.guardian, self.pipeline.router)
         router.adopt(self.pipeline.router)  # type: ignore[arg-type]
         self.pipeline.guardian = guardian
         self.pipeline.router = router
         self.ingress.reconfigure(cfg)
         self.cfg = cfg
+        self._spawn(
+            retire(
+                old,
+                self.ingress.in_flight_tasks(),
+                lambda: (self.pipeline.guardian, self.pipeline.router),
+            )
+        )
         log.info("event=reloaded guardian_packs=%d", len(cfg.guardian.packs))
         return True
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` as a task the app holds until it ends (the loop keeps only weak
+        references to tasks, so an unreferenced one can be collected mid-run)."""
+        task: asyncio.Future[Any] = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def stop(self) -> None:
         """Ask the daemon to shut down (signal handlers call this)."""
@@ -425,7 +459,7 @@ class App:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._on_sighup()))
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._on_sighup()))
         watchdog = asyncio.create_task(
             systemd.watchdog_loop(self.notifier, systemd.watchdog_interval_s(), self.liveness,
                                   lag=self.loop_lag), name="watchdog")  # fmt: skip

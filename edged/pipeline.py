@@ -53,6 +53,10 @@ class Router(Protocol):
         """Account for a finished request (cloud budget)."""
         ...
 
+    def close(self) -> None:
+        """Release its worker threads (after a reload replaced it)."""
+        ...
+
 
 Observer = Callable[[Request, "Result | None", "EdgedError | None"], None]
 """Told about every finished request (telemetry); must not block."""

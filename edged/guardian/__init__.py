@@ -31,6 +31,10 @@ class Guardian(Protocol):
         """What the guardian did to this request, for the result; None when it has no rules."""
         ...
 
+    def close(self) -> None:
+        """Release its worker threads (after a reload replaced it)."""
+        ...
+
 
 class PassGuardian:
     """No rules: lets everything through, and says so by reporting None."""
@@ -48,3 +52,6 @@ class PassGuardian:
     def report(self, verdict: Verdict) -> GuardianReport | None:
         """None: no rules are loaded."""
         return None
+
+    def close(self) -> None:
+        """Nothing to release."""

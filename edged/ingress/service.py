@@ -86,6 +86,10 @@ class Ingress:
         """Requests admitted and not yet finished."""
         return len(self._tasks)
 
+    def in_flight_tasks(self) -> list[asyncio.Task[None]]:
+        """The tasks of the requests admitted and not yet finished."""
+        return list(self._tasks.values())
+
     def reconfigure(self, cfg: Config) -> None:
         """Use new limits for requests that arrive from now on."""
         self._cfg = cfg

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -90,3 +91,29 @@ def test_semantic_rules_in_the_daemon(make_daemon: Callable[..., Daemon], broker
                 assert final["code"] == "blocked" and "semantic.weapons" in final["message"]
             else:
                 assert final["type"] == "result" and final["text"] == "Tell me a joke."
+
+
+def test_reloads_close_the_replaced_guardian(
+    make_daemon: Callable[..., Daemon], broker: Broker
+) -> None:
+    """Each SIGHUP builds a new guardian with its own worker thread; the daemon closes the one
+    it replaced (``event=retired closed=2``: guardian and router) once the requests that
+    started under it are done, and keeps serving."""
+    d = make_daemon(EDGED_LOCAL__BACKEND="fake", EDGED_GUARDIAN__PACKS=json.dumps([str(PACK)]))
+    assert d.proc is not None
+    with Client(broker.port) as c:
+        c.subscribe("reply/reload")
+
+        def ask(rid: str) -> None:
+            c.publish(f"edged/{d.device_id}/request", json.dumps({"id": rid, "prompt": "Hi."}),
+                      response_topic="reply/reload")  # fmt: skip
+            assert [m.json() for m in c.collect(rid)][-1]["type"] == "result"
+
+        ask("warm")
+        for i in range(3):
+            d.proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 30
+            while d.logs().count("event=retired closed=2") <= i:
+                assert time.monotonic() < deadline, d.logs()[-2000:]
+                time.sleep(0.05)
+            ask(f"r{i}")  # served by the new guardian
