@@ -2,8 +2,8 @@
 
 The suite is meant to pass on any machine, in any order, under load:
 
-- ``EDGED_TEST_N_THREADS=2 pytest``: every model the tests run (the daemon's, the test
-  cloud's, the backends built in tests) decodes on 2 threads instead of 1.
+- ``EDGED_TEST_N_THREADS=2 pytest``: the local models the tests run (the daemon's, the
+  backends built in tests) decode on 2 threads instead of 1; the test cloud keeps 1.
 - ``pytest -p randomly``: shuffled order (pytest-randomly, in the dev extra; off by default
   so that ``make test`` runs in file order). ``--randomly-seed=N`` repeats an order.
 - No test compares two generations or expects a model's words: at temperature 0 decoding is

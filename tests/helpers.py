@@ -46,9 +46,9 @@ def _test_n_threads() -> int:
     return n
 
 
-# Decode threads of every model the tests run (the daemon's local model, the test cloud, the
-# backends built in tests): 1 unless EDGED_TEST_N_THREADS says otherwise, so that the suite
-# can be run as a 2- or 4-core board would run it.
+# Decode threads of the local models the tests run (the daemon's, the backends built in
+# tests; not the test cloud's, see CloudServer): 1 unless EDGED_TEST_N_THREADS says
+# otherwise, so that the suite can be run as a 2- or 4-core board would run it.
 TEST_N_THREADS = _test_n_threads()
 
 
@@ -516,8 +516,8 @@ class TcpRecorder:
 
 
 class CloudServer:
-    """``python -m llama_cpp.server`` with the default model on a free loopback port,
-    ``TEST_N_THREADS`` threads, behind a :class:`TcpRecorder`. ``base_url`` points at the
+    """``python -m llama_cpp.server`` with the default model on a free loopback port, one
+    thread, behind a :class:`TcpRecorder`. ``base_url`` points at the
     proxy, so everything a client sends is recorded (``cloud_saw``). ``stop()`` takes down
     both (clients get "connection refused"); ``start()`` brings them back on the same ports."""
 
@@ -563,10 +563,14 @@ class CloudServer:
                 "127.0.0.1",
                 "--port",
                 str(self.server_port),
+                # one thread whatever EDGED_TEST_N_THREADS says: the server stands in for
+                # a remote machine, and more threads here only take cores from the daemon's
+                # model (llama.cpp's threads spin; oversubscribed, a 2-thread server took
+                # 28 s for its first answer on a busy 2-core machine)
                 "--n_threads",
-                str(TEST_N_THREADS),
+                "1",
                 "--n_threads_batch",
-                str(TEST_N_THREADS),
+                "1",
                 "--n_ctx",
                 "2048",
                 # queue concurrent requests like a real server instead of cutting the
