@@ -1,4 +1,15 @@
-"""Shared fixtures. Integration fixtures use the real parts: Mosquitto and the real model."""
+"""Shared fixtures. Integration fixtures use the real parts: Mosquitto and the real model.
+
+The suite is meant to pass on any machine, in any order, under load:
+
+- ``EDGED_TEST_N_THREADS=2 pytest``: the local models the tests run (the daemon's, the
+  backends built in tests) decode on 2 threads instead of 1; the test cloud keeps 1.
+- ``pytest -p randomly``: shuffled order (pytest-randomly, in the dev extra; off by default
+  so that ``make test`` runs in file order). ``--randomly-seed=N`` repeats an order.
+- No test compares two generations or expects a model's words: at temperature 0 decoding is
+  greedy but not repeatable bit for bit (docs/protocol.md). The fake backend
+  (``EDGED_LOCAL__BACKEND=fake``) echoes, so tests that need exact text use it.
+"""
 
 from __future__ import annotations
 

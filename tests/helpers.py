@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import getpass
 import json
 import os
@@ -30,6 +31,38 @@ ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = ROOT / "models"
 MANIFEST = ROOT / "models" / "manifest.toml"
 DEFAULT_MODEL_FILE = MODELS_DIR / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _test_n_threads() -> int:
+    # taken out of the environment: edged reads every EDGED_* variable as a setting, and a
+    # daemon or CLI that a test starts would refuse this one as an unknown key
+    raw = os.environ.pop("EDGED_TEST_N_THREADS", "1")
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise RuntimeError(f"EDGED_TEST_N_THREADS must be a whole number >= 1, not {raw!r}")
+    return n
+
+
+# Decode threads of the local models the tests run (the daemon's, the backends built in
+# tests; not the test cloud's, see CloudServer): 1 unless EDGED_TEST_N_THREADS says
+# otherwise, so that the suite can be run as a 2- or 4-core board would run it.
+TEST_N_THREADS = _test_n_threads()
+
+
+@functools.lru_cache(maxsize=1)
+def _vocab() -> Any:
+    from llama_cpp import Llama
+
+    return Llama(model_path=str(DEFAULT_MODEL_FILE), vocab_only=True, verbose=False)
+
+
+def token_count(text: str) -> int:
+    """How many tokens the default model's tokenizer makes of ``text`` (no BOS). An answer of
+    n generated tokens tokenizes to about n again; the same answer sent twice, to about 2n."""
+    return len(_vocab().tokenize(text.encode(), add_bos=False, special=False))
 
 
 def rss_mb(pid: int) -> float:
@@ -133,7 +166,7 @@ class Daemon:
                 "EDGED_MQTT__RECONNECT_MIN_S": "0.2",
                 "EDGED_MODELS__DIR": str(MODELS_DIR),
                 "EDGED_MODELS__MANIFEST": str(MANIFEST),
-                "EDGED_LOCAL__N_THREADS": "1",
+                "EDGED_LOCAL__N_THREADS": str(TEST_N_THREADS),
                 "EDGED_LOG__LEVEL": "debug",
                 # each daemon its own spool and state, beside its log
                 "EDGED_TELEMETRY__SPOOL_DIR": str(self.log_path.parent / f"spool-{self.device_id}"),
@@ -484,9 +517,9 @@ class TcpRecorder:
 
 class CloudServer:
     """``python -m llama_cpp.server`` with the default model on a free loopback port, one
-    thread, behind a :class:`TcpRecorder`. ``base_url`` points at the proxy, so everything a
-    client sends is recorded (``cloud_saw``). ``stop()`` takes down both (clients get
-    "connection refused"); ``start()`` brings them back on the same ports."""
+    thread, behind a :class:`TcpRecorder`. ``base_url`` points at the
+    proxy, so everything a client sends is recorded (``cloud_saw``). ``stop()`` takes down
+    both (clients get "connection refused"); ``start()`` brings them back on the same ports."""
 
     def __init__(self, model: Path, log_dir: Path) -> None:
         self.model = model
@@ -530,6 +563,10 @@ class CloudServer:
                 "127.0.0.1",
                 "--port",
                 str(self.server_port),
+                # one thread whatever EDGED_TEST_N_THREADS says: the server stands in for
+                # a remote machine, and more threads here only take cores from the daemon's
+                # model (llama.cpp's threads spin; oversubscribed, a 2-thread server took
+                # 28 s for its first answer on a busy 2-core machine)
                 "--n_threads",
                 "1",
                 "--n_threads_batch",

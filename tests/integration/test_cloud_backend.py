@@ -140,18 +140,27 @@ def test_streams_started_deltas_finished_with_usage(server: CloudServer) -> None
     assert b'"include_usage":true' in sent.replace(b" ", b"")
 
 
-def test_natural_stop_and_repeatable_greedy_answer(server: CloudServer) -> None:
+def test_natural_stop_and_a_repeated_prompt(server: CloudServer) -> None:
+    """An answer the model ends itself is reported as ``stop``, its text whole, each time the
+    prompt is asked. The two texts are not compared: the server reuses the KV prefix, and
+    greedy decoding then may pick other tokens (docs/protocol.md). The one thing assumed of
+    the model is that it names a fruit in fewer than 256 tokens."""
+
     async def body(b: CloudBackend) -> list[str]:
         texts = []
         for _ in range(2):
-            events = await collect(b.generate(request("Name a fruit.", max_tokens=64)))
+            events = await collect(b.generate(request("Name a fruit.", max_tokens=256)))
+            assert isinstance(events[0], Started)
             fin = events[-1]
             assert isinstance(fin, Finished) and fin.finish_reason == "stop"
-            texts.append("".join(e.text for e in events if isinstance(e, TextDelta)))
+            deltas = [e for e in events if isinstance(e, TextDelta)]
+            assert deltas == events[1:-1] and all(d.text for d in deltas)
+            assert fin.usage.completion_tokens == len(deltas) < 256
+            texts.append("".join(d.text for d in deltas))
         return texts
 
-    a, b = run(cfg(server), body)
-    assert a == b and a.strip()
+    for text in run(cfg(server), body):
+        assert text.strip()
 
 
 def test_closing_the_stream_early_stops_the_generation(server: CloudServer) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edged.config import load_config
-from tests.helpers import MANIFEST, MODELS_DIR, ROOT
+from tests.helpers import MANIFEST, MODELS_DIR, ROOT, TEST_N_THREADS
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +23,7 @@ def test_bench_measures_and_stores_figures_the_router_uses(model_file: Path,
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGED_")}
     env.update({
         "EDGED_MODELS__DIR": str(MODELS_DIR), "EDGED_MODELS__MANIFEST": str(MANIFEST),
-        "EDGED_LOCAL__N_THREADS": "1", "EDGED_POWER__SOURCE": "trace",
+        "EDGED_LOCAL__N_THREADS": str(TEST_N_THREADS), "EDGED_POWER__SOURCE": "trace",
         "EDGED_POWER__TRACE_FILE": str(trace), "EDGED_TELEMETRY__STATE_DIR": str(tmp_path),
     })  # fmt: skip
     out = subprocess.run(

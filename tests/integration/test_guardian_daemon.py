@@ -114,10 +114,22 @@ def test_input_rules_with_the_real_model(make_daemon: Callable[..., Daemon],
                                          broker: Broker) -> None:  # fmt: skip
     d = make_daemon(EDGED_GUARDIAN__PACKS=json.dumps([DEFAULT_PACK]))
     # personal data pins the request to the device and is reported
-    final = ask(d, broker.port, "My email is jane.doe@example.org, write me a greeting.")[-1]
+    email = "jane.doe@example.org"
+    replies = ask(d, broker.port, f"My email is {email}, write me a greeting.")
+    final = replies[-1]
     assert final["type"] == "result"
     assert final["route"] == {"backend": "local", "reasons": ["private"]}
-    assert final["guardian"] == {"input": {"pii.input.local": 1}, "output": {}}
+    # the model may or may not repeat the address; if it does, the output rule redacts it,
+    # and says so, before anything reaches the wire
+    guardian = final["guardian"]
+    assert guardian["input"] == {"pii.input.local": 1}, guardian
+    redacted = str(final["text"]).count("[REDACTED:")
+    if redacted:
+        assert list(guardian["output"]) == ["pii.output.redact"], final
+        assert guardian["output"]["pii.output.redact"] >= redacted, final
+    else:
+        assert guardian["output"] == {}, final
+    assert all(email not in json.dumps(r) for r in replies), replies
     # a secret is refused; the reply names the rule, never the value
     key = "AKIAIOSFODNN7EXAMPLE"
     final = ask(d, broker.port, f"Is this key valid: {key}?")[-1]

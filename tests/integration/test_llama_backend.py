@@ -16,7 +16,7 @@ from edged.backends.llama import LlamaBackend
 from edged.config import LocalModelConfig
 from edged.errors import BadRequest
 from edged.types import ChatMessage, Finished, ReplyAddress, Request, Started, TextDelta
-from tests.helpers import Broker, Client, Daemon
+from tests.helpers import TEST_N_THREADS, Broker, Client, Daemon
 
 pytestmark = pytest.mark.integration
 
@@ -35,24 +35,36 @@ def request(prompt: str, max_tokens: int = 16, temperature: float = 0.0) -> Requ
     )
 
 
-def test_stream_order_usage_and_repeatability(model_file: Path) -> None:
+def test_stream_order_usage_and_a_repeated_prompt(model_file: Path) -> None:
+    """Started, text deltas, Finished, with usage that adds up; asked again, the same prompt
+    (its KV cache now reused) is served the same way. The two texts are not compared: at
+    temperature 0 decoding is greedy, but a reused prefix evaluates the prompt in another
+    batch shape, and on some CPUs that picks another token (docs/protocol.md)."""
+
     async def main() -> None:
         b = LlamaBackend(
-            name="local", model_path=model_file, cfg=LocalModelConfig(n_threads=1, n_ctx=512)
+            name="local",
+            model_path=model_file,
+            cfg=LocalModelConfig(n_threads=TEST_N_THREADS, n_ctx=512),
         )
         await b.start()
         try:
-            texts = []
+            prompt_tokens = []
             for _ in range(2):  # the second run reuses the prompt's KV cache
                 events = [ev async for ev in b.generate(request("Name a fruit.", 12))]
                 assert isinstance(events[0], Started)
                 assert isinstance(events[-1], Finished)
+                assert sum(isinstance(e, Started | Finished) for e in events) == 2
                 deltas = [e for e in events if isinstance(e, TextDelta)]
+                assert deltas == events[1:-1]
                 fin = events[-1]
                 assert fin.usage.completion_tokens == sum(d.tokens for d in deltas)
-                assert fin.usage.completion_tokens <= 12
-                texts.append("".join(d.text for d in deltas))
-            assert texts[0] == texts[1] and texts[0]  # greedy decoding is deterministic
+                assert 0 < fin.usage.completion_tokens <= 12
+                assert fin.finish_reason == ("length" if fin.usage.completion_tokens == 12
+                                             else "stop")  # fmt: skip
+                assert "".join(d.text for d in deltas).strip()
+                prompt_tokens.append(fin.usage.prompt_tokens)
+            assert prompt_tokens[0] == prompt_tokens[1] > 5  # the same prompt, counted whole
         finally:
             await b.close()
 
@@ -62,7 +74,9 @@ def test_stream_order_usage_and_repeatability(model_file: Path) -> None:
 def test_closing_the_stream_cancels_and_the_next_request_is_served(model_file: Path) -> None:
     async def main() -> None:
         b = LlamaBackend(
-            name="local", model_path=model_file, cfg=LocalModelConfig(n_threads=1, n_ctx=1024)
+            name="local",
+            model_path=model_file,
+            cfg=LocalModelConfig(n_threads=TEST_N_THREADS, n_ctx=1024),
         )
         await b.start()
         try:
@@ -89,7 +103,9 @@ def test_closing_the_stream_cancels_and_the_next_request_is_served(model_file: P
 def test_prompt_longer_than_context_is_bad_request(model_file: Path) -> None:
     async def main() -> None:
         b = LlamaBackend(
-            name="local", model_path=model_file, cfg=LocalModelConfig(n_threads=1, n_ctx=128)
+            name="local",
+            model_path=model_file,
+            cfg=LocalModelConfig(n_threads=TEST_N_THREADS, n_ctx=128),
         )
         await b.start()
         try:
@@ -107,7 +123,7 @@ def test_incremental_detokenization_keeps_multibyte_characters(model_file: Path)
     one character's bytes are split across tokens (emoji, CJK, accents)."""
     from llama_cpp import Llama
 
-    llm = Llama(model_path=str(model_file), n_ctx=128, n_threads=1, verbose=False)
+    llm = Llama(model_path=str(model_file), n_ctx=128, n_threads=TEST_N_THREADS, verbose=False)
     text = "Crème brûlée 🍮 costs 5€ in 東京; naïve café 👩‍🚀!"
     tokens = llm.tokenize(text.encode(), add_bos=False, special=False)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -127,7 +143,7 @@ def test_a_stuck_decode_is_detected_and_the_backend_restarted(model_file: Path) 
 
     async def main() -> None:
         b = LlamaBackend(name="local", model_path=model_file,
-                         cfg=LocalModelConfig(n_threads=1, n_ctx=256))  # fmt: skip
+                         cfg=LocalModelConfig(n_threads=TEST_N_THREADS, n_ctx=256))  # fmt: skip
         await b.start()
         release = threading.Event()
         real = b._llm

@@ -57,7 +57,10 @@ def test_forced_cloud_private_stays_local_and_never_reaches_the_cloud(
 
 def test_cloud_dies_then_comes_back(make_daemon: Callable[..., Daemon], broker: Broker,
                                     cloud_server: CloudServer) -> None:  # fmt: skip
-    d = cloud_daemon(make_daemon, cloud_server, EDGED_ROUTER__DEFAULT_POLICY="content-pipeline")
+    # the breaker stays open 3 s: the request that must find it open is sent within that
+    # after two local fallbacks, also on a loaded machine
+    d = cloud_daemon(make_daemon, cloud_server, EDGED_ROUTER__DEFAULT_POLICY="content-pipeline",
+                     EDGED_CLOUD__BREAKER_COOLDOWN_S="3")  # fmt: skip
     assert ask(d, broker.port, {"prompt": "Hi."})["route"] == {
         "backend": "cloud", "reasons": ["policy"]}  # fmt: skip
     cloud_server.stop()
@@ -73,7 +76,7 @@ def test_cloud_dies_then_comes_back(make_daemon: Callable[..., Daemon], broker: 
     finally:
         cloud_server.start()
     # after the cool-down one trial goes through, succeeds, and traffic returns
-    time.sleep(1.2)
+    time.sleep(1.0)
     deadline = time.monotonic() + 20
     while True:
         route = ask(d, broker.port, {"prompt": "Hi."})["route"]
