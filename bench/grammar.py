@@ -834,6 +834,60 @@ def spread(xs: Sequence[float]) -> str:
     return f"{statistics.median(xs):.1f} [{min(xs):.1f}-{max(xs):.1f}]"
 
 
+def eval_ms(x: dict[str, Any]) -> float:
+    """Model time per generated token (ms): decode time less sampling time."""
+    steps = x["tokens"] + (0 if x["truncated"] else 1)
+    total_ms = float(x["decode_s"]) * 1e3 - float(x["sample_ms_per_token"]) * steps
+    return total_ms / max(1, int(x["tokens"]))
+
+
+def summarize(runs: dict[str, list[dict[str, Any]]]) -> None:
+    """Print one table for one schema and thread count.
+
+    ratio: median decode tok/s against ``none`` in the same run (noisy on a shared machine,
+    and ``none`` writes longer answers). est: (e + s_none) / (e + s_engine), with e the median
+    model time per token over every run of the table and s each engine's median sampling time
+    per token: the engine's own cost, with machine noise in the model time taken out.
+    """
+    everything = [x for rs in runs.values() for x in rs if x["tokens"]]
+    e_ms = statistics.median(eval_ms(x) for x in everything)
+    s_none = statistics.median(x["sample_ms_per_token"] for x in runs.get("none", everything))
+    base = statistics.median(x["decode_tps"] for x in runs["none"]) if "none" in runs else None
+    print(
+        f"\n   model ms/token (median, all runs): {e_ms:.1f}\n"
+        f"   {'engine':15s} {'prompt tok/s':>19s} {'decode tok/s':>19s} {'ratio':>5s} {'est':>5s}"
+        f" {'sample ms/tok':>17s} {'tokens':>17s} {'resampl':>7s} valid"
+    )
+    for e, rs in runs.items():
+        tps = [x["decode_tps"] for x in rs if x["decode_tps"]]
+        ptps = [x["prompt_tokens"] / x["prompt_s"] for x in rs]
+        ratio = statistics.median(tps) / base if base and tps else float("nan")
+        s_e = statistics.median(x["sample_ms_per_token"] for x in rs)
+        est = (e_ms + s_none) / (e_ms + s_e)
+        valid = sum(1 for x in rs if x["error"] is None)
+        errs = sorted({x["error"] for x in rs if x["error"]})
+        print(
+            f"   {e:15s} {spread(ptps):>19s} {spread(tps):>19s} {ratio:5.2f} {est:5.2f}"
+            f" {spread([x['sample_ms_per_token'] for x in rs]):>17s}"
+            f" {spread([x['tokens'] for x in rs]):>17s}"
+            f" {statistics.median(x['resamples'] for x in rs):7.0f}"
+            f" {valid}/{len(rs)}" + (f"  e.g. {errs[0][:90]}" if errs else "")
+        )
+
+
+def from_json(path: Path) -> None:
+    """Re-print the tables of a saved run."""
+    data = json.loads(path.read_text())
+    for key, times in data["compile"].items():
+        print(f"   compile {key:32s} {spread(times):>22s} ms")
+    groups: dict[tuple[int, str], dict[str, list[dict[str, Any]]]] = {}
+    for x in data["runs"]:
+        groups.setdefault((x["threads"], x["schema"]), {}).setdefault(x["engine"], []).append(x)
+    for (threads, schema), runs in groups.items():
+        print(f"\n== n_threads {threads}, schema {schema}, {len(runs['none'])} rounds")
+        summarize(runs)
+
+
 ALL_ENGINES = [
     "none",
     "gbnf-lcp",
@@ -858,7 +912,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="write every run here")
     ap.add_argument("--show", action="store_true", help="print each output")
     ap.add_argument("--probe", action="store_true", help="range probes first (no decoding)")
+    ap.add_argument("--from-json", type=Path, default=None, help="re-print a saved run; no model")
     args = ap.parse_args(argv)
+    if args.from_json:
+        from_json(args.from_json)
+        return 0
 
     results: dict[str, Any] = {"compile": {}, "runs": []}
     for threads in args.threads:
@@ -933,26 +991,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     results["runs"].append(res)
                     if args.show:
                         print(f"   [{e} r{r}] {res['error'] or 'ok'}: {res['text'][:160]!r}")
-            base = (
-                statistics.median(x["decode_tps"] for x in runs["none"]) if "none" in runs else None
-            )
-            print(
-                f"\n   {'engine':15s} {'prompt tok/s':>20s} {'decode tok/s':>20s} {'ratio':>6s}"
-                f" {'sample ms/tok':>18s} {'tokens':>14s} {'resampl':>7s} valid"
-            )
-            for e, rs in runs.items():
-                tps = [x["decode_tps"] for x in rs if x["decode_tps"]]
-                ptps = [x["prompt_tokens"] / x["prompt_s"] for x in rs]
-                ratio = statistics.median(tps) / base if base and tps else float("nan")
-                valid = sum(1 for x in rs if x["error"] is None)
-                errs = sorted({x["error"] for x in rs if x["error"]})
-                print(
-                    f"   {e:15s} {spread(ptps):>20s} {spread(tps):>20s} {ratio:6.2f}"
-                    f" {spread([x['sample_ms_per_token'] for x in rs]):>18s}"
-                    f" {spread([x['tokens'] for x in rs]):>14s}"
-                    f" {statistics.median(x['resamples'] for x in rs):7.0f}"
-                    f" {valid}/{len(rs)}" + (f"  e.g. {errs[0][:90]}" if errs else "")
-                )
+            summarize(runs)
             for eng in built.values():
                 eng.close()
         del llm
