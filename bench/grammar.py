@@ -836,7 +836,7 @@ def spread(xs: Sequence[float]) -> str:
 
 def eval_ms(x: dict[str, Any]) -> float:
     """Model time per generated token (ms): decode time less sampling time."""
-    steps = x["tokens"] + (0 if x["truncated"] else 1)
+    steps = int(x["tokens"]) + (0 if x["truncated"] else 1)
     total_ms = float(x["decode_s"]) * 1e3 - float(x["sample_ms_per_token"]) * steps
     return total_ms / max(1, int(x["tokens"]))
 
