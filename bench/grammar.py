@@ -992,6 +992,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if args.show:
                         print(f"   [{e} r{r}] {res['error'] or 'ok'}: {res['text'][:160]!r}")
             summarize(runs)
+            if args.json:  # after every table, so that a stopped run keeps what it measured
+                args.json.write_text(json.dumps(results, indent=1))
             for eng in built.values():
                 eng.close()
         del llm
