@@ -326,6 +326,15 @@ def test_never_retries_after_the_first_token(server: CloudServer) -> None:
 def test_read_timeout_is_per_read_not_per_answer(server: CloudServer) -> None:
     config = cfg(server, read_timeout_s=0.3, retries=0)
 
+    async def warm(b: CloudBackend) -> None:
+        # the server keeps the last prompt's KV cache: once it has seen LONG, the timed
+        # request's first token does not wait on a cold prompt evaluation (which, with the
+        # tests in another order, took longer than 0.3 s)
+        events = await collect(b.generate(request(LONG, max_tokens=1)))
+        assert isinstance(events[-1], Finished)
+
+    run(cfg(server), warm)
+
     async def body(b: CloudBackend) -> tuple[CloudFailed, float]:
         # the answer takes longer than 0.3 s in all, but no single wait does
         t0 = time.monotonic()
