@@ -95,16 +95,10 @@ def build_guardian(cfg: Config, embedder: Embedder | None = None) -> Guardian:
 
 
 def mqtt_password(cfg: Config) -> str | None:
-    """The broker password: $<password_env>, else the systemd credential file. Never logged."""
-    value = os.environ.get(cfg.mqtt.password_env)
-    if value:
-        return value
-    creds = os.environ.get("CREDENTIALS_DIRECTORY")
-    if creds:
-        path = Path(creds) / cfg.mqtt.password_credential
-        with contextlib.suppress(OSError):
-            return path.read_text().rstrip("\n") or None  # an empty credential: not set
-    return None
+    """The broker password: $<password_env>, else the systemd credential (edged.secrets)."""
+    from edged.secrets import read_secret
+
+    return read_secret(cfg.mqtt.password_env, cfg.mqtt.password_credential)
 
 
 def tls_context(cfg: Config) -> ssl.SSLContext:
