@@ -41,15 +41,7 @@ from edged.mqtt.link import Incoming, MqttLink, Will
 from edged.mqtt.topics import Topics
 from edged.pipeline import Pipeline
 from edged.pipeline import Router as RouterStage
-from edged.power.base import PowerSource
-from edged.power.hwprofile import (
-    build_source,
-    load_profiles,
-    sample_hz,
-    select_profile,
-    unavailable_reason,
-)
-from edged.power.null import NullSource
+from edged.power.build import open_power
 from edged.router.policy import CLOUD, LOCAL
 from edged.router.router import LocalStats, Router, load_policies
 from edged.telemetry.discovery import Announcer
@@ -95,16 +87,10 @@ def build_guardian(cfg: Config, embedder: Embedder | None = None) -> Guardian:
 
 
 def mqtt_password(cfg: Config) -> str | None:
-    """The broker password: $<password_env>, else the systemd credential file. Never logged."""
-    value = os.environ.get(cfg.mqtt.password_env)
-    if value:
-        return value
-    creds = os.environ.get("CREDENTIALS_DIRECTORY")
-    if creds:
-        path = Path(creds) / cfg.mqtt.password_credential
-        with contextlib.suppress(OSError):
-            return path.read_text().rstrip("\n") or None  # an empty credential: not set
-    return None
+    """The broker password: $<password_env>, else the systemd credential (edged.secrets)."""
+    from edged.secrets import read_secret
+
+    return read_secret(cfg.mqtt.password_env, cfg.mqtt.password_credential)
 
 
 def tls_context(cfg: Config) -> ssl.SSLContext:
@@ -230,20 +216,9 @@ class App:
     def _build_sampler(self) -> Sampler:
         """Profile, power source and sampler (blocking: reads sysfs). A source that cannot
         be built leaves energy unknown with the reason; serving goes on."""
-        cfg = self.cfg.power
-        profile = None
-        try:
-            found = select_profile(cfg, load_profiles(cfg.profiles_dir))
-            profile = found.profile if found else None
-            self.profile_name = profile.name if profile else None
-            source: PowerSource = build_source(cfg, profile, cfg.sysfs_root)
-        except Exception as e:
-            log.error("event=power_source_unavailable error=%r", str(e))
-            source = NullSource(reason=unavailable_reason(cfg, profile, e))
-        hz = sample_hz(cfg, profile, source)
-        log.info("event=power_source source=%s profile=%s sample_hz=%.1f", source.name,
-                 self.profile_name, hz)  # fmt: skip
-        return Sampler(source, hz, cfg.buffer_s)
+        power = open_power(self.cfg.power)
+        self.profile_name = power.profile_name
+        return Sampler(power.source, power.sample_hz, self.cfg.power.buffer_s)
 
     def _power_state(self) -> PowerState:
         s = self.sampler.latest if self.sampler is not None else None

@@ -255,12 +255,20 @@ class RouterConfig(_Model):
     )
 
 
+#: Every power source kind, the one list: each is registered by name in edged/power/
+#: (``@register``) and built through that registry; tests/unit/test_power_sources.py holds
+#: the registry to this list. A board profile's ``power.source`` is one of these.
+PowerSourceKind = Literal[
+    "ina3221", "power_supply", "rapl", "jtop", "trace", "estimate", "mqtt", "null"
+]
+
+
 class PowerConfig(_Model):
     """Where power, battery and temperature readings come from (docs/energy.md)."""
 
-    source: Literal[
-        "auto", "ina3221", "power_supply", "rapl", "jtop", "trace", "estimate", "mqtt", "null"
-    ] = Field("auto", description="'auto': what the detected board profile names.")
+    source: Literal["auto", PowerSourceKind] = Field(
+        "auto", description="'auto': what the detected board profile names."
+    )
     profile: str = Field(
         "auto", description="Board profile (hwprofiles/<name>.toml); 'auto' detects it."
     )

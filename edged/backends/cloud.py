@@ -33,13 +33,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from edged.backends.base import register
@@ -211,20 +209,11 @@ class Breaker:
 
 def read_api_key(cfg: CloudConfig, environ: Mapping[str, str] | None = None) -> str:
     """The API key: ``$<cfg.api_key_env>``, else the systemd credential
-    ``$CREDENTIALS_DIRECTORY/<cfg.api_key_credential>``, else a placeholder."""
-    env = os.environ if environ is None else environ
-    key = env.get(cfg.api_key_env, "").strip()
-    if key:
-        return key
-    cred_dir = env.get("CREDENTIALS_DIRECTORY")
-    if cred_dir:
-        try:
-            key = (Path(cred_dir) / cfg.api_key_credential).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError):
-            key = ""
-        if key:
-            return key
-    return PLACEHOLDER_API_KEY
+    ``cfg.api_key_credential`` (edged.secrets), else a placeholder."""
+    from edged.secrets import read_secret
+
+    key = read_secret(cfg.api_key_env, cfg.api_key_credential, environ)
+    return (key or PLACEHOLDER_API_KEY).strip()
 
 
 # --- failure classification -------------------------------------------------------------------

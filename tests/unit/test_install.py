@@ -16,7 +16,7 @@ from edged import install
 from edged.config import load_config
 from edged.guardian.rules import load_packs
 from edged.models import load_manifest
-from edged.power.hwprofile import load_profiles
+from edged.power.profile import load_profiles
 from edged.router.router import load_policies
 
 if sys.version_info >= (3, 11):

@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "edged"
-BASE = {"edged.types", "edged.errors", "edged.config", "edged.aio", "edged.logs", "edged.store"}
+BASE = {
+    "edged.types",
+    "edged.errors",
+    "edged.config",
+    "edged.aio",
+    "edged.logs",
+    "edged.store",
+    "edged.secrets",  # the one secret reader (environment, then systemd credential)
+}
 # stage package -> what else it may import from edged
 STAGES = {
     "guardian": BASE,
@@ -49,7 +57,7 @@ def test_stage_imports_only_base_modules_and_itself(stage: str) -> None:
 
 
 def test_base_modules_import_no_stage() -> None:
-    for name in ("types", "errors", "config"):
+    for name in ("types", "errors", "config", "secrets"):
         mods = edged_imports(PKG / f"{name}.py")
         assert mods <= BASE, (name, mods)
 
