@@ -32,7 +32,7 @@ from edged.devbench import load_figures
 from edged.energy.meter import EnergyMeter, NullMeter
 from edged.energy.sampler import Sampler
 from edged.guardian import Guardian, PassGuardian
-from edged.guardian.engine import Embedder, RuleGuardian
+from edged.guardian.engine import RuleGuardian
 from edged.guardian.rules import load_packs
 from edged.ingress.journal import Journal
 from edged.ingress.service import Ingress
@@ -50,13 +50,12 @@ from edged.power.hwprofile import (
     unavailable_reason,
 )
 from edged.power.null import NullSource
-from edged.router.policy import CLOUD, LOCAL
 from edged.router.router import LocalStats, Router, load_policies
 from edged.telemetry.discovery import Announcer
 from edged.telemetry.outbox import Outbox
 from edged.telemetry.reporter import EnergyCounter, Reporter
 from edged.telemetry.spool import Spool
-from edged.types import PowerState
+from edged.types import CLOUD, LOCAL, Embedder, PowerState
 
 log = logging.getLogger("edged.app")
 

@@ -6,13 +6,27 @@ Units are in the names (``_ms``, ``_s``, ``_j``). Unknown values are ``None`` to
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 Role = Literal["system", "user", "assistant"]
 RouteHint = Literal["auto", "local", "cloud"]
 Sensitivity = Literal["normal", "private"]
 FinishReason = Literal["stop", "length", "cancelled"]
+
+#: The two backend names a route can name.
+LOCAL = "local"
+CLOUD = "cloud"
+
+
+class Embedder(Protocol):
+    """Text to unit vectors (blocking; called off the event loop). The guardian's semantic
+    rules and the router's semantic routes share one."""
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        """An (n, dim) array of L2-normalized float32 rows."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
