@@ -20,6 +20,7 @@ from edged.energy.meter import Meter
 from edged.errors import BackendFailed, EdgedError, Internal
 from edged.guardian import Guardian
 from edged.types import (
+    CloudUsage,
     EnergyReport,
     Finished,
     FinishReason,
@@ -52,6 +53,10 @@ class Router(Protocol):
 
     def served(self, route: RouteDecision, usage: Usage) -> None:
         """Account for a finished request (cloud budget)."""
+        ...
+
+    def cloud_usage(self) -> CloudUsage:
+        """Today's cloud requests and tokens (telemetry)."""
         ...
 
     def close(self) -> None:

@@ -20,6 +20,36 @@ LOCAL = "local"
 CLOUD = "cloud"
 
 
+BreakerState = Literal["closed", "open", "half_open"]
+
+
+@dataclass(frozen=True, slots=True)
+class BackendStats:
+    """What a backend says about itself (cached values, no I/O): the supervisor, the router
+    and telemetry read it. None where a backend does not measure a figure (yet)."""
+
+    #: Generations queued or running.
+    queue_depth: int | None = None
+    #: Moving average of decode tokens/s.
+    tokens_per_s: float | None = None
+    #: Moving average of seconds from a job's start to its first token.
+    ttft_s: float | None = None
+    #: Why a decode looks stuck past its deadline (the supervisor restarts it), else None.
+    stuck: str | None = None
+    #: The circuit breaker's state, for a backend with one (the cloud).
+    breaker: BreakerState | None = None
+    #: Seconds left of a wait the server asked for (0 when none).
+    retry_after_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CloudUsage:
+    """Today's cloud use, counted against the router's daily budget."""
+
+    requests_today: int
+    tokens_today: int
+
+
 class Embedder(Protocol):
     """Text to unit vectors (blocking; called off the event loop). The guardian's semantic
     rules and the router's semantic routes share one."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable
 from typing import Protocol, runtime_checkable
 
-from edged.types import Request, StreamEvent
+from edged.types import BackendStats, Request, StreamEvent
 
 
 @runtime_checkable
@@ -25,6 +25,15 @@ class Backend(Protocol):
 
     def healthy(self) -> bool:
         """Whether the backend can take requests now."""
+        ...
+
+    def stats(self) -> BackendStats:
+        """Its figures now (cached values, no I/O)."""
+        ...
+
+    async def restart(self) -> None:
+        """End a stuck decode and be ready again (the supervisor calls it when
+        ``stats().stuck`` says why); a backend that cannot get stuck does nothing."""
         ...
 
     async def start(self) -> None:

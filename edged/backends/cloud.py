@@ -46,6 +46,8 @@ from edged.backends.base import register
 from edged.config import CloudConfig
 from edged.errors import BackendFailed
 from edged.types import (
+    BackendStats,
+    BreakerState,
     Finished,
     FinishReason,
     Request,
@@ -65,7 +67,6 @@ log = logging.getLogger("edged.backend.cloud")
 #: ignore the Authorization header.
 PLACEHOLDER_API_KEY = "not-needed"
 
-BreakerState = Literal["closed", "open", "half_open"]
 _Verdict = Literal["success", "failure", "none"]
 
 #: HTTP statuses that are about the request itself (the server answered, so they say nothing
@@ -389,6 +390,13 @@ class CloudBackend:
     def retry_after_s(self) -> float:
         """Seconds left of a wait the server asked for (0 when none)."""
         return max(0.0, self._hold_until - self._clock())
+
+    def stats(self) -> BackendStats:
+        """The breaker's state and the wait the server asked for."""
+        return BackendStats(breaker=self.breaker.state, retry_after_s=self.retry_after_s)
+
+    async def restart(self) -> None:
+        """Never stuck (every wait has a timeout): nothing to restart."""
 
     # --- generation -------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncGenerator
 
 from edged.backends.base import register
 from edged.types import (
+    BackendStats,
     Finished,
     FinishReason,
     Request,
@@ -41,6 +42,13 @@ class FakeBackend:
     def healthy(self) -> bool:
         """Always ready."""
         return True
+
+    def stats(self) -> BackendStats:
+        """Nothing measured."""
+        return BackendStats()
+
+    async def restart(self) -> None:
+        """Never stuck: nothing to restart."""
 
     @staticmethod
     def chunks(request: Request) -> list[str]:

@@ -29,6 +29,7 @@ from edged.backends.chat_prompt import PromptBuilder, control_tokens, text_token
 from edged.config import LocalModelConfig
 from edged.errors import BadRequest, EdgedError, Internal, Unavailable
 from edged.types import (
+    BackendStats,
     Finished,
     FinishReason,
     Request,
@@ -149,6 +150,11 @@ class LlamaBackend:
             await self.start()
         finally:
             self._restarting = False
+
+    def stats(self) -> BackendStats:
+        """Queue depth, measured speeds, and whether a decode is stuck."""
+        return BackendStats(queue_depth=self.waiting, tokens_per_s=self.tokens_per_s,
+                            ttft_s=self.ttft_s, stuck=self.stuck())  # fmt: skip
 
     @property
     def waiting(self) -> int:

@@ -33,7 +33,7 @@ from typing import Any
 from edged.backends.base import register
 from edged.config import LocalModelConfig
 from edged.errors import BackendFailed, EdgedError, Unavailable
-from edged.types import Finished, Request, Started, StreamEvent, TextDelta
+from edged.types import BackendStats, Finished, Request, Started, StreamEvent, TextDelta
 
 log = logging.getLogger("edged.backend.llama_proc")
 
@@ -365,6 +365,11 @@ class ProcessLlamaBackend:
     def healthy(self) -> bool:
         """The worker runs, has its model, and no job is stuck."""
         return self._ready and self.stuck() is None
+
+    def stats(self) -> BackendStats:
+        """Queue depth, measured speeds, and whether a decode is stuck."""
+        return BackendStats(queue_depth=self.waiting, tokens_per_s=self.tokens_per_s,
+                            ttft_s=self.ttft_s, stuck=self.stuck())  # fmt: skip
 
     @property
     def waiting(self) -> int:

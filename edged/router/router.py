@@ -23,7 +23,17 @@ from pydantic import ValidationError
 from edged.config import PolicyConfig, RouterConfig, format_validation_error
 from edged.errors import BackendFailed, BadRequest, ConfigError
 from edged.router.policy import RouteInputs, RouterState, battery_low, decide, fallback
-from edged.types import CLOUD, LOCAL, Embedder, PowerState, Request, RouteDecision, Usage, Verdict
+from edged.types import (
+    CLOUD,
+    LOCAL,
+    CloudUsage,
+    Embedder,
+    PowerState,
+    Request,
+    RouteDecision,
+    Usage,
+    Verdict,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -214,6 +224,10 @@ class Router:
         """Count the completion tokens a cloud answer took against today's budget."""
         if route.backend == CLOUD:
             self.cloud_tokens_today += usage.completion_tokens
+
+    def cloud_usage(self) -> CloudUsage:
+        """Today's cloud requests and completion tokens (telemetry)."""
+        return CloudUsage(self.cloud_requests_today, self.cloud_tokens_today)
 
     def adopt(self, old: Router) -> None:
         """Keep what the previous router remembered (after a reload)."""
