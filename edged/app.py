@@ -22,11 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edged import __version__, systemd
-from edged.backends.base import Backend
-from edged.backends.cloud import CloudBackend
-from edged.backends.fake import FakeBackend
-from edged.backends.llama import LlamaBackend
-from edged.backends.llama_proc import ProcessLlamaBackend
+from edged.backends.base import CLOUD_KIND, LOCAL_KINDS, Backend, BackendSpec, build, factory
 from edged.backends.supervisor import Supervisor
 from edged.config import Config, load_config
 from edged.devbench import load_figures
@@ -156,23 +152,17 @@ class App:
         self.cfg = cfg
         self.config_path = config_path
         self.topics = Topics(cfg.mqtt.topic_prefix, cfg.device_id)
-        self.local: Backend
-        if cfg.local.backend == "fake":
-            self.model_name = "fake"
-            self.local = FakeBackend(name=LOCAL, delay_s=cfg.local.fake_delay_s)
-        else:
+        kind = LOCAL_KINDS[(cfg.local.backend, cfg.local.isolation)]
+        model_path = None
+        self.model_name = "fake"
+        if factory(kind).needs_model_file:
             entry = load_manifest(cfg.models.manifest).get(cfg.local.model)
             self.model_name = entry.name
-            path = resolve(entry, cfg.models.dir)
-            if cfg.local.isolation == "process":
-                self.local = ProcessLlamaBackend(name=LOCAL, model_path=path, cfg=cfg.local,
-                                                 log_level=cfg.log.level,
-                                                 log_format=cfg.log.format)  # fmt: skip
-            else:
-                self.local = LlamaBackend(name=LOCAL, model_path=path, cfg=cfg.local)
+            model_path = resolve(entry, cfg.models.dir)
+        self.local: Backend = build(kind, BackendSpec(LOCAL, cfg, model_path))
         self.backends: dict[str, Backend] = {LOCAL: self.local}
         if cfg.cloud.enabled:
-            self.backends[CLOUD] = CloudBackend(name=CLOUD, cfg=cfg.cloud)
+            self.backends[CLOUD] = build(CLOUD_KIND, BackendSpec(CLOUD, cfg))
         self.embedder = _LazyEmbedder(cfg)
         self.device_figures = load_figures(cfg)  # from `edged bench --write-profile`
         self.pipeline = Pipeline(

@@ -40,9 +40,9 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-from edged.backends.base import register
+from edged.backends.base import BackendSpec, register
 from edged.config import CloudConfig
 from edged.errors import BackendFailed
 from edged.types import (
@@ -339,6 +339,13 @@ def _finish_reason(reason: str | None) -> FinishReason:
 class CloudBackend:
     """An OpenAI-compatible server, streamed, with retries before the first token and a
     circuit breaker."""
+
+    needs_model_file: ClassVar[bool] = False
+
+    @classmethod
+    def from_spec(cls, spec: BackendSpec) -> CloudBackend:
+        """From ``[cloud]``."""
+        return cls(name=spec.name, cfg=spec.cfg.cloud)
 
     def __init__(
         self, *, name: str, cfg: CloudConfig, clock: Callable[[], float] = time.monotonic

@@ -22,9 +22,9 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from edged.backends.base import register
+from edged.backends.base import BackendSpec, register
 from edged.backends.chat_prompt import PromptBuilder, control_tokens, text_tokenizer
 from edged.config import LocalModelConfig
 from edged.errors import BadRequest, EdgedError, Internal, Unavailable
@@ -51,6 +51,14 @@ STUCK_NO_DEADLINE_S = 600.0
 @register("llama")
 class LlamaBackend:
     """A llama.cpp model on this device."""
+
+    needs_model_file: ClassVar[bool] = True
+
+    @classmethod
+    def from_spec(cls, spec: BackendSpec) -> LlamaBackend:
+        """The model file in ``spec``, run as ``[local]`` says."""
+        assert spec.model_path is not None
+        return cls(name=spec.name, model_path=spec.model_path, cfg=spec.cfg.local)
 
     def __init__(self, *, name: str, model_path: Path, cfg: LocalModelConfig) -> None:
         self.name = name

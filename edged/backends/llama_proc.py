@@ -28,9 +28,9 @@ import time
 from collections.abc import AsyncGenerator
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from edged.backends.base import register
+from edged.backends.base import BackendSpec, register
 from edged.config import LocalModelConfig
 from edged.errors import BackendFailed, EdgedError, Unavailable
 from edged.types import BackendStats, Finished, Request, Started, StreamEvent, TextDelta
@@ -171,6 +171,15 @@ class _Job:
 @register("llama_process")
 class ProcessLlamaBackend:
     """A llama.cpp model in a child process."""
+
+    needs_model_file: ClassVar[bool] = True
+
+    @classmethod
+    def from_spec(cls, spec: BackendSpec) -> ProcessLlamaBackend:
+        """The model file in ``spec``, run as ``[local]`` says; the worker logs as ``[log]``."""
+        assert spec.model_path is not None
+        return cls(name=spec.name, model_path=spec.model_path, cfg=spec.cfg.local,
+                   log_level=spec.cfg.log.level, log_format=spec.cfg.log.format)  # fmt: skip
 
     def __init__(self, *, name: str, model_path: Path, cfg: LocalModelConfig,
                  log_level: str = "info", log_format: str = "logfmt") -> None:  # fmt: skip
