@@ -90,7 +90,8 @@ LOCAL_KINDS: dict[tuple[BackendKind, str], str] = {
 CLOUD_KIND = "cloud"
 #: The modules whose classes register the kinds (imported on the first look-up; none of
 #: them imports llama.cpp or the OpenAI SDK at module import).
-MODULES = ("edged.backends.fake", "edged.backends.llama", "edged.backends.llama_proc",
+MODULES = ("edged.backends.fake", "edged.backends.llama.thread",
+           "edged.backends.llama.process",
            "edged.backends.cloud")  # fmt: skip
 
 

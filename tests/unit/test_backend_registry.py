@@ -19,7 +19,7 @@ from edged.backends.base import (
 from edged.backends.cloud import CloudBackend
 from edged.backends.fake import FakeBackend
 from edged.backends.llama import LlamaBackend
-from edged.backends.llama_proc import ProcessLlamaBackend
+from edged.backends.llama.process import ProcessLlamaBackend
 from edged.config import BackendKind, Config, LocalModelConfig
 
 
