@@ -121,10 +121,15 @@ class IngressConfig(_Model):
     )
 
 
+#: ``[local] backend``: each value names backend kinds registered in ``backends/base.py``
+#: (``tests/unit/test_backend_registry.py`` holds the two lists together).
+BackendKind = Literal["llama", "fake"]
+
+
 class LocalModelConfig(_Model):
     """The local llama.cpp backend."""
 
-    backend: Literal["llama", "fake"] = Field(
+    backend: BackendKind = Field(
         "llama",
         description="'llama': the GGUF model below; 'fake': echoes the prompt without a model "
         "(tests and demos only).",
