@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from edged.cli import applied_env_overrides, is_secret_name, main, mask_secrets
+from edged.cli import main
+from edged.cli.check_config import applied_env_overrides, is_secret_name, mask_secrets
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "edged.toml"
