@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edged.cli.common import Commands
-from edged.config import load_config
+from edged.config import env_override_vars, load_config
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -82,14 +82,8 @@ def applied_env_overrides(environ: Mapping[str, str]) -> list[tuple[str, str, st
     (name, value with secrets masked, key path). ``EDGED_CONFIG`` and the variables that
     hold the broker password and the cloud API key are not config overrides: never listed.
     """
-    from edged.config import ENV_PREFIX, ENV_RESERVED
-
     out = []
-    for name in sorted(environ):
-        if not name.startswith(ENV_PREFIX) or name in ENV_RESERVED:
-            continue
-        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
-        raw = environ[name]
+    for name, parts, raw in sorted(env_override_vars(environ)):
         if any(is_secret_name(p) for p in parts if p):
             shown = MASK
         elif raw.lstrip().startswith(("[", "{")):
