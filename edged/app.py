@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import os
@@ -21,16 +20,16 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from edged import __version__, systemd
+from edged import __version__
 from edged.backends.base import CLOUD_KIND, LOCAL_KINDS, Backend, BackendSpec, build, factory
 from edged.backends.supervisor import Supervisor
 from edged.config import Config, load_config
-from edged.devbench import load_figures
+from edged.embeddings.lazy import LazyEmbedder
 from edged.energy.meter import EnergyMeter, NullMeter
 from edged.energy.sampler import Sampler
+from edged.figures import load_figures
 from edged.guardian import Guardian, PassGuardian
-from edged.guardian.engine import RuleGuardian
-from edged.guardian.rules import load_packs
+from edged.guardian.build import build_guardian
 from edged.ingress.journal import Journal
 from edged.ingress.service import Ingress
 from edged.models import load_manifest, resolve
@@ -40,46 +39,18 @@ from edged.pipeline import Pipeline
 from edged.pipeline import Router as RouterStage
 from edged.power.build import open_power
 from edged.router.router import LocalStats, Router, load_policies
+from edged.service import systemd
 from edged.telemetry.discovery import Announcer
 from edged.telemetry.outbox import Outbox
+from edged.telemetry.presence import status_payload
 from edged.telemetry.reporter import EnergyCounter, Reporter
 from edged.telemetry.spool import Spool
 from edged.telemetry.stats import build_stats
-from edged.types import CLOUD, LOCAL, Embedder, PowerState
+from edged.types import CLOUD, LOCAL, PowerState
 
 log = logging.getLogger("edged.app")
 
 SHUTDOWN_GRACE_S = 10.0
-
-
-class _LazyEmbedder:
-    """Loads the embedding model on first use, once, for the guardian and the router."""
-
-    def __init__(self, cfg: Config) -> None:
-        self._cfg = cfg
-        self._model: Embedder | None = None
-
-    def embed(self, texts: Any) -> Any:
-        if self._model is None:
-            from edged.embeddings.minilm import MiniLMEmbedder
-
-            self._model = MiniLMEmbedder.from_manifest(
-                self._cfg.models.manifest, self._cfg.models.dir, threads=self._cfg.guardian.threads
-            )
-        return self._model.embed(texts)
-
-
-def build_guardian(cfg: Config, embedder: Embedder | None = None) -> Guardian:
-    """The pass-through guardian without packs, else a RuleGuardian over them (blocking).
-
-    Loads the embedding model only when some rule is semantic. Raises ConfigError /
-    ModelError naming the file, rule id and reason.
-    """
-    if not cfg.guardian.packs:
-        return PassGuardian()
-    packs = load_packs(cfg.guardian.packs)
-    semantic = any(r.kind == "semantic" for p in packs for r in p.rule)
-    return RuleGuardian(packs, (embedder or _LazyEmbedder(cfg)) if semantic else None)
 
 
 def mqtt_password(cfg: Config) -> str | None:
@@ -98,18 +69,6 @@ def tls_context(cfg: Config) -> ssl.SSLContext:
             str(cfg.mqtt.cert_file), str(cfg.mqtt.key_file) if cfg.mqtt.key_file else None
         )
     return ctx
-
-
-def status_payload(cfg: Config, state: str, **extra: object) -> bytes:
-    """The retained status message (``online`` / ``offline``)."""
-    body: dict[str, object] = {
-        "schema_version": 1,
-        "state": state,
-        "device_id": cfg.device_id,
-        "ts_unix_s": round(time.time(), 3),
-    }
-    body.update(extra)
-    return json.dumps(body, separators=(",", ":")).encode()
 
 
 async def retire(
@@ -149,7 +108,7 @@ class App:
         self.backends: dict[str, Backend] = {LOCAL: self.local}
         if cfg.cloud.enabled:
             self.backends[CLOUD] = build(CLOUD_KIND, BackendSpec(CLOUD, cfg))
-        self.embedder = _LazyEmbedder(cfg)
+        self.embedder = LazyEmbedder(cfg)
         self.device_figures = load_figures(cfg)  # from `edged bench --write-profile`
         self.pipeline = Pipeline(
             guardian=PassGuardian(),

@@ -403,13 +403,26 @@ def _parse_env_value(raw: str) -> Any:
     return raw
 
 
+def env_override_vars(environ: Mapping[str, str]) -> list[tuple[str, list[str], str]]:
+    """The ``EDGED_*`` variables that override config keys, in ``environ``'s order: (name,
+    key path lower-cased, raw value). ``EDGED_MQTT__PORT`` is ``["mqtt", "port"]``; an empty
+    segment (``EDGED_A____B``) stays ``""`` for :func:`env_overrides` to reject. Not
+    ``EDGED_CONFIG`` nor the variables holding secrets (:data:`ENV_RESERVED`).
+
+    The one reader of the names: :func:`load_config` applies these, ``edged check-config``
+    lists them.
+    """
+    return [
+        (name, [p.lower() for p in name[len(ENV_PREFIX) :].split("__")], raw)
+        for name, raw in environ.items()
+        if name.startswith(ENV_PREFIX) and name not in ENV_RESERVED
+    ]
+
+
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """Turn ``EDGED_*`` variables into a nested dict of overrides (keys lower-cased)."""
     out: dict[str, Any] = {}
-    for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name in ENV_RESERVED:
-            continue
-        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+    for name, path, raw in env_override_vars(environ):
         if any(not p for p in path):
             raise ConfigError(f"{name}: empty key segment")
         node = out

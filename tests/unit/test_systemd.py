@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from edged import systemd
-from edged.systemd import LoopLag, Notifier, watchdog_interval_s, watchdog_loop
+from edged.service import systemd
+from edged.service.systemd import LoopLag, Notifier, watchdog_interval_s, watchdog_loop
 
 
 class Receiver:
