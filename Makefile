@@ -71,7 +71,7 @@ DESTDIR ?=
 SERVICE_PYTHON ?= /usr/bin/python3
 
 install: deps model
-	$(PY) -m edged.install --prefix "$(or $(DESTDIR),/)" --source-dir . \
+	$(PY) -m edged.service.install --prefix "$(or $(DESTDIR),/)" --source-dir . \
 		$(if $(DESTDIR),,--venv --python $(SERVICE_PYTHON))
 
 # Removes the unit only: /etc/edged (config, credentials), /opt/edged (venv, models) and

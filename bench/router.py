@@ -60,9 +60,9 @@ from bench.prompts import TOPICS
 from edged.config import PolicyConfig, RouterConfig, SemanticRoute
 from edged.errors import EdgedError
 from edged.mqtt.link import props_for
-from edged.router.policy import CLOUD, LOCAL, RouteInputs, RouterState, decide
+from edged.router.policy import RouteInputs, RouterState, decide
 from edged.router.router import LocalStats, Router, load_policies
-from edged.types import ChatMessage, PowerState, ReplyAddress, Request, Verdict
+from edged.types import CLOUD, LOCAL, ChatMessage, PowerState, ReplyAddress, Request, Verdict
 from tests.fixtures.benign.corpus import load_benign
 from tests.helpers import DEFAULT_MODEL_FILE, Broker, CloudServer, Daemon
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import os
@@ -21,19 +20,16 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from edged import __version__, systemd
-from edged.backends.base import Backend
-from edged.backends.cloud import CloudBackend
-from edged.backends.fake import FakeBackend
-from edged.backends.llama import LlamaBackend
-from edged.backends.llama_proc import ProcessLlamaBackend
+from edged import __version__
+from edged.backends.base import CLOUD_KIND, LOCAL_KINDS, Backend, BackendSpec, build, factory
+from edged.backends.supervisor import Supervisor
 from edged.config import Config, load_config
-from edged.devbench import load_figures
+from edged.embeddings.lazy import LazyEmbedder
 from edged.energy.meter import EnergyMeter, NullMeter
 from edged.energy.sampler import Sampler
+from edged.figures import load_figures
 from edged.guardian import Guardian, PassGuardian
-from edged.guardian.engine import Embedder, RuleGuardian
-from edged.guardian.rules import load_packs
+from edged.guardian.build import build_guardian
 from edged.ingress.journal import Journal
 from edged.ingress.service import Ingress
 from edged.models import load_manifest, resolve
@@ -41,70 +37,27 @@ from edged.mqtt.link import Incoming, MqttLink, Will
 from edged.mqtt.topics import Topics
 from edged.pipeline import Pipeline
 from edged.pipeline import Router as RouterStage
-from edged.power.base import PowerSource
-from edged.power.hwprofile import (
-    build_source,
-    load_profiles,
-    sample_hz,
-    select_profile,
-    unavailable_reason,
-)
-from edged.power.null import NullSource
-from edged.router.policy import CLOUD, LOCAL
+from edged.power.build import open_power
 from edged.router.router import LocalStats, Router, load_policies
+from edged.service import systemd
 from edged.telemetry.discovery import Announcer
 from edged.telemetry.outbox import Outbox
+from edged.telemetry.presence import status_payload
 from edged.telemetry.reporter import EnergyCounter, Reporter
 from edged.telemetry.spool import Spool
-from edged.types import PowerState
+from edged.telemetry.stats import build_stats
+from edged.types import CLOUD, LOCAL, PowerState
 
 log = logging.getLogger("edged.app")
 
 SHUTDOWN_GRACE_S = 10.0
-RESTARTS_PER_MINUTE = 5
-
-
-class _LazyEmbedder:
-    """Loads the embedding model on first use, once, for the guardian and the router."""
-
-    def __init__(self, cfg: Config) -> None:
-        self._cfg = cfg
-        self._model: Embedder | None = None
-
-    def embed(self, texts: Any) -> Any:
-        if self._model is None:
-            from edged.embeddings.minilm import MiniLMEmbedder
-
-            self._model = MiniLMEmbedder.from_manifest(
-                self._cfg.models.manifest, self._cfg.models.dir, threads=self._cfg.guardian.threads
-            )
-        return self._model.embed(texts)
-
-
-def build_guardian(cfg: Config, embedder: Embedder | None = None) -> Guardian:
-    """The pass-through guardian without packs, else a RuleGuardian over them (blocking).
-
-    Loads the embedding model only when some rule is semantic. Raises ConfigError /
-    ModelError naming the file, rule id and reason.
-    """
-    if not cfg.guardian.packs:
-        return PassGuardian()
-    packs = load_packs(cfg.guardian.packs)
-    semantic = any(r.kind == "semantic" for p in packs for r in p.rule)
-    return RuleGuardian(packs, (embedder or _LazyEmbedder(cfg)) if semantic else None)
 
 
 def mqtt_password(cfg: Config) -> str | None:
-    """The broker password: $<password_env>, else the systemd credential file. Never logged."""
-    value = os.environ.get(cfg.mqtt.password_env)
-    if value:
-        return value
-    creds = os.environ.get("CREDENTIALS_DIRECTORY")
-    if creds:
-        path = Path(creds) / cfg.mqtt.password_credential
-        with contextlib.suppress(OSError):
-            return path.read_text().rstrip("\n") or None  # an empty credential: not set
-    return None
+    """The broker password: $<password_env>, else the systemd credential (edged.secrets)."""
+    from edged.secrets import read_secret
+
+    return read_secret(cfg.mqtt.password_env, cfg.mqtt.password_credential)
 
 
 def tls_context(cfg: Config) -> ssl.SSLContext:
@@ -116,18 +69,6 @@ def tls_context(cfg: Config) -> ssl.SSLContext:
             str(cfg.mqtt.cert_file), str(cfg.mqtt.key_file) if cfg.mqtt.key_file else None
         )
     return ctx
-
-
-def status_payload(cfg: Config, state: str, **extra: object) -> bytes:
-    """The retained status message (``online`` / ``offline``)."""
-    body: dict[str, object] = {
-        "schema_version": 1,
-        "state": state,
-        "device_id": cfg.device_id,
-        "ts_unix_s": round(time.time(), 3),
-    }
-    body.update(extra)
-    return json.dumps(body, separators=(",", ":")).encode()
 
 
 async def retire(
@@ -156,24 +97,18 @@ class App:
         self.cfg = cfg
         self.config_path = config_path
         self.topics = Topics(cfg.mqtt.topic_prefix, cfg.device_id)
-        self.local: Backend
-        if cfg.local.backend == "fake":
-            self.model_name = "fake"
-            self.local = FakeBackend(name=LOCAL, delay_s=cfg.local.fake_delay_s)
-        else:
+        kind = LOCAL_KINDS[(cfg.local.backend, cfg.local.isolation)]
+        model_path = None
+        self.model_name = "fake"
+        if factory(kind).needs_model_file:
             entry = load_manifest(cfg.models.manifest).get(cfg.local.model)
             self.model_name = entry.name
-            path = resolve(entry, cfg.models.dir)
-            if cfg.local.isolation == "process":
-                self.local = ProcessLlamaBackend(name=LOCAL, model_path=path, cfg=cfg.local,
-                                                 log_level=cfg.log.level,
-                                                 log_format=cfg.log.format)  # fmt: skip
-            else:
-                self.local = LlamaBackend(name=LOCAL, model_path=path, cfg=cfg.local)
+            model_path = resolve(entry, cfg.models.dir)
+        self.local: Backend = build(kind, BackendSpec(LOCAL, cfg, model_path))
         self.backends: dict[str, Backend] = {LOCAL: self.local}
         if cfg.cloud.enabled:
-            self.backends[CLOUD] = CloudBackend(name=CLOUD, cfg=cfg.cloud)
-        self.embedder = _LazyEmbedder(cfg)
+            self.backends[CLOUD] = build(CLOUD_KIND, BackendSpec(CLOUD, cfg))
+        self.embedder = LazyEmbedder(cfg)
         self.device_figures = load_figures(cfg)  # from `edged bench --write-profile`
         self.pipeline = Pipeline(
             guardian=PassGuardian(),
@@ -216,7 +151,7 @@ class App:
         self.profile_name: str | None = None
         self.outbox: Outbox | None = None
         self.reporter: Reporter | None = None
-        self.problem: str | None = None  # set when something needs the service restarted
+        self.supervisor = Supervisor(self.backends)
         self.notifier = systemd.Notifier(unset_environment=True)
         self.loop_lag = systemd.LoopLag()
         self._background: set[asyncio.Future[Any]] = set()
@@ -230,20 +165,9 @@ class App:
     def _build_sampler(self) -> Sampler:
         """Profile, power source and sampler (blocking: reads sysfs). A source that cannot
         be built leaves energy unknown with the reason; serving goes on."""
-        cfg = self.cfg.power
-        profile = None
-        try:
-            found = select_profile(cfg, load_profiles(cfg.profiles_dir))
-            profile = found.profile if found else None
-            self.profile_name = profile.name if profile else None
-            source: PowerSource = build_source(cfg, profile, cfg.sysfs_root)
-        except Exception as e:
-            log.error("event=power_source_unavailable error=%r", str(e))
-            source = NullSource(reason=unavailable_reason(cfg, profile, e))
-        hz = sample_hz(cfg, profile, source)
-        log.info("event=power_source source=%s profile=%s sample_hz=%.1f", source.name,
-                 self.profile_name, hz)  # fmt: skip
-        return Sampler(source, hz, cfg.buffer_s)
+        power = open_power(self.cfg.power)
+        self.profile_name = power.profile_name
+        return Sampler(power.source, power.sample_hz, self.cfg.power.buffer_s)
 
     def _power_state(self) -> PowerState:
         s = self.sampler.latest if self.sampler is not None else None
@@ -260,78 +184,26 @@ class App:
 
     def _stats(self) -> dict[str, Any]:
         cloud = self.backends.get(CLOUD)
-        breaker = getattr(cloud, "breaker", None)
-        router = self.pipeline.router
-        return {
-            "queue_depth": getattr(self.local, "waiting", None),
-            "in_flight": self.ingress.in_flight,
-            "idle_w": getattr(self.pipeline.meter, "idle_w", None),
-            "ingress": dict(self.ingress.counts),
-            "cloud": None if cloud is None else {
-                "breaker": getattr(breaker, "state", None),
-                "requests_today": getattr(router, "cloud_requests_today", None),
-                "tokens_today": getattr(router, "cloud_tokens_today", None),
-            },
-            "spool_dropped": self.outbox.dropped if self.outbox else 0,
-            "spool_pending": self.outbox.spool.pending if self.outbox else 0,
-            "spool_failed_writes": self.outbox.spool.failed_writes if self.outbox else 0,
-            "spool_corrupt": self.outbox.spool.corrupt if self.outbox else 0,
-            "profile": self.profile_name,
-            "alarms": self._alarms(),
-        }  # fmt: skip
-
-    def _alarms(self) -> list[str]:
-        """Conditions an operator should see (stable codes; telemetry's ``alarms``)."""
-        out = []
-        if self.outbox is not None and self.outbox.spool.failed_writes:
-            out.append("spool_write_failed")  # disk full or unwritable: telemetry may be lost
-        if self.outbox is not None and self.outbox.dropped:
-            out.append("spool_dropped")
-        if self.sampler is not None and self.sampler.failures:
-            out.append("power_source_failing")
-        cloud = self.backends.get(CLOUD)
-        if cloud is not None and getattr(getattr(cloud, "breaker", None), "state", "") == "open":
-            out.append("cloud_breaker_open")
-        if cloud is not None and getattr(cloud, "retry_after_s", 0.0) > 0:
-            out.append("cloud_throttled")
-        return out
-
-    async def supervise(self, period_s: float = 1.0) -> None:
-        """Restart a backend whose decode is stuck past its deadline, at most
-        ``RESTARTS_PER_MINUTE`` a minute; past that it stays unhealthy (the router avoids it,
-        the watchdog reports it, and systemd restarts the service)."""
-        restarts: list[float] = []
-        while True:
-            await asyncio.sleep(period_s)
-            for name, backend in self.backends.items():
-                stuck = getattr(backend, "stuck", None)
-                why = stuck() if stuck is not None else None
-                if why is None:
-                    continue
-                now = time.monotonic()
-                restarts[:] = [t for t in restarts if now - t < 60]
-                if len(restarts) >= RESTARTS_PER_MINUTE:
-                    self.problem = f"backend {name} stuck and restarted too often: {why}"
-                    log.error("event=backend_stuck_gave_up backend=%s reason=%r", name, why)
-                    continue
-                restarts.append(now)
-                log.error("event=backend_stuck_restarting backend=%s reason=%r", name, why)
-                try:
-                    await backend.restart()  # type: ignore[attr-defined]
-                except Exception as e:
-                    log.error("event=backend_restart_failed backend=%s error=%r", name, str(e))
-                else:
-                    log.info("event=backend_restarted backend=%s", name)
+        return build_stats(
+            local=self.local.stats(),
+            cloud=None if cloud is None else cloud.stats(),
+            cloud_usage=self.pipeline.router.cloud_usage(),
+            in_flight=self.ingress.in_flight,
+            ingress=self.ingress.counts,
+            idle_w=self.pipeline.meter.idle_w,
+            outbox=self.outbox,
+            sampler=self.sampler,
+            profile=self.profile_name,
+        )
 
     def _local_stats(self) -> LocalStats:
         """Measured by the backend while serving; until then, `edged bench --write-profile`."""
-        b = self.local
+        b = self.local.stats()
         stored = self.device_figures
         return LocalStats(
-            queue=getattr(b, "waiting", 0),
-            tokens_per_s=getattr(b, "tokens_per_s", None)
-            or (stored.tokens_per_s if stored else None),
-            ttft_s=getattr(b, "ttft_s", None) or (stored.ttft_s if stored else None),
+            queue=b.queue_depth or 0,
+            tokens_per_s=b.tokens_per_s or (stored.tokens_per_s if stored else None),
+            ttft_s=b.ttft_s or (stored.ttft_s if stored else None),
         )
 
     def build_router(self, cfg: Config, semantic: bool = True) -> Router:
@@ -452,7 +324,7 @@ class App:
             return lag
         if self.sampler is not None and not self.sampler.alive() and self.sampler.started_at_s:
             return "power sampler thread died"
-        return self.problem
+        return self.supervisor.problem
 
     async def run(self) -> int:
         """Run until stopped; returns the process exit status."""
@@ -506,7 +378,7 @@ class App:
         side_tasks = [
             asyncio.create_task(self.outbox.run(), name="telemetry-outbox"),
             asyncio.create_task(self.reporter.run(), name="telemetry"),
-            asyncio.create_task(self.supervise(), name="supervisor"),
+            asyncio.create_task(self.supervisor.run(), name="supervisor"),
         ]
         log.info(
             "event=started device_id=%s request_topic=%s broker=%s:%d",

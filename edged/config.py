@@ -121,10 +121,15 @@ class IngressConfig(_Model):
     )
 
 
+#: ``[local] backend``: each value names backend kinds registered in ``backends/base.py``
+#: (``tests/unit/test_backend_registry.py`` holds the two lists together).
+BackendKind = Literal["llama", "fake"]
+
+
 class LocalModelConfig(_Model):
     """The local llama.cpp backend."""
 
-    backend: Literal["llama", "fake"] = Field(
+    backend: BackendKind = Field(
         "llama",
         description="'llama': the GGUF model below; 'fake': echoes the prompt without a model "
         "(tests and demos only).",
@@ -255,12 +260,20 @@ class RouterConfig(_Model):
     )
 
 
+#: Every power source kind, the one list: each is registered by name in edged/power/
+#: (``@register``) and built through that registry; tests/unit/test_power_sources.py holds
+#: the registry to this list. A board profile's ``power.source`` is one of these.
+PowerSourceKind = Literal[
+    "ina3221", "power_supply", "rapl", "jtop", "trace", "estimate", "mqtt", "null"
+]
+
+
 class PowerConfig(_Model):
     """Where power, battery and temperature readings come from (docs/energy.md)."""
 
-    source: Literal[
-        "auto", "ina3221", "power_supply", "rapl", "jtop", "trace", "estimate", "mqtt", "null"
-    ] = Field("auto", description="'auto': what the detected board profile names.")
+    source: Literal["auto", PowerSourceKind] = Field(
+        "auto", description="'auto': what the detected board profile names."
+    )
     profile: str = Field(
         "auto", description="Board profile (hwprofiles/<name>.toml); 'auto' detects it."
     )
@@ -390,13 +403,26 @@ def _parse_env_value(raw: str) -> Any:
     return raw
 
 
+def env_override_vars(environ: Mapping[str, str]) -> list[tuple[str, list[str], str]]:
+    """The ``EDGED_*`` variables that override config keys, in ``environ``'s order: (name,
+    key path lower-cased, raw value). ``EDGED_MQTT__PORT`` is ``["mqtt", "port"]``; an empty
+    segment (``EDGED_A____B``) stays ``""`` for :func:`env_overrides` to reject. Not
+    ``EDGED_CONFIG`` nor the variables holding secrets (:data:`ENV_RESERVED`).
+
+    The one reader of the names: :func:`load_config` applies these, ``edged check-config``
+    lists them.
+    """
+    return [
+        (name, [p.lower() for p in name[len(ENV_PREFIX) :].split("__")], raw)
+        for name, raw in environ.items()
+        if name.startswith(ENV_PREFIX) and name not in ENV_RESERVED
+    ]
+
+
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """Turn ``EDGED_*`` variables into a nested dict of overrides (keys lower-cased)."""
     out: dict[str, Any] = {}
-    for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name in ENV_RESERVED:
-            continue
-        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+    for name, path, raw in env_override_vars(environ):
         if any(not p for p in path):
             raise ConfigError(f"{name}: empty key segment")
         node = out

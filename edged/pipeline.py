@@ -20,6 +20,7 @@ from edged.energy.meter import Meter
 from edged.errors import BackendFailed, EdgedError, Internal
 from edged.guardian import Guardian
 from edged.types import (
+    CloudUsage,
     EnergyReport,
     Finished,
     FinishReason,
@@ -38,10 +39,6 @@ from edged.types import (
 log = logging.getLogger("edged.pipeline")
 
 
-LOCAL = "local"
-CLOUD = "cloud"
-
-
 class Router(Protocol):
     """What the pipeline needs from the router."""
 
@@ -49,8 +46,17 @@ class Router(Protocol):
         """Where to serve ``request``; raises Unavailable / Timeout / BadRequest."""
         ...
 
+    def fallback(self, route: RouteDecision, failed: BackendFailed,
+                 verdict: Verdict) -> RouteDecision:  # fmt: skip
+        """Where to serve after ``route``'s backend failed; raises ``failed`` when nowhere."""
+        ...
+
     def served(self, route: RouteDecision, usage: Usage) -> None:
         """Account for a finished request (cloud budget)."""
+        ...
+
+    def cloud_usage(self) -> CloudUsage:
+        """Today's cloud requests and tokens (telemetry)."""
         ...
 
     def close(self) -> None:
@@ -114,14 +120,10 @@ class Pipeline:
                 verdict = await guardian.check_input(request)  # guardian in
                 route = await self.router.route(verdict.request, verdict)  # router
                 try:
-                    events = self.backends[route.backend].generate(verdict.request)  # backend
-                    events = guardian.filter_stream(events, verdict)  # guardian out
-                    out = await self._respond(verdict.request, events, reply)  # responder
-                except BackendFailed as failed:  # the cloud failed before any text: go local
-                    route = self._fallback(route, failed, verdict)
-                    events = self.backends[route.backend].generate(verdict.request)
-                    events = guardian.filter_stream(events, verdict)
-                    out = await self._respond(verdict.request, events, reply)
+                    out = await self._serve(route, verdict, guardian, reply)
+                except BackendFailed as failed:  # before any text: the router may go elsewhere
+                    route = self.router.fallback(route, failed, verdict)
+                    out = await self._serve(route, verdict, guardian, reply)
                 self.router.served(route, out.usage)
         except EdgedError as err:
             self._fail(request, reply, err)
@@ -136,30 +138,18 @@ class Pipeline:
         if self.observer is not None:
             self.observer(request, result, None)
 
+    async def _serve(self, route: RouteDecision, verdict: Verdict, guardian: Guardian,
+                     reply: ReplySink) -> _Outcome:  # fmt: skip
+        """Backend -> guardian out -> responder, for one route."""
+        events = self.backends[route.backend].generate(verdict.request)  # backend
+        events = guardian.filter_stream(events, verdict)  # guardian out
+        return await self._respond(verdict.request, events, reply)  # responder
+
     def _fail(self, request: Request, reply: ReplySink, err: EdgedError) -> None:
         self.meter.end(request.id, 0)
         reply.error(err)
         if self.observer is not None:
             self.observer(request, None, err)
-
-    def _fallback(self, route: RouteDecision, failed: BackendFailed,
-                  verdict: Verdict) -> RouteDecision:  # fmt: skip
-        """After a backend failed before its first token: the other one, if it may serve
-        (the cloud never for a private request); else re-raise."""
-        if not failed.before_first_token:
-            raise failed  # text was sent: serving elsewhere would repeat it
-        if route.backend != LOCAL:
-            local = self.backends.get(LOCAL)
-            if local is None or not local.healthy():
-                raise failed
-            log.warning("event=cloud_failed_fallback_local error=%r", failed.message)
-            return RouteDecision(LOCAL, (*route.reasons, "cloud_failed"))
-        cloud = self.backends.get(CLOUD)
-        pinned = verdict.request.sensitivity == "private" or verdict.force_local
-        if pinned or cloud is None or not cloud.healthy():
-            raise failed
-        log.warning("event=local_failed_fallback_cloud error=%r", failed.message)
-        return RouteDecision(CLOUD, (*route.reasons, "local_failed"))
 
     @staticmethod
     async def _respond(

@@ -6,13 +6,57 @@ Units are in the names (``_ms``, ``_s``, ``_j``). Unknown values are ``None`` to
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 Role = Literal["system", "user", "assistant"]
 RouteHint = Literal["auto", "local", "cloud"]
 Sensitivity = Literal["normal", "private"]
 FinishReason = Literal["stop", "length", "cancelled"]
+
+#: The two backend names a route can name.
+LOCAL = "local"
+CLOUD = "cloud"
+
+
+BreakerState = Literal["closed", "open", "half_open"]
+
+
+@dataclass(frozen=True, slots=True)
+class BackendStats:
+    """What a backend says about itself (cached values, no I/O): the supervisor, the router
+    and telemetry read it. None where a backend does not measure a figure (yet)."""
+
+    #: Generations queued or running.
+    queue_depth: int | None = None
+    #: Moving average of decode tokens/s.
+    tokens_per_s: float | None = None
+    #: Moving average of seconds from a job's start to its first token.
+    ttft_s: float | None = None
+    #: Why a decode looks stuck past its deadline (the supervisor restarts it), else None.
+    stuck: str | None = None
+    #: The circuit breaker's state, for a backend with one (the cloud).
+    breaker: BreakerState | None = None
+    #: Seconds left of a wait the server asked for (0 when none).
+    retry_after_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CloudUsage:
+    """Today's cloud use, counted against the router's daily budget."""
+
+    requests_today: int
+    tokens_today: int
+
+
+class Embedder(Protocol):
+    """Text to unit vectors (blocking; called off the event loop). The guardian's semantic
+    rules and the router's semantic routes share one."""
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        """An (n, dim) array of L2-normalized float32 rows."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

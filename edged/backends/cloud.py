@@ -20,8 +20,9 @@ What this module promises the pipeline:
 - A server that says how long to wait (HTTP 429 or 503 with ``Retry-After`` or
   ``retry-after-ms``) is believed: no retry sooner than that (the request fails over now
   instead), and ``healthy()`` is False until then, so the router sends nothing there
-  (``cloud_down``). The wait is capped at :data:`MAX_RETRY_AFTER_S`.
-- A :class:`Breaker` stops sending requests to a server that keeps failing.
+  (``cloud_down``). The wait is capped at
+  :data:`~edged.backends.retry_after.MAX_RETRY_AFTER_S`.
+- A :class:`~edged.backends.breaker.Breaker` stops sending requests to a server that keeps failing.
   ``healthy()`` is the router's question ("may I route here?") and consumes nothing;
   ``generate`` takes the breaker's permission for real (in half-open state: the one trial).
 
@@ -32,20 +33,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import os
 import random
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-from edged.backends.base import register
+from edged.backends.base import BackendSpec, register
+from edged.backends.breaker import Breaker
+from edged.backends.failures import BadStream, classify
 from edged.config import CloudConfig
 from edged.errors import BackendFailed
 from edged.types import (
+    BackendStats,
     Finished,
     FinishReason,
     Request,
@@ -65,16 +65,11 @@ log = logging.getLogger("edged.backend.cloud")
 #: ignore the Authorization header.
 PLACEHOLDER_API_KEY = "not-needed"
 
-BreakerState = Literal["closed", "open", "half_open"]
 _Verdict = Literal["success", "failure", "none"]
 
 #: HTTP statuses that are about the request itself (the server answered, so they say nothing
 #: about its health): they neither count against the breaker nor close it.
 REQUEST_FAULTS = frozenset({400, 413, 422})
-
-#: The longest a ``Retry-After`` keeps requests away from the cloud, seconds (a server that
-#: asks for an hour would otherwise silence the cloud on a misconfiguration).
-MAX_RETRY_AFTER_S = 300.0
 
 
 class CloudFailed(BackendFailed):
@@ -98,233 +93,16 @@ class CloudFailed(BackendFailed):
         )
 
 
-# --- circuit breaker ------------------------------------------------------------------------------
-
-
-class Breaker:
-    """A circuit breaker over whole requests. Pure logic: no I/O, the clock is injected.
-
-    - ``closed``: requests go through; ``failures`` consecutive failed requests open it.
-    - ``open``: nothing goes through for ``cooldown_s``; then it is ``half_open``.
-    - ``half_open``: exactly one trial request is admitted. Its success closes the breaker,
-      its failure opens it again for a fresh cooldown.
-
-    Two questions, on purpose:
-
-    - :meth:`allow_check` -- "would a request be admitted now?" -- changes nothing. This is
-      what the router asks (``CloudBackend.healthy()``); asking it any number of times never
-      uses up the half-open trial.
-    - :meth:`allow` -- "admit this request" -- takes the permission: in ``half_open`` the
-      first call gets the trial and every later call is refused until the trial reports.
-
-    Every admitted request must report exactly once: :meth:`record_success`,
-    :meth:`record_failure`, or :meth:`release` (ended without a verdict, e.g. cancelled
-    before the server answered; a half-open trial becomes available again).
-    """
-
-    def __init__(
-        self, failures: int, cooldown_s: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        if failures < 1:
-            raise ValueError("failures must be at least 1")
-        if cooldown_s <= 0:
-            raise ValueError("cooldown_s must be positive")
-        self.failures = failures
-        self.cooldown_s = cooldown_s
-        self._clock = clock
-        self._state: BreakerState = "closed"
-        self._consecutive = 0
-        self._opened_at = 0.0
-        self._trial_in_flight = False
-
-    def _tick(self) -> None:
-        """Let time pass: an open breaker whose cooldown is over becomes half-open."""
-        if self._state == "open" and self._clock() - self._opened_at >= self.cooldown_s:
-            self._state = "half_open"
-            self._trial_in_flight = False
-
-    @property
-    def state(self) -> BreakerState:
-        """``closed``, ``open`` or ``half_open`` (for telemetry)."""
-        self._tick()
-        return self._state
-
-    @property
-    def consecutive_failures(self) -> int:
-        """Failed requests in a row since the last success."""
-        return self._consecutive
-
-    def allow_check(self) -> bool:
-        """Would a request be admitted now? Consumes nothing (the router's question)."""
-        self._tick()
-        if self._state == "closed":
-            return True
-        if self._state == "half_open":
-            return not self._trial_in_flight
-        return False
-
-    def allow(self) -> bool:
-        """Admit a request now, or refuse it. In half-open state only the first caller (the
-        trial) is admitted until that trial reports."""
-        self._tick()
-        if self._state == "closed":
-            return True
-        if self._state == "half_open" and not self._trial_in_flight:
-            self._trial_in_flight = True
-            return True
-        return False
-
-    def record_success(self) -> None:
-        """An admitted request succeeded: the breaker closes and the count starts over."""
-        self._tick()
-        self._state = "closed"
-        self._consecutive = 0
-        self._trial_in_flight = False
-
-    def record_failure(self) -> None:
-        """An admitted request failed."""
-        self._tick()
-        self._consecutive += 1
-        if self._state == "half_open":
-            if self._trial_in_flight:  # the trial failed: open again, fresh cooldown
-                self._open()
-            # else: a request admitted before the breaker opened reports late; the trial
-            # (not yet sent) decides.
-        elif self._state == "closed" and self._consecutive >= self.failures:
-            self._open()
-        # open: a late report from before it opened; the cooldown is not extended
-
-    def release(self) -> None:
-        """An admitted request ended without a verdict (cancelled, or the request itself
-        was at fault). A half-open trial becomes available again."""
-        if self._state == "half_open":
-            self._trial_in_flight = False
-
-    def _open(self) -> None:
-        self._state = "open"
-        self._opened_at = self._clock()
-        self._trial_in_flight = False
-
-
 # --- API key ------------------------------------------------------------------------------------
 
 
 def read_api_key(cfg: CloudConfig, environ: Mapping[str, str] | None = None) -> str:
     """The API key: ``$<cfg.api_key_env>``, else the systemd credential
-    ``$CREDENTIALS_DIRECTORY/<cfg.api_key_credential>``, else a placeholder."""
-    env = os.environ if environ is None else environ
-    key = env.get(cfg.api_key_env, "").strip()
-    if key:
-        return key
-    cred_dir = env.get("CREDENTIALS_DIRECTORY")
-    if cred_dir:
-        try:
-            key = (Path(cred_dir) / cfg.api_key_credential).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError):
-            key = ""
-        if key:
-            return key
-    return PLACEHOLDER_API_KEY
+    ``cfg.api_key_credential`` (edged.secrets), else a placeholder."""
+    from edged.secrets import read_secret
 
-
-# --- failure classification -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Failure:
-    message: str
-    retryable: bool
-    status: int | None = None
-    #: Seconds the server asked us to wait (429/503 with Retry-After), else None.
-    retry_after_s: float | None = None
-
-
-def parse_retry_after(headers: Mapping[str, str], now_epoch_s: float) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` (milliseconds; OpenAI's) or ``Retry-After``
-    (delta-seconds or an HTTP date), capped at :data:`MAX_RETRY_AFTER_S`; None when absent
-    or unreadable. Header names are matched without regard to case."""
-    lower = {k.lower(): v for k, v in headers.items()}
-    seconds: float | None = None
-    ms = lower.get("retry-after-ms")
-    if ms is not None:
-        try:
-            seconds = float(ms) / 1000.0
-        except ValueError:
-            seconds = None
-    raw = lower.get("retry-after")
-    if seconds is None and raw is not None:
-        raw = raw.strip()
-        try:
-            seconds = float(raw)
-        except ValueError:
-            from email.utils import parsedate_to_datetime
-
-            try:
-                seconds = parsedate_to_datetime(raw).timestamp() - now_epoch_s
-            except (TypeError, ValueError, IndexError, OverflowError):
-                seconds = None
-    if seconds is None or math.isnan(seconds):
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
-
-
-class _BadStream(Exception):
-    """The stream's content broke the protocol (raised and classified inside this module)."""
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    """The exception and its causes/contexts, outermost first, each once."""
-    out: list[BaseException] = []
-    seen: set[int] = set()
-    todo: list[BaseException] = [exc]
-    while todo:
-        e = todo.pop(0)
-        if id(e) in seen:
-            continue
-        seen.add(id(e))
-        out.append(e)
-        todo.extend(x for x in (e.__cause__, e.__context__) if x is not None)
-    return out
-
-
-def _classify(exc: Exception) -> _Failure:
-    """A short, safe description of a failure. Only types and status codes are read, never
-    messages or bodies (they may echo the prompt or the request headers)."""
-    import openai
-
-    if isinstance(exc, _BadStream):
-        return _Failure(f"cloud: {exc.args[0]}", retryable=True)
-    if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        if 400 <= status < 500 and status not in (408, 429):
-            return _Failure(f"cloud: HTTP {status}", retryable=False, status=status)
-        wait_s = None
-        if status in (429, 503):
-            wait_s = parse_retry_after(exc.response.headers, time.time())
-        return _Failure(
-            f"cloud: HTTP {status}", retryable=True, status=status, retry_after_s=wait_s
-        )
-    chain = _chain(exc)
-    names = {type(e).__name__ for e in chain}
-    if isinstance(exc, openai.APITimeoutError) or any(n.endswith("Timeout") for n in names):
-        if "ConnectTimeout" in names:
-            return _Failure("cloud: connect timeout", retryable=True)
-        if "PoolTimeout" in names:
-            return _Failure("cloud: pool timeout", retryable=True)
-        if "WriteTimeout" in names:
-            return _Failure("cloud: write timeout", retryable=True)
-        return _Failure("cloud: read timeout", retryable=True)
-    if any(isinstance(e, ConnectionRefusedError) for e in chain):
-        return _Failure("cloud: connection refused", retryable=True)
-    if isinstance(exc, openai.APIConnectionError):
-        if "ConnectError" in names:
-            return _Failure("cloud: connection failed", retryable=True)
-        return _Failure("cloud: connection broken", retryable=True)
-    if isinstance(exc, openai.APIResponseValidationError | ValueError):
-        return _Failure("cloud: malformed response", retryable=True)
-    if isinstance(exc, openai.APIError):  # an error event inside the stream
-        return _Failure("cloud: error in stream", retryable=True)
-    return _Failure(f"cloud: {type(exc).__name__}", retryable=True)
+    key = read_secret(cfg.api_key_env, cfg.api_key_credential, environ)
+    return (key or PLACEHOLDER_API_KEY).strip()
 
 
 def _finish_reason(reason: str | None) -> FinishReason:
@@ -338,6 +116,13 @@ def _finish_reason(reason: str | None) -> FinishReason:
 class CloudBackend:
     """An OpenAI-compatible server, streamed, with retries before the first token and a
     circuit breaker."""
+
+    needs_model_file: ClassVar[bool] = False
+
+    @classmethod
+    def from_spec(cls, spec: BackendSpec) -> CloudBackend:
+        """From ``[cloud]``."""
+        return cls(name=spec.name, cfg=spec.cfg.cloud)
 
     def __init__(
         self, *, name: str, cfg: CloudConfig, clock: Callable[[], float] = time.monotonic
@@ -389,6 +174,13 @@ class CloudBackend:
     def retry_after_s(self) -> float:
         """Seconds left of a wait the server asked for (0 when none)."""
         return max(0.0, self._hold_until - self._clock())
+
+    def stats(self) -> BackendStats:
+        """The breaker's state and the wait the server asked for."""
+        return BackendStats(breaker=self.breaker.state, retry_after_s=self.retry_after_s)
+
+    async def restart(self) -> None:
+        """Never stuck (every wait has a timeout): nothing to restart."""
 
     # --- generation -------------------------------------------------------------------------------
 
@@ -481,7 +273,7 @@ class CloudBackend:
                         yield ev
                 return
             except Exception as exc:
-                failure = _classify(exc)
+                failure = classify(exc)
             # Decided outside the except block, so that nothing raised here chains the SDK's
             # exception (it holds the HTTP request, Authorization header included).
             before = deltas == 0
@@ -547,17 +339,17 @@ class CloudBackend:
                         if c.index == 0
                     ]
                 except (AttributeError, TypeError, ValueError):
-                    raise _BadStream("malformed chunk") from None
+                    raise BadStream("malformed chunk") from None
                 for text, reason in pieces:
                     if text:
                         if not isinstance(text, str):
-                            raise _BadStream("malformed chunk")
+                            raise BadStream("malformed chunk")
                         deltas += 1
                         yield TextDelta(text, 1)
                     if reason is not None:
                         finish = reason
             if finish is None:
-                raise _BadStream("stream ended without a finish reason")
+                raise BadStream("stream ended without a finish reason")
             if usage is None:
                 # The server sent no usage (llama.cpp's server does not): one token per piece;
                 # the prompt's size is unknown here: null (None), never 0.

@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncGenerator
+from typing import ClassVar
 
-from edged.backends.base import register
+from edged.backends.base import BackendSpec, register
 from edged.types import (
+    BackendStats,
     Finished,
     FinishReason,
     Request,
@@ -28,9 +30,16 @@ from edged.types import (
 class FakeBackend:
     """Streams the last user message back, chunked as the message says."""
 
+    needs_model_file: ClassVar[bool] = False
+
     def __init__(self, *, name: str, delay_s: float = 0.0) -> None:
         self.name = name
         self._delay_s = delay_s
+
+    @classmethod
+    def from_spec(cls, spec: BackendSpec) -> FakeBackend:
+        """``[local] fake_delay_s`` between chunks."""
+        return cls(name=spec.name, delay_s=spec.cfg.local.fake_delay_s)
 
     async def start(self) -> None:
         """Nothing to load."""
@@ -41,6 +50,13 @@ class FakeBackend:
     def healthy(self) -> bool:
         """Always ready."""
         return True
+
+    def stats(self) -> BackendStats:
+        """Nothing measured."""
+        return BackendStats()
+
+    async def restart(self) -> None:
+        """Never stuck: nothing to restart."""
 
     @staticmethod
     def chunks(request: Request) -> list[str]:

@@ -30,12 +30,18 @@ class Meter(Protocol):
         """Close window ``key`` and report its energy (joules, unknown as None)."""
         ...
 
+    @property
+    def idle_w(self) -> float | None:
+        """The idle baseline, watts (telemetry); None while unknown."""
+        ...
+
 
 class NullMeter:
     """No power source: every report is unknown, with the reason."""
 
     def __init__(self, reason: str = "no power source configured") -> None:
         self.reason = reason
+        self.idle_w: float | None = None
 
     def begin(self, key: str) -> None:
         """Nothing to open."""

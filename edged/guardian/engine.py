@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from edged.guardian.rules import STRENGTH, Direction, Pack, Rule
 from edged.guardian.stream import StreamFilter, redact
 from edged.types import (
     ChatMessage,
+    Embedder,
     Finished,
     GuardianReport,
     Request,
@@ -32,14 +33,6 @@ from edged.types import (
 )
 
 log = logging.getLogger("edged.guardian")
-
-
-class Embedder(Protocol):
-    """Text to unit vectors (blocking; called off the event loop)."""
-
-    def embed(self, texts: Sequence[str]) -> Any:
-        """An (n, dim) array of L2-normalized float32 rows."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)

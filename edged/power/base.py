@@ -15,9 +15,10 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from edged.config import PowerConfig
+from edged.power.profile import HwProfile, PowerFacts
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,28 +125,81 @@ def close_kept_open(paths: Iterable[Path]) -> None:
                 os.close(fd)
 
 
-SourceFactory = Callable[[PowerConfig, Path, "object"], PowerSource]
-_REGISTRY: dict[str, Callable[..., PowerSource]] = {}
+@dataclass(frozen=True, slots=True)
+class BuildContext:
+    """What a source is built from: the config, the board profile (None: no profile), and
+    the sysfs root its files are under."""
+
+    cfg: PowerConfig
+    profile: HwProfile | None
+    root: Path
+
+    @property
+    def facts(self) -> PowerFacts | None:
+        """The profile's ``[power]`` facts, None without a profile."""
+        return self.profile.power if self.profile is not None else None
+
+    @property
+    def profiles_dir(self) -> Path:
+        """The directory the profile was read from (its trace files are relative to it)."""
+        if self.profile is not None and self.profile.path is not None:
+            return self.profile.path.parent
+        return self.cfg.profiles_dir
 
 
-def register(kind: str) -> Callable[[Callable[..., PowerSource]], Callable[..., PowerSource]]:
-    """Decorator: make a source kind constructible by name."""
+class SourceClass(Protocol):
+    """A registered source class: it builds itself from a :class:`BuildContext`."""
 
-    def deco(factory: Callable[..., PowerSource]) -> Callable[..., PowerSource]:
-        _REGISTRY[kind] = factory
-        return factory
+    def from_config(self, ctx: BuildContext) -> PowerSource:
+        """Build the source, mapping the profile's facts onto its constructor (config
+        values first). ConfigError when it cannot be built from what is known; whatever
+        its sensors raise when they are missing (OSError, ValueError)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """One registered kind: its class and what the board profile adds to it."""
+
+    cls: SourceClass
+    #: Add the profile's battery, thermal zones and throttling (edged.power.board).
+    board_extras: bool = True
+    #: Among those, the profile's ``temp_paths`` (False: the source reads them itself).
+    board_temp_paths: bool = True
+
+
+S = TypeVar("S", bound=SourceClass)
+_REGISTRY: dict[str, Registration] = {}
+
+
+def register(
+    kind: str, *, board_extras: bool = True, board_temp_paths: bool = True
+) -> Callable[[S], S]:
+    """Class decorator: make a source kind constructible by name (``kind`` is one of
+    :data:`edged.config.PowerSourceKind`). ``board_extras=False``: built as is, without
+    the profile's battery and temperatures; ``board_temp_paths=False``: without the
+    profile's temperature files (the source reads them)."""
+
+    def deco(cls: S) -> S:
+        _REGISTRY[kind] = Registration(cls, board_extras, board_temp_paths)
+        return cls
 
     return deco
 
 
 def source_kinds() -> list[str]:
-    """The registered kinds."""
+    """The registered kinds (every source module imported: edged.power.build does that)."""
     return sorted(_REGISTRY)
 
 
-def factory(kind: str) -> Callable[..., PowerSource]:
-    """The factory for ``kind``; KeyError names the known kinds."""
+def registration(kind: str) -> Registration:
+    """The registration of ``kind``; KeyError names the known kinds."""
     try:
         return _REGISTRY[kind]
     except KeyError:
         raise KeyError(f"unknown power source {kind!r}; known: {source_kinds()}") from None
+
+
+def factory(kind: str) -> SourceClass:
+    """The class registered for ``kind``; KeyError names the known kinds."""
+    return registration(kind).cls

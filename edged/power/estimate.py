@@ -22,7 +22,15 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from edged.power.base import PowerSample, SensorInfo, read_sysfs_int, read_sysfs_str, register
+from edged.errors import ConfigError
+from edged.power.base import (
+    BuildContext,
+    PowerSample,
+    SensorInfo,
+    read_sysfs_int,
+    read_sysfs_str,
+    register,
+)
 
 _STAT = "proc/stat"
 
@@ -52,7 +60,7 @@ def read_cpu_times(path: Path) -> tuple[int, int]:
     raise ValueError(f"{path}: no aggregate 'cpu' line")
 
 
-@register("estimate")
+@register("estimate", board_temp_paths=False)
 class EstimateSource:
     """Board power modelled from CPU utilization, for boards that cannot measure it."""
 
@@ -60,6 +68,21 @@ class EstimateSource:
     estimated: bool = True
     #: /proc/stat counts in 10 ms ticks (USER_HZ 100): faster reads see too few ticks.
     max_rate_hz: float = 10.0
+
+    @classmethod
+    def from_config(cls, ctx: BuildContext) -> EstimateSource:
+        """The profile's [estimate] idle_w (``power.idle_w`` first) and max_w, with its
+        temperature files; ConfigError without a profile that has [estimate]."""
+        est = ctx.profile.estimate if ctx.profile is not None else None
+        if est is None:
+            raise ConfigError(
+                "power.source 'estimate' needs a board profile with [estimate] idle_w and "
+                "max_w (power.profile)"
+            )
+        idle_w = ctx.cfg.idle_w if ctx.cfg.idle_w is not None else est.idle_w
+        facts = ctx.facts
+        temp_paths = dict(facts.temp_paths) if facts else {}
+        return cls(root=ctx.root, idle_w=idle_w, max_w=est.max_w, temp_paths=temp_paths)
 
     def __init__(
         self,

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edged.power.base import (
+    BuildContext,
     PowerSample,
     SensorInfo,
     close_kept_open,
@@ -207,6 +208,17 @@ class Ina3221Source:
     estimated: bool = False
     #: The INA3221 converts in well under 10 ms per channel at the drivers' defaults.
     max_rate_hz: float = 100.0
+
+    @classmethod
+    def from_config(cls, ctx: BuildContext) -> Ina3221Source:
+        """The profile's total rail (or rails summed) and rail roles."""
+        facts = ctx.facts
+        return cls(
+            root=ctx.root,
+            total_rail=facts.total_rail if facts else None,
+            total_sum=list(facts.total_sum) if facts and facts.total_sum is not None else None,
+            rails=dict(facts.rails) if facts else {},
+        )
 
     def __init__(
         self,

@@ -20,18 +20,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edged.power.base import PowerSample, SensorInfo, register
+from edged.power.base import BuildContext, PowerSample, SensorInfo, register
 
 INSTALL_HINT = "install edged[jetson] (jetson-stats, AGPL-3.0)"
 
 
-@register("jtop")
+@register("jtop", board_extras=False)
 class JtopSource:
     """Board total and rails from a running jtop service. ``root`` is accepted, not used."""
 
     name: str = "jtop"
     estimated: bool = False
     max_rate_hz: float = 2.0
+
+    @classmethod
+    def from_config(cls, ctx: BuildContext) -> JtopSource:
+        """jtop reads its own temperatures; the profile adds nothing."""
+        return cls(root=ctx.root)
 
     def __init__(self, *, root: Path = Path("/"), interval_s: float = 0.5) -> None:
         if interval_s <= 0:

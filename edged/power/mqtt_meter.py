@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edged.power.base import PowerSample, SensorInfo, register
+from edged.errors import ConfigError
+from edged.power.base import BuildContext, PowerSample, SensorInfo, register
 
 
 def parse_watts(payload: bytes) -> float:
@@ -42,13 +43,20 @@ def parse_watts(payload: bytes) -> float:
     return w
 
 
-@register("mqtt")
+@register("mqtt", board_extras=False)
 class MqttMeterSource:
     """The last value a meter published (measured at the wall, so it includes the PSU)."""
 
     name = "mqtt"
     estimated = False
     max_rate_hz = 50.0
+
+    @classmethod
+    def from_config(cls, ctx: BuildContext) -> MqttMeterSource:
+        """The meter on ``power.mqtt_topic``; ConfigError without one."""
+        if not ctx.cfg.mqtt_topic:
+            raise ConfigError("power.source 'mqtt' needs power.mqtt_topic (the meter's topic)")
+        return cls(topic=ctx.cfg.mqtt_topic, root=ctx.root)
 
     def __init__(self, *, topic: str, root: Path = Path("/"), stale_s: float = 10.0,
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip

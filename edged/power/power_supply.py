@@ -28,7 +28,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edged.power.base import PowerSample, SensorInfo, read_sysfs_int, read_sysfs_str, register
+from edged.power.base import (
+    BuildContext,
+    PowerSample,
+    SensorInfo,
+    read_sysfs_int,
+    read_sysfs_str,
+    register,
+)
 
 _BASE = "sys/class/power_supply"
 #: Battery attributes read when present (all integers, kernel units).
@@ -78,6 +85,13 @@ class PowerSupplySource:
     estimated: bool = False
     #: Fuel gauges and ACPI batteries refresh about once a second or slower.
     max_rate_hz: float = 1.0
+
+    @classmethod
+    def from_config(cls, ctx: BuildContext) -> PowerSupplySource:
+        """The battery ``power.battery`` names, else the profile's; it is also the total."""
+        facts = ctx.facts
+        battery = ctx.cfg.battery or (facts.battery if facts else None)
+        return cls(root=ctx.root, battery=battery, also_total=True)
 
     def __init__(self, *, root: Path, battery: str | None = None, also_total: bool = False) -> None:
         self.root = Path(root)

@@ -27,7 +27,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edged.power.base import PowerSample, SensorInfo, read_sysfs_int, read_sysfs_str, register
+from edged.power.base import (
+    BuildContext,
+    PowerSample,
+    SensorInfo,
+    read_sysfs_int,
+    read_sysfs_str,
+    register,
+)
 
 _BASE = "sys/class/powercap"
 _ZONE = re.compile(r"^intel-rapl:(\d+)(?::(\d+))?$")
@@ -98,6 +105,11 @@ class RaplSource:
     estimated: bool = False
     #: The counters update about every millisecond; 50 Hz keeps the quantisation small.
     max_rate_hz: float = 50.0
+
+    @classmethod
+    def from_config(cls, ctx: BuildContext) -> RaplSource:
+        """The RAPL zones under the root."""
+        return cls(root=ctx.root)
 
     def __init__(self, *, root: Path, clock: Callable[[], float] = time.monotonic) -> None:
         self.root = Path(root)

@@ -20,7 +20,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from edged.power.base import PowerSample, SensorInfo, register
+from edged.errors import ConfigError
+from edged.power.base import BuildContext, PowerSample, SensorInfo, register
 
 HEADER = ("t_s", "power_w")
 
@@ -90,6 +91,20 @@ class TraceSource:
     #: Replayed numbers are not a measurement of this device.
     estimated: bool = True
     max_rate_hz: float = 1000.0
+
+    @classmethod
+    def from_config(cls, ctx: BuildContext) -> TraceSource:
+        """``power.trace_file``, else the profile's trace (relative to its directory)."""
+        path = ctx.cfg.trace_file
+        facts = ctx.facts
+        if path is None and facts is not None and facts.trace is not None:
+            path = ctx.profiles_dir / facts.trace
+        if path is None:
+            raise ConfigError(
+                "power.source 'trace' needs power.trace_file (a CSV with header t_s,power_w) "
+                "or a board profile with power.trace"
+            )
+        return cls(path=path, root=ctx.root, clock=time.monotonic)
 
     def __init__(
         self,

@@ -40,10 +40,7 @@ from dataclasses import dataclass, field
 
 from edged.config import PolicyConfig
 from edged.errors import Timeout, Unavailable
-from edged.types import PowerState, RouteDecision
-
-LOCAL = "local"
-CLOUD = "cloud"
+from edged.types import CLOUD, LOCAL, PowerState, RouteDecision
 
 #: The reason codes :func:`decide` gives, in the order of the list above.
 DECISION_REASONS = (
@@ -64,7 +61,7 @@ DECISION_REASONS = (
 )
 #: Prefix of the semantic reasons: ``semantic:<route name>``.
 SEMANTIC_PREFIX = "semantic:"
-#: The reason codes the pipeline adds when it falls back to the other backend.
+#: The reason codes :func:`fallback` adds when a request goes to the other backend.
 FALLBACK_REASONS = ("cloud_failed", "local_failed")
 #: Every fixed reason code a route can carry (besides ``semantic:<name>``).
 REASONS = DECISION_REASONS + FALLBACK_REASONS
@@ -116,6 +113,27 @@ def local_finish_s(inp: RouteInputs) -> float | None:
         return None
     per_request = (inp.local_ttft_s or 0.0) + inp.max_tokens / inp.local_tokens_per_s
     return per_request * (1 + inp.local_queue)
+
+
+def fallback(
+    route: RouteDecision,
+    *,
+    before_first_token: bool,
+    pinned: bool,
+    local_ok: bool,
+    cloud_ok: bool,
+) -> RouteDecision | None:
+    """Where a request goes after ``route``'s backend failed: the other backend, with the
+    reason ``cloud_failed`` / ``local_failed`` added, when it may serve; None when the
+    failure stands (text was already sent, so serving elsewhere would repeat it; the other
+    backend is down or absent; a private request never goes to the cloud)."""
+    if not before_first_token:
+        return None
+    if route.backend != LOCAL:
+        return RouteDecision(LOCAL, (*route.reasons, "cloud_failed")) if local_ok else None
+    if pinned or not cloud_ok:
+        return None
+    return RouteDecision(CLOUD, (*route.reasons, "local_failed"))
 
 
 def decide(

@@ -21,9 +21,19 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from edged.config import PolicyConfig, RouterConfig, format_validation_error
-from edged.errors import BadRequest, ConfigError
-from edged.router.policy import CLOUD, LOCAL, RouteInputs, RouterState, battery_low, decide
-from edged.types import PowerState, Request, RouteDecision, Usage, Verdict
+from edged.errors import BackendFailed, BadRequest, ConfigError
+from edged.router.policy import RouteInputs, RouterState, battery_low, decide, fallback
+from edged.types import (
+    CLOUD,
+    LOCAL,
+    CloudUsage,
+    Embedder,
+    PowerState,
+    Request,
+    RouteDecision,
+    Usage,
+    Verdict,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,14 +48,6 @@ class BackendView(Protocol):
 
     def healthy(self) -> bool:
         """Whether it may be routed to now."""
-        ...
-
-
-class Embedder(Protocol):
-    """Text to unit vectors (blocking)."""
-
-    def embed(self, texts: Any) -> Any:
-        """(n, dim) array."""
         ...
 
 
@@ -192,6 +194,25 @@ class Router:
         self.record(decision)
         return decision
 
+    def fallback(self, route: RouteDecision, failed: BackendFailed,
+                 verdict: Verdict) -> RouteDecision:  # fmt: skip
+        """After ``route``'s backend failed: the other backend if it may serve
+        (:func:`~edged.router.policy.fallback`), else ``failed`` is raised again."""
+        local = self.backends.get(LOCAL)
+        cloud = self.backends.get(CLOUD)
+        decision = fallback(
+            route,
+            before_first_token=failed.before_first_token,
+            pinned=verdict.request.sensitivity == "private" or verdict.force_local,
+            local_ok=local is not None and local.healthy(),
+            cloud_ok=cloud is not None and cloud.healthy(),
+        )
+        if decision is None:
+            raise failed
+        log.warning("event=%s_fallback_%s error=%r", "cloud_failed" if decision.backend == LOCAL
+                    else "local_failed", decision.backend, failed.message)  # fmt: skip
+        return decision
+
     def record(self, decision: RouteDecision) -> None:
         """Count a decision (telemetry) and a cloud request against today's budget."""
         key = f"{decision.backend}:{','.join(decision.reasons)}"
@@ -203,6 +224,10 @@ class Router:
         """Count the completion tokens a cloud answer took against today's budget."""
         if route.backend == CLOUD:
             self.cloud_tokens_today += usage.completion_tokens
+
+    def cloud_usage(self) -> CloudUsage:
+        """Today's cloud requests and completion tokens (telemetry)."""
+        return CloudUsage(self.cloud_requests_today, self.cloud_tokens_today)
 
     def adopt(self, old: Router) -> None:
         """Keep what the previous router remembered (after a reload)."""

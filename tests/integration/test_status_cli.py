@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from edged.status import Observation, default_timeout_s, format_json, format_report
+from edged.cli.observe import Observation, default_timeout_s, format_json, format_report
 from tests.helpers import ROOT, Broker, Client, Daemon
 
 if sys.version_info >= (3, 11):

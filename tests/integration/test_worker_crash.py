@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from edged.backends import llama_proc
-from edged.backends.llama_proc import ProcessLlamaBackend
+from edged.backends.llama import process as llama_proc
+from edged.backends.llama.process import ProcessLlamaBackend
 from edged.config import LocalModelConfig
 from edged.errors import BackendFailed
 from edged.types import ChatMessage, Finished, ReplyAddress, Request, StreamEvent, TextDelta

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from edged.cli import applied_env_overrides, is_secret_name, main, mask_secrets
+from edged.cli import main
+from edged.cli.check_config import applied_env_overrides, is_secret_name, mask_secrets
+from edged.config import env_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "edged.toml"
@@ -170,6 +172,33 @@ def test_secret_override_is_masked_in_the_list() -> None:
         ("EDGED_MQTT__HOST", "broker.lan", "mqtt.host"),
         ("EDGED_MQTT__PASSWORD", "***", "mqtt.password"),
     ]
+
+
+def test_the_list_names_exactly_the_key_paths_load_config_applies() -> None:
+    # one reader of the names (config.env_override_vars) serves both
+    environ = {
+        "EDGED_DEVICE_ID": "kitchen-1",
+        "EDGED_MQTT__PORT": "1884",
+        "EDGED_ROUTER__POLICY": "eco",
+        "EDGED_GUARDIAN__PACKS": '["a.toml"]',
+        "EDGED_CONFIG": "/etc/edged.toml",
+        "EDGED_MQTT_PASSWORD": "hunter2",
+        "EDGED_CLOUD_API_KEY": "sk-1",
+        "PATH": "/usr/bin",
+    }
+
+    def paths(tree: dict[str, object], prefix: str = "") -> set[str]:
+        out: set[str] = set()
+        for k, v in tree.items():
+            if isinstance(v, dict):
+                out |= paths(v, f"{prefix}{k}.")
+            else:
+                out.add(f"{prefix}{k}")
+        return out
+
+    listed = {path for _, _, path in applied_env_overrides(environ)}
+    assert listed == paths(env_overrides(environ))
+    assert listed == {"device_id", "mqtt.port", "router.policy", "guardian.packs"}
 
 
 def test_a_password_in_the_environment_is_refused_without_being_shown(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edged.backends.cloud import Breaker
+from edged.backends.breaker import Breaker
 
 
 class FakeClock:

@@ -6,7 +6,7 @@ from email.utils import formatdate
 
 import pytest
 
-from edged.backends.cloud import MAX_RETRY_AFTER_S, parse_retry_after
+from edged.backends.retry_after import MAX_RETRY_AFTER_S, parse_retry_after
 
 NOW = 1_800_000_000.0
 

@@ -21,7 +21,6 @@ import pytest
 from jinja2 import Environment, StrictUndefined
 
 from edged import __version__
-from edged.app import status_payload
 from edged.config import Config
 from edged.mqtt.topics import Topics
 from edged.telemetry.discovery import (
@@ -34,6 +33,7 @@ from edged.telemetry.discovery import (
     object_base,
     removal_messages,
 )
+from edged.telemetry.presence import status_payload
 from tests.unit.test_telemetry_schemas import (
     BOARD_W,
     Clock,

@@ -57,4 +57,4 @@ def test_every_file_the_layout_names_exists() -> None:
 def test_the_layout_is_read() -> None:
     entries = layout()
     assert {"", "backends", "router", "guardian", "mqtt", "power"} <= set(entries)
-    assert "llama_proc" in named(entries["backends"])
+    assert "process" in named(entries["backends"])

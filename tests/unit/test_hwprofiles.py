@@ -10,16 +10,9 @@ import pytest
 
 from edged.config import PowerConfig
 from edged.errors import ConfigError
-from edged.power.hwprofile import (
-    HwProfile,
-    build_source,
-    detect,
-    detect_reason,
-    load_profile,
-    load_profiles,
-    select_profile,
-    source_kind,
-)
+from edged.power.build import build_source, source_kind
+from edged.power.detect import detect, detect_reason, select_profile
+from edged.power.profile import HwProfile, load_profile, load_profiles
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILES_DIR = ROOT / "hwprofiles"

@@ -1,4 +1,4 @@
-"""edged.install: files, modes, no overwrite, a config that loads with the install's paths."""
+"""edged.service.install: files, modes, no overwrite, a config that loads with the paths."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from edged import install
 from edged.config import load_config
 from edged.guardian.rules import load_packs
 from edged.models import load_manifest
-from edged.power.hwprofile import load_profiles
+from edged.power.profile import load_profiles
 from edged.router.router import load_policies
+from edged.service import install
 
 if sys.version_info >= (3, 11):
     import tomllib

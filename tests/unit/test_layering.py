@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "edged"
-BASE = {"edged.types", "edged.errors", "edged.config", "edged.aio", "edged.logs", "edged.store"}
+BASE = {
+    "edged.types",
+    "edged.errors",
+    "edged.config",
+    "edged.aio",
+    "edged.logs",
+    "edged.store",
+    "edged.secrets",  # the one secret reader (environment, then systemd credential)
+}
 # stage package -> what else it may import from edged
 STAGES = {
     "guardian": BASE,
@@ -39,7 +47,7 @@ def edged_imports(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_stage_imports_only_base_modules_and_itself(stage: str) -> None:
-    files = sorted((PKG / stage).glob("*.py"))
+    files = sorted((PKG / stage).rglob("*.py"))  # subpackages too (backends/llama/)
     assert files, stage
     for f in files:
         for mod in edged_imports(f):
@@ -48,8 +56,38 @@ def test_stage_imports_only_base_modules_and_itself(stage: str) -> None:
             assert mod in STAGES[stage], f"{f.relative_to(PKG.parent)} imports {mod}"
 
 
+# outer packages: what they may import from edged beyond themselves (None: anything)
+OUTER = {
+    "cli": None,  # the command line: the outermost layer
+    "service": BASE | {"edged.models"},  # systemd protocol and installation
+}
+
+
+def test_nothing_imports_the_command_line() -> None:
+    for f in sorted(PKG.rglob("*.py")):
+        if f.relative_to(PKG).parts[0] == "cli":
+            continue
+        for mod in edged_imports(f):
+            assert mod != "edged.cli" and not mod.startswith("edged.cli."), (
+                f"{f.relative_to(PKG.parent)} imports {mod}"
+            )
+
+
+@pytest.mark.parametrize("pkg", sorted(p for p, allowed in OUTER.items() if allowed is not None))
+def test_outer_package_imports_only_what_it_may(pkg: str) -> None:
+    allowed = OUTER[pkg]
+    assert allowed is not None
+    files = sorted((PKG / pkg).glob("*.py"))
+    assert files, pkg
+    for f in files:
+        for mod in edged_imports(f):
+            if mod == f"edged.{pkg}" or mod.startswith(f"edged.{pkg}."):
+                continue
+            assert mod in allowed, f"{f.relative_to(PKG.parent)} imports {mod}"
+
+
 def test_base_modules_import_no_stage() -> None:
-    for name in ("types", "errors", "config"):
+    for name in ("types", "errors", "config", "secrets", "figures"):
         mods = edged_imports(PKG / f"{name}.py")
         assert mods <= BASE, (name, mods)
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from edged.app import App
 from edged.config import Config, PowerConfig
-from edged.power.hwprofile import load_profiles, unavailable_reason
+from edged.power.build import unavailable_reason
+from edged.power.profile import load_profiles
 from edged.telemetry.reporter import EnergyCounter, Reporter
 from tests.helpers import ROOT
 

@@ -11,16 +11,21 @@ import sys
 import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
+from edged.config import PowerConfig, PowerSourceKind
+from edged.errors import ConfigError
 from edged.power.base import factory, source_kinds
+from edged.power.build import build_source
 from edged.power.estimate import EstimateSource
 from edged.power.ina3221 import Ina3221Source
 from edged.power.jtop import JtopSource
+from edged.power.mqtt_meter import MqttMeterSource
 from edged.power.null import NullSource
 from edged.power.power_supply import PowerSupplySource
+from edged.power.profile import PowerFacts
 from edged.power.rapl import RaplSource
 from edged.power.trace import TraceError, TraceSource
 
@@ -70,6 +75,33 @@ def test_every_kind_is_registered_by_name() -> None:
     for kind, cls in expected.items():
         assert factory(kind) is cls
     assert set(expected) <= set(source_kinds())
+
+
+def test_the_registry_is_the_configs_one_list_of_kinds() -> None:
+    import edged.power.build  # imports every source module, so each registers its kind
+
+    kinds = set(get_args(PowerSourceKind))
+    assert set(source_kinds()) == kinds
+    # the config adds "auto"; a board profile names one of the same kinds
+    assert set(get_args(PowerConfig.model_fields["source"].annotation)) == kinds | {"auto"}
+    assert set(get_args(PowerFacts.model_fields["source"].annotation)) == kinds
+    assert edged.power.build.source_kinds() == sorted(kinds)
+
+
+def test_built_by_name_through_the_registry(board: Callable[[str], Path]) -> None:
+    root = board("x86-laptop")
+    cfg = PowerConfig(source="rapl", sysfs_root=root)
+    assert isinstance(build_source(cfg, None, root), RaplSource)
+    mqtt = build_source(PowerConfig(source="mqtt", mqtt_topic="meter/w"), None, root)
+    assert isinstance(mqtt, MqttMeterSource) and mqtt.topic == "meter/w"
+    with pytest.raises(ConfigError, match=r"needs power\.mqtt_topic"):
+        build_source(PowerConfig(source="mqtt"), None, root)
+    with pytest.raises(ConfigError, match=r"needs power\.trace_file"):
+        build_source(PowerConfig(source="trace"), None, root)
+    with pytest.raises(ConfigError, match=r"needs a board profile with \[estimate\]"):
+        build_source(PowerConfig(source="estimate"), None, root)
+    with pytest.raises(KeyError, match="unknown power source 'nope'"):
+        factory("nope")
 
 
 # --- ina3221 ----------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 The commands are taken from the shell blocks (```sh, ```bash, ```shell, ```console, and
 ``$ ``-prompted lines of any block) and from inline code spans, and parsed with the real
-parser of ``edged/cli.py`` (parsed, never run). A shell block shows a whole command, so it
+parser of ``edged/cli/`` (parsed, never run). A shell block shows a whole command, so it
 must parse as it stands. An inline span counts when it names one of edged's commands
 (prose also writes `edged <device_id>`); it may only name it (`edged ask`), so missing
 required arguments are filled with a placeholder, but whatever the span does show must

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from edged.cli import _summary
+from edged.cli.ask import _summary
 from edged.config import Config, load_config
-from edged.install import service_config_text
+from edged.service.install import service_config_text
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -81,8 +81,12 @@ def test_every_route_decision_in_edged_is_built_from_listed_reasons() -> None:
     assert produced, "no RouteDecision(...) found: the scan is broken"
     for where, codes in produced.items():
         assert codes <= set(REASONS), (where, codes - set(REASONS))
-    # the pipeline is where the fallbacks are added, and nowhere else
-    assert produced["edged/pipeline.py"] == set(FALLBACK_REASONS)
+    # the router's fallback() is where the fallbacks are added, and nowhere else
+    fallback = _literals(_function(PKG / "router" / "policy.py", "fallback"))
+    assert fallback == set(FALLBACK_REASONS)
+    for where, codes in produced.items():
+        if where != "edged/router/policy.py":
+            assert codes.isdisjoint(FALLBACK_REASONS), where
 
 
 @settings(max_examples=500, deadline=None)

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from edged.config import PolicyConfig
 from edged.errors import Timeout, Unavailable
-from edged.router.policy import RouteInputs, RouterState, battery_low, decide
-from edged.types import PowerState
+from edged.router.policy import RouteInputs, RouterState, battery_low, decide, fallback
+from edged.types import PowerState, RouteDecision
 
 VOICE = PolicyConfig(prefer="local", offload_on=["deadline", "queue_full"])
 CONTENT = PolicyConfig(
@@ -78,6 +78,26 @@ def test_content_pipeline_prefers_the_cloud() -> None:
     assert route(replace(BOTH, cloud_ok=False), CONTENT) == ("local", ("policy", "cloud_down"))
     assert route(replace(BOTH, cloud_budget_left=False), CONTENT) == (
         "local", ("policy", "budget_spent"))  # fmt: skip
+
+
+def test_fallback_goes_to_the_other_backend_only_before_the_first_token() -> None:
+    cloud, local = RouteDecision("cloud", ("policy",)), RouteDecision("local", ("deadline",))
+    ok = {"pinned": False, "local_ok": True, "cloud_ok": True}
+    assert fallback(cloud, before_first_token=True, **ok) == RouteDecision(
+        "local", ("policy", "cloud_failed"))  # fmt: skip
+    assert fallback(local, before_first_token=True, **ok) == RouteDecision(
+        "cloud", ("deadline", "local_failed"))  # fmt: skip
+    # text was sent: serving elsewhere would repeat it
+    assert fallback(cloud, before_first_token=False, **ok) is None
+    assert fallback(local, before_first_token=False, **ok) is None
+    # the other backend is down or absent
+    assert fallback(cloud, before_first_token=True, pinned=False, local_ok=False,
+                    cloud_ok=True) is None  # fmt: skip
+    assert fallback(local, before_first_token=True, pinned=False, local_ok=True,
+                    cloud_ok=False) is None  # fmt: skip
+    # a private request never goes to the cloud
+    assert fallback(local, before_first_token=True, pinned=True, local_ok=True,
+                    cloud_ok=True) is None  # fmt: skip
 
 
 def test_battery_saver() -> None:

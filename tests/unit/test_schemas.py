@@ -17,13 +17,13 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from edged import __version__
-from edged.app import status_payload
 from edged.config import Config
 from edged.energy.meter import NullMeter
 from edged.errors import WIRE_CODES, EdgedError
 from edged.guardian import PassGuardian
 from edged.ingress import wire
 from edged.mqtt.topics import Topics
+from edged.telemetry.presence import status_payload
 from edged.types import (
     EnergyReport,
     GuardianReport,

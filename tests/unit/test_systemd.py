@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from edged import systemd
-from edged.systemd import LoopLag, Notifier, watchdog_interval_s, watchdog_loop
+from edged.service import systemd
+from edged.service.systemd import LoopLag, Notifier, watchdog_interval_s, watchdog_loop
 
 
 class Receiver:
@@ -219,20 +219,6 @@ def test_watchdog_interval_from_os_environ(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("WATCHDOG_USEC", "10000000")
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
     assert watchdog_interval_s() == 5.0
-
-
-# --- credentials ------------------------------------------------------------------------
-
-
-def test_read_credential(tmp_path: Path) -> None:
-    (tmp_path / "mqtt-password").write_text("s3cret\n")
-    (tmp_path / "empty").write_text("")
-    env = {"CREDENTIALS_DIRECTORY": str(tmp_path)}
-    assert systemd.read_credential("mqtt-password", env) == "s3cret"
-    assert systemd.read_credential("empty", env) is None
-    assert systemd.read_credential("missing", env) is None
-    assert systemd.read_credential("../etc/passwd", env) is None
-    assert systemd.read_credential("mqtt-password", {}) is None
 
 
 # --- watchdog loop ----------------------------------------------------------------------

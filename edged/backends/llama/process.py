@@ -8,11 +8,11 @@ the backend reports itself unhealthy, and the child is restarted with back-off
 back-off from its first step again). Requests queued behind the one being served had not
 started: they are sent again to the restarted worker, in their order, when the restart can
 be expected to finish within their deadlines; otherwise they fail before their first token,
-so the pipeline's fallback rules apply to them. A decode stuck past its deadline is ended the
+so the router's fallback rules apply to them. A decode stuck past its deadline is ended the
 same way: the child is killed and restarted.
 
-The decode itself is :class:`~edged.backends.llama.LlamaBackend`'s, run in the child
-unchanged (it reports only through ``emit`` and checks a cancel flag).
+The decode itself is :class:`~.engine.LlamaEngine`'s, the same the thread variant runs, in
+the child unchanged (it reports only through ``emit`` and checks a cancel flag).
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ import time
 from collections.abc import AsyncGenerator
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from edged.backends.base import register
+from edged.backends.base import BackendSpec, register
+from edged.backends.llama.engine import STUCK_GRACE_S, LlamaEngine, Merged, stuck_reason
 from edged.config import LocalModelConfig
-from edged.errors import BackendFailed, EdgedError, Unavailable
-from edged.types import Finished, Request, Started, StreamEvent, TextDelta
+from edged.errors import BackendFailed, Unavailable
+from edged.types import BackendStats, Finished, Request, Started, StreamEvent, TextDelta
 
 log = logging.getLogger("edged.backend.llama_proc")
 
@@ -44,9 +45,6 @@ RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 HEALTHY_RESET_S = 60.0
 #: How often one queued request is sent again to a restarted worker.
 MAX_REPLAYS = 2
-#: A decode job this long past its request's deadline counts as stuck.
-STUCK_GRACE_S = 5.0
-STUCK_NO_DEADLINE_S = 600.0
 
 
 # --- the child -------------------------------------------------------------------------------
@@ -55,13 +53,12 @@ STUCK_NO_DEADLINE_S = 600.0
 def worker_main(conn: Connection, name: str, model_path: str, cfg: dict[str, Any],
                 log: tuple[str, str] = ("info", "logfmt")) -> None:  # fmt: skip
     """The worker process: load the model, then serve jobs from the pipe in order."""
-    from edged.backends.llama import LlamaBackend
     from edged.logs import setup as setup_logging  # the child imports llama.cpp, not the parent
 
     setup_logging(*log)  # same stdout (the journal) as the daemon
 
-    engine = LlamaBackend(name=name, model_path=Path(model_path),
-                          cfg=LocalModelConfig.model_validate(cfg))  # fmt: skip
+    engine = LlamaEngine(name=name, model_path=Path(model_path),
+                         cfg=LocalModelConfig.model_validate(cfg))  # fmt: skip
     # The decode thread only queues what it emits; a sender thread pickles and writes it,
     # so pipe writes never sit between two tokens.
     outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
@@ -78,7 +75,7 @@ def worker_main(conn: Connection, name: str, model_path: str, cfg: dict[str, Any
     threading.Thread(target=sender, name="worker-send", daemon=True).start()
     t0 = time.monotonic()
     try:
-        engine._load()
+        engine.load()
     except BaseException as e:  # the parent reports it
         send(("load_failed", f"{type(e).__name__}: {e}"))
         send(None)
@@ -118,7 +115,7 @@ def worker_main(conn: Connection, name: str, model_path: str, cfg: dict[str, Any
         def emit(ev: Any, job_id: int = job_id) -> None:
             send(("ev", job_id, ev))
 
-        engine._decode(request, cancel, emit)
+        engine.decode(request, cancel, emit)
         send(("stats", job_id, engine.tokens_per_s, engine.ttft_s))
         with lock:
             cancels.pop(job_id, None)
@@ -171,6 +168,15 @@ class _Job:
 @register("llama_process")
 class ProcessLlamaBackend:
     """A llama.cpp model in a child process."""
+
+    needs_model_file: ClassVar[bool] = True
+
+    @classmethod
+    def from_spec(cls, spec: BackendSpec) -> ProcessLlamaBackend:
+        """The model file in ``spec``, run as ``[local]`` says; the worker logs as ``[log]``."""
+        assert spec.model_path is not None
+        return cls(name=spec.name, model_path=spec.model_path, cfg=spec.cfg.local,
+                   log_level=spec.cfg.log.level, log_format=spec.cfg.log.format)  # fmt: skip
 
     def __init__(self, *, name: str, model_path: Path, cfg: LocalModelConfig,
                  log_level: str = "info", log_format: str = "logfmt") -> None:  # fmt: skip
@@ -366,6 +372,11 @@ class ProcessLlamaBackend:
         """The worker runs, has its model, and no job is stuck."""
         return self._ready and self.stuck() is None
 
+    def stats(self) -> BackendStats:
+        """Queue depth, measured speeds, and whether a decode is stuck."""
+        return BackendStats(queue_depth=self.waiting, tokens_per_s=self.tokens_per_s,
+                            ttft_s=self.ttft_s, stuck=self.stuck())  # fmt: skip
+
     @property
     def waiting(self) -> int:
         """Generations queued or running."""
@@ -375,12 +386,10 @@ class ProcessLlamaBackend:
         """Why the running job looks stuck (past its deadline plus ``grace_s``), or None."""
         now = time.monotonic()
         for job in self._jobs.values():
-            if job.started_at_s is None:
-                continue
-            limit = (job.deadline_at_s if job.deadline_at_s is not None
-                     else job.started_at_s + STUCK_NO_DEADLINE_S)  # fmt: skip
-            if now > limit + grace_s:
-                return f"decode job running {now - job.started_at_s:.0f} s, past its deadline"
+            if job.started_at_s is not None:
+                why = stuck_reason(job.started_at_s, job.deadline_at_s, now, grace_s)
+                if why is not None:
+                    return why
         return None
 
     async def restart(self) -> None:
@@ -425,26 +434,12 @@ class ProcessLlamaBackend:
             raise BackendFailed("the local model worker is gone", before_first_token=True) from None
         job.conn = conn
         try:
-            pending: Any = None
+            events = Merged(job.queue)
             while True:
-                item = pending if pending is not None else await job.queue.get()
-                pending = None
-                if isinstance(item, TextDelta):
-                    text, n = item.text, item.tokens
-                    while not job.queue.empty():  # coalesce what piled up
-                        nxt = job.queue.get_nowait()
-                        if not isinstance(nxt, TextDelta):
-                            pending = nxt
-                            break
-                        text += nxt.text
-                        n += nxt.tokens
-                    yield TextDelta(text, n)
-                elif isinstance(item, EdgedError | BaseException):
-                    raise item
-                else:
-                    yield item
-                    if isinstance(item, Finished):
-                        return
+                ev = await events.next()
+                yield ev
+                if isinstance(ev, Finished):
+                    return
         finally:
             self._jobs.pop(job_id, None)
             sent = job.conn

@@ -1,30 +1,24 @@
 """``edged bench``: measure this device (local tokens/s, time to first token, J per token
-where a power sensor exists) and optionally store the figures for the router.
-
-The router uses measured speeds to decide whether a request can finish before its deadline,
-and J per token to weigh serving locally against the radio; until the daemon has served
-requests itself, the stored figures stand in.
+where a power sensor exists) and optionally store the figures for the router
+(:mod:`edged.figures`).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import json
-import os
 import statistics
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from edged.backends.llama import LlamaBackend
+from edged.cli.common import Commands, load, with_config
 from edged.config import Config
-from edged.energy.meter import EnergyMeter
-from edged.energy.sampler import Sampler
-from edged.models import load_manifest, resolve
-from edged.power.hwprofile import build_source, load_profiles, sample_hz, select_profile
+from edged.figures import DeviceFigures, write_figures
 from edged.types import ChatMessage, ReplyAddress, Request, TextDelta
 
-PROFILE_FILE = "device-profile.json"
+if TYPE_CHECKING:
+    from edged.energy.sampler import Sampler
+
 PROMPTS = (
     "Write a short story about a lighthouse keeper.",
     "Explain how a bicycle gear works.",
@@ -33,37 +27,15 @@ PROMPTS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceFigures:
-    """What ``edged bench`` measured (None where it could not)."""
-
-    model: str
-    tokens_per_s: float
-    ttft_s: float
-    j_per_token: float | None
-    power_source: str
-    estimated: bool
-    runs: int
-    measured_unix_s: float
-
-
-def profile_path(cfg: Config) -> Path:
-    """Where the stored figures live (beside the energy counter)."""
-    return cfg.telemetry.state_dir / PROFILE_FILE
-
-
-def load_figures(cfg: Config) -> DeviceFigures | None:
-    """The stored figures for the configured model, or None."""
-    try:
-        data = json.loads(profile_path(cfg).read_text())
-        figures = DeviceFigures(**data)
-    except (OSError, ValueError, TypeError):
-        return None
-    return figures if figures.model == cfg.local.model else None
-
-
 async def measure(cfg: Config, runs: int = 4, max_tokens: int = 64) -> DeviceFigures:
     """Run ``runs`` greedy generations on the local model with the power sampler on."""
+    # imported here, so that the other commands start without the model and power code
+    from edged.backends.llama import LlamaBackend
+    from edged.energy.meter import EnergyMeter
+    from edged.energy.sampler import Sampler
+    from edged.models import load_manifest, resolve
+    from edged.power.hwprofile import build_source, load_profiles, sample_hz, select_profile
+
     loop = asyncio.get_running_loop()
     entry = load_manifest(cfg.models.manifest).get(cfg.local.model)
     backend = LlamaBackend(name="local", model_path=resolve(entry, cfg.models.dir),
@@ -119,11 +91,30 @@ async def measure(cfg: Config, runs: int = 4, max_tokens: int = 64) -> DeviceFig
     )
 
 
-def write_figures(cfg: Config, figures: DeviceFigures) -> Path:
-    """Store the figures atomically for the daemon's router."""
-    path = profile_path(cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(figures), indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Measure this device and print the figures (``--write-profile`` stores them)."""
+    cfg = load(args)
+    print(f"measuring {cfg.local.model}: {args.runs} runs of {args.max_tokens} tokens", flush=True)
+    f = asyncio.run(measure(cfg, runs=args.runs, max_tokens=args.max_tokens))
+    jpt = (
+        f"{f.j_per_token:.4f} J/token ({f.power_source}{', estimated' if f.estimated else ''})"
+        if f.j_per_token is not None
+        else f"J/token unknown (power source: {f.power_source})"
+    )
+    print(f"local decode {f.tokens_per_s:.1f} tokens/s, time to first token "
+          f"{f.ttft_s * 1000:.0f} ms, {jpt}")  # fmt: skip
+    if args.write_profile:
+        path = write_figures(cfg, f)
+        print(f"stored for the router: {path}")
+    return 0
+
+
+def add_parser(sub: Commands[argparse.ArgumentParser]) -> None:
+    """``edged bench``."""
+    b = sub.add_parser("bench", help="measure this device: tokens/s, time to first token, J/token")
+    with_config(b)
+    b.add_argument("--runs", type=int, default=4)
+    b.add_argument("--max-tokens", type=int, default=64)
+    b.add_argument("--write-profile", action="store_true",
+                   help="store the figures for the router (telemetry.state_dir)")  # fmt: skip
+    b.set_defaults(func=cmd_bench)

@@ -19,7 +19,7 @@ Everything goes under ``prefix`` (a staging root; tests use a temporary director
 the paths written into files are the run-time ones. Data files under /etc/edged that an
 admin changed are kept; the shipped version is put beside them as ``<name>.dist``.
 
-``python -m edged.install [--prefix DIR] [--dry-run] [--venv]``; ``make install`` runs it.
+``python -m edged.service.install [--prefix DIR] [--dry-run] [--venv]``; ``make install`` runs it.
 """
 
 from __future__ import annotations
@@ -444,7 +444,9 @@ def build_venv(
 
 
 def _parse(argv: Iterable[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m edged.install", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m edged.service.install", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--prefix", default="/", help="install under this root (default /)")
     p.add_argument(
         "--source-dir", default=".", help="the edged source tree (default: current directory)"
@@ -458,7 +460,7 @@ def _parse(argv: Iterable[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Iterable[str] | None = None) -> int:
-    """``python -m edged.install``: exit 0, or 1 with one line saying what is wrong."""
+    """``python -m edged.service.install``: exit 0, or 1 with one line saying what is wrong."""
     args = _parse(argv)
     prefix = Path(args.prefix)
     if prefix.resolve() == Path("/") and not args.dry_run and os.geteuid() != 0:

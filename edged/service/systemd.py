@@ -26,7 +26,6 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 log = logging.getLogger("edged.systemd")
 
@@ -221,20 +220,6 @@ def watchdog_interval_s(
         if watched != (os.getpid() if pid is None else pid):
             return None
     return usec / 2 / 1_000_000
-
-
-def read_credential(name: str, environ: Mapping[str, str] | None = None) -> str | None:
-    """The systemd credential ``name`` (``LoadCredential=``) stripped, or None when there is
-    no ``$CREDENTIALS_DIRECTORY``, no such file, or it is empty."""
-    env = os.environ if environ is None else environ
-    cred_dir = env.get("CREDENTIALS_DIRECTORY")
-    if not cred_dir or not name or "/" in name:
-        return None
-    try:
-        value = (Path(cred_dir) / name).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return value or None
 
 
 @dataclass

@@ -27,7 +27,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
-from edged.client import cli_client
+from edged.cli.client import cli_client
 
 #: Seconds added to the telemetry interval for the default wait: one interval, plus time to
 #: connect and for the message to cross the broker.

@@ -1,0 +1,267 @@
+"""The llama.cpp engine: load a GGUF model, build prompt tokens, decode one job.
+
+Shared by both local backends: :mod:`.thread` runs it on a decode thread in the daemon,
+:mod:`.process` in a worker process. Everything here blocks; a decode job reports only
+through ``emit`` and checks a cancel flag on every token, which is what lets it run
+unchanged in either place. The token loop is ``Llama.generate`` plus incremental
+detokenization (one token's bytes at a time through a UTF-8 incremental decoder), which is
+what ``create_chat_completion(stream=True)`` cannot do cheaply: it re-detokenizes the whole
+output on every token.
+
+:class:`Merged` is the one loop, on the event loop's side, that turns what a job emitted
+into the stream's events; :func:`stuck_reason` is the one rule for a job stuck past its
+deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edged.backends.chat_prompt import PromptBuilder, control_tokens, text_tokenizer
+from edged.config import LocalModelConfig
+from edged.errors import BadRequest, EdgedError, Internal, Unavailable
+from edged.types import (
+    Finished,
+    FinishReason,
+    Request,
+    Started,
+    StreamEvent,
+    TextDelta,
+    Usage,
+)
+
+log = logging.getLogger("edged.backend.llama")
+
+#: What a decode job emits: a stream event, or the error that ends it.
+Item = StreamEvent | BaseException
+#: A decode job this long past its request's deadline counts as stuck.
+STUCK_GRACE_S = 5.0
+#: A job for a request without a deadline counts as stuck after this long.
+STUCK_NO_DEADLINE_S = 600.0
+
+
+def stuck_reason(started_at_s: float, deadline_at_s: float | None, now_s: float,
+                 grace_s: float = STUCK_GRACE_S) -> str | None:  # fmt: skip
+    """Why a job started at ``started_at_s`` looks stuck (past its request's deadline plus
+    ``grace_s``; ``STUCK_NO_DEADLINE_S`` for one without a deadline), or None."""
+    limit = deadline_at_s if deadline_at_s is not None else started_at_s + STUCK_NO_DEADLINE_S
+    if now_s <= limit + grace_s:
+        return None
+    return f"decode job running {now_s - started_at_s:.0f} s, past its deadline"
+
+
+class Merged:
+    """The events of one job from the queue its ``emit`` fills, with the text pieces that
+    piled up while the consumer was busy merged into one ``TextDelta`` (fewer messages).
+    An error put in the queue is raised."""
+
+    def __init__(self, queue: asyncio.Queue[Any]) -> None:
+        self._queue = queue
+        self._pending: Any = None
+
+    async def next(self) -> StreamEvent:
+        """The next event (after ``Finished``: do not call again)."""
+        item = self._pending if self._pending is not None else await self._queue.get()
+        self._pending = None
+        if isinstance(item, TextDelta):
+            text, n = item.text, item.tokens
+            while not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if not isinstance(nxt, TextDelta):
+                    self._pending = nxt
+                    break
+                text += nxt.text
+                n += nxt.tokens
+            return TextDelta(text, n)
+        if isinstance(item, BaseException):
+            raise item
+        ev: StreamEvent = item
+        return ev
+
+
+class LlamaEngine:
+    """A llama.cpp model: loaded once, one decode job at a time (blocking calls)."""
+
+    def __init__(self, *, name: str, model_path: Path, cfg: LocalModelConfig) -> None:
+        self.name = name
+        self.model_path = model_path
+        self.cfg = cfg
+        self.llm: Any = None
+        self.vocab: Any = None
+        self._prompt: PromptBuilder | None = None
+        #: (started, deadline) of the running job, monotonic seconds.
+        self.job: tuple[float, float | None] | None = None
+        self.rss_before_load_mb = float("nan")
+        self.rss_after_load_mb = float("nan")
+        #: Moving averages the router reads: decode tokens/s, and seconds from a job's start
+        #: to its first token (prompt evaluation). None until measured.
+        self.tokens_per_s: float | None = None
+        self.ttft_s: float | None = None
+
+    def load(self) -> None:
+        """Load the model (seconds for a large one)."""
+        import llama_cpp  # heavy import, done off the event loop
+
+        self.rss_before_load_mb = rss_mb()
+
+        if not self.model_path.is_file():
+            raise Unavailable(f"model file {self.model_path} is missing; run 'edged models fetch'")
+        kwargs: dict[str, Any] = {
+            "model_path": str(self.model_path),
+            "n_ctx": self.cfg.n_ctx,
+            "n_batch": self.cfg.n_batch,
+            "verbose": False,
+        }
+        if self.cfg.n_threads is not None:
+            kwargs["n_threads"] = self.cfg.n_threads
+            kwargs["n_threads_batch"] = self.cfg.n_threads
+        if self.cfg.seed >= 0:
+            kwargs["seed"] = self.cfg.seed
+        llm = llama_cpp.Llama(**kwargs)
+        self.vocab = llm._model.vocab
+        self._is_eog: Callable[[Any, int], bool] = llama_cpp.llama_vocab_is_eog
+        self._prompt = prompt_builder(llm)
+        self.llm = llm
+        self.rss_after_load_mb = rss_mb()
+
+    def prompt_tokens(self, request: Request) -> list[int]:
+        """The chat prompt's token ids (runs on the decode thread). Only the template's own
+        markup can become control tokens: every message content, the configured system
+        prompt included, is tokenized as text (:mod:`edged.backends.chat_prompt`)."""
+        assert self._prompt is not None
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        if self.cfg.system_prompt and not any(m["role"] == "system" for m in messages):
+            messages.insert(0, {"role": "system", "content": self.cfg.system_prompt})
+        return self._prompt.tokens(messages)
+
+    def decode(
+        self, request: Request, cancel: threading.Event, emit: Callable[[Item], None]
+    ) -> None:
+        """One decode job (blocking). Reports only through ``emit``."""
+        if cancel.is_set():
+            return
+        t_job = time.monotonic()
+        self.job = (t_job, request.deadline_at_s)
+        emit(Started())
+        try:
+            llm = self.llm
+            if llm is None:
+                raise Unavailable(f"backend {self.name} has no model loaded")
+            tokens = self.prompt_tokens(request)
+            n_ctx = self.cfg.n_ctx
+            if len(tokens) >= n_ctx:
+                raise BadRequest(f"prompt is {len(tokens)} tokens; the local context holds {n_ctx}")
+            budget = min(request.max_tokens, n_ctx - len(tokens))
+            if self.cfg.seed >= 0:
+                llm.set_seed(self.cfg.seed)
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            vocab, is_eog = self.vocab, self._is_eog
+            produced = 0
+            finish: FinishReason = "length"
+            t_first: float | None = None
+            for tok in llm.generate(
+                tokens,
+                temp=request.temperature,
+                top_k=self.cfg.top_k,
+                top_p=self.cfg.top_p,
+                min_p=self.cfg.min_p,
+                repeat_penalty=self.cfg.repeat_penalty,
+            ):
+                if cancel.is_set():
+                    finish = "cancelled"
+                    break
+                if is_eog(vocab, tok):
+                    finish = "stop"
+                    break
+                produced += 1
+                if t_first is None:
+                    t_first = time.monotonic()
+                    log.debug(
+                        "event=first_token id=%s prompt_tokens=%d model_ttft_ms=%.3f",
+                        request.id,
+                        len(tokens),
+                        (t_first - t_job) * 1000,
+                    )
+                text = decoder.decode(llm.detokenize([tok]))
+                if text:
+                    emit(TextDelta(text, 1))
+                if produced >= budget:
+                    break
+            tail = decoder.decode(b"", final=True)
+            if tail:
+                emit(TextDelta(tail, 0))
+            if t_first is not None:
+                self.ttft_s = _ema(self.ttft_s, t_first - t_job)
+                if produced > 1:
+                    rate = (produced - 1) / max(time.monotonic() - t_first, 1e-9)
+                    self.tokens_per_s = _ema(self.tokens_per_s, rate)
+            emit(Finished(finish, Usage(prompt_tokens=len(tokens), completion_tokens=produced)))
+        except EdgedError as e:
+            emit(e)
+        except Exception as e:
+            log.exception("event=decode_failed backend=%s", self.name)
+            emit(Internal(f"local generation failed: {type(e).__name__}"))
+        finally:
+            if self.job is not None and self.job[0] == t_job:
+                self.job = None
+
+
+def prompt_builder(llm: Any) -> PromptBuilder:
+    """The prompt builder for a loaded ``llama_cpp.Llama``: its chat template (rendered as
+    llama-cpp-python does, BOS written only where the template writes it), or a plain
+    ``role: content`` transcript for a model without one (BOS first if the model wants it)."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    vocab = llm._model.vocab
+    template = llm.metadata.get("tokenizer.chat_template")
+    bos_id: int | None = None
+    render: Callable[[list[dict[str, str]]], str]
+    if template:
+        m = llm._model
+        formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=m.token_get_text(llm.token_eos()),
+            bos_token=m.token_get_text(llm.token_bos()),
+            add_generation_prompt=True,
+        )
+
+        def render(messages: list[dict[str, str]]) -> str:
+            return formatter(messages=messages).prompt  # type: ignore[arg-type]
+
+    else:  # a base model without a template: plain transcript
+
+        def render(messages: list[dict[str, str]]) -> str:
+            lines = [f"{msg['role']}: {msg['content']}" for msg in messages]
+            return "\n".join([*lines, "assistant:"])
+
+        if llm._model.add_bos_token() and llm.token_bos() >= 0:
+            bos_id = llm.token_bos()
+    return PromptBuilder(
+        render=render,
+        tokenize_text=text_tokenizer(vocab),
+        control_tokens=control_tokens(vocab),
+        bos_id=bos_id,
+    )
+
+
+def _ema(old: float | None, new: float, weight: float = 0.3) -> float:
+    return new if old is None else old + weight * (new - old)
+
+
+def rss_mb() -> float:
+    """Resident memory of this process, MB (Linux; NaN elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")

@@ -1,0 +1,65 @@
+"""The daemon's figures for the periodic telemetry record, and its alarms.
+
+:func:`build_stats` gathers what the reporter adds to each record (``stats`` in
+:class:`~edged.telemetry.reporter.Reporter`) from typed snapshots its owners hand out:
+the backends' :class:`~edged.types.BackendStats`, the router's
+:class:`~edged.types.CloudUsage`, the meter's idle baseline, the outbox and the sampler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from edged.energy.sampler import Sampler
+from edged.telemetry.outbox import Outbox
+from edged.types import BackendStats, CloudUsage
+
+
+def build_stats(
+    *,
+    local: BackendStats,
+    cloud: BackendStats | None,
+    cloud_usage: CloudUsage,
+    in_flight: int,
+    ingress: Mapping[str, int],
+    idle_w: float | None,
+    outbox: Outbox | None,
+    sampler: Sampler | None,
+    profile: str | None,
+) -> dict[str, Any]:
+    """The record's daemon figures (the reporter places them)."""
+    return {
+        "queue_depth": local.queue_depth,
+        "in_flight": in_flight,
+        "idle_w": idle_w,
+        "ingress": dict(ingress),
+        "cloud": None if cloud is None else {
+            "breaker": cloud.breaker,
+            "requests_today": cloud_usage.requests_today,
+            "tokens_today": cloud_usage.tokens_today,
+        },
+        "spool_dropped": outbox.dropped if outbox else 0,
+        "spool_pending": outbox.spool.pending if outbox else 0,
+        "spool_failed_writes": outbox.spool.failed_writes if outbox else 0,
+        "spool_corrupt": outbox.spool.corrupt if outbox else 0,
+        "profile": profile,
+        "alarms": alarms(outbox=outbox, sampler=sampler, cloud=cloud),
+    }  # fmt: skip
+
+
+def alarms(*, outbox: Outbox | None, sampler: Sampler | None,
+           cloud: BackendStats | None) -> list[str]:  # fmt: skip
+    """Conditions an operator should see (stable codes; telemetry's ``alarms``)."""
+    out = []
+    if outbox is not None and outbox.spool.failed_writes:
+        out.append("spool_write_failed")  # disk full or unwritable: telemetry may be lost
+    if outbox is not None and outbox.dropped:
+        out.append("spool_dropped")
+    if sampler is not None and sampler.failures:
+        out.append("power_source_failing")
+    if cloud is not None and cloud.breaker == "open":
+        out.append("cloud_breaker_open")
+    if cloud is not None and cloud.retry_after_s > 0:
+        out.append("cloud_throttled")
+    return out
