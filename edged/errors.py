@@ -17,6 +17,7 @@ WIRE_CODES: tuple[str, ...] = (
     "unavailable",
     "internal",
     "shutting_down",
+    "tool_call_invalid",
 )
 
 
@@ -85,6 +86,14 @@ class ShuttingDown(EdgedError):
     """The daemon is stopping and will not finish this request."""
 
     code = "shutting_down"
+
+
+class ToolCallInvalid(EdgedError):
+    """A backend's tool call (or structured answer) could not be made valid: an unknown tool,
+    arguments that are not one JSON object or break the tool's schema, a call that breaks
+    ``tool_choice``, or text that breaks ``response_format``. Nothing of it was released."""
+
+    code = "tool_call_invalid"
 
 
 class ConfigError(Exception):

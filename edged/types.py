@@ -10,10 +10,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 RouteHint = Literal["auto", "local", "cloud"]
 Sensitivity = Literal["normal", "private"]
-FinishReason = Literal["stop", "length", "cancelled"]
+FinishReason = Literal["stop", "length", "cancelled", "tool_calls"]
+#: ``tool_choice`` on the wire: ``auto``, ``none``, ``required``, or one named function.
+ToolChoiceMode = Literal["auto", "none", "required", "function"]
+#: ``response_format.type`` on the wire.
+ResponseFormatType = Literal["text", "json_object", "json_schema"]
 
 #: The two backend names a route can name.
 LOCAL = "local"
@@ -60,11 +64,57 @@ class Embedder(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One call of a tool the model made: ``arguments`` is the JSON text of an object (the
+    OpenAI shape), released only whole and after it validated against the tool's schema."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """One tool a request offers (``tools[i].function`` on the wire). ``parameters`` is a
+    JSON Schema object already checked against the supported subset (docs/tools.md)."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    """Whether and which tool the model must call; ``name`` only with mode ``function``."""
+
+    mode: ToolChoiceMode
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseFormat:
+    """What the text of the answer must be. ``schema`` (checked against the supported
+    subset) and ``name`` only with type ``json_schema``."""
+
+    type: ResponseFormatType
+    name: str | None = None
+    schema: dict[str, Any] | None = None
+    strict: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
-    """One turn of a conversation."""
+    """One turn of a conversation.
+
+    An assistant turn may carry ``tool_calls`` (its ``content`` is then often ``""``: null on
+    the wire); a ``tool`` turn carries the result of one call in ``content`` and the call's
+    id in ``tool_call_id``.
+    """
 
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +144,12 @@ class Request:
     received_at_s: float
     deadline_at_s: float | None = None
     policy: str | None = None
+    #: Tools the model may call (empty: none offered).
+    tools: tuple[ToolSpec, ...] = ()
+    #: How the tools may be used; None exactly when ``tools`` is empty.
+    tool_choice: ToolChoice | None = None
+    #: What the answer's text must be; None is plain text.
+    response_format: ResponseFormat | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +185,16 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCalls:
+    """The turn's tool calls, whole (never fragments), at most once per stream and just
+    before ``Finished`` (whose ``finish_reason`` is then ``tool_calls``). The backend has
+    parsed them; the pipeline validates them against the request's tools before any
+    leaves the device."""
+
+    calls: tuple[ToolCall, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     """Generation ended normally; always the last event of a successful stream."""
 
@@ -136,7 +202,7 @@ class Finished:
     usage: Usage
 
 
-StreamEvent = Started | TextDelta | Finished
+StreamEvent = Started | TextDelta | ToolCalls | Finished
 
 
 # --- reports attached to a result ---------------------------------------------------------------
@@ -185,6 +251,8 @@ class Result:
     timing: Timing
     energy: EnergyReport
     guardian: GuardianReport | None
+    #: The turn's validated tool calls (``finish_reason`` is then ``tool_calls``).
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,12 @@ class Backend(Protocol):
 
     name: str
 
+    @property
+    def supports_tools(self) -> bool:
+        """Whether it honours ``tools``, ``tool_choice`` and ``response_format`` (the router
+        sends a request that carries them only to a backend that does)."""
+        ...
+
     def generate(self, request: Request) -> AsyncGenerator[StreamEvent, None]:
         """Stream events for one request; closing the iterator cancels the generation."""
         ...

@@ -118,6 +118,8 @@ class CloudBackend:
     circuit breaker."""
 
     needs_model_file: ClassVar[bool] = False
+    #: Tools, tool_choice and response_format are honoured (docs/tools.md).
+    supports_tools: ClassVar[bool] = True
 
     @classmethod
     def from_spec(cls, spec: BackendSpec) -> CloudBackend:

@@ -31,6 +31,8 @@ class FakeBackend:
     """Streams the last user message back, chunked as the message says."""
 
     needs_model_file: ClassVar[bool] = False
+    #: Tools, tool_choice and response_format are honoured (docs/tools.md).
+    supports_tools: ClassVar[bool] = True
 
     def __init__(self, *, name: str, delay_s: float = 0.0) -> None:
         self.name = name

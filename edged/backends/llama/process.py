@@ -170,6 +170,8 @@ class ProcessLlamaBackend:
     """A llama.cpp model in a child process."""
 
     needs_model_file: ClassVar[bool] = True
+    #: Tools, tool_choice and response_format are honoured (docs/tools.md).
+    supports_tools: ClassVar[bool] = True
 
     @classmethod
     def from_spec(cls, spec: BackendSpec) -> ProcessLlamaBackend:

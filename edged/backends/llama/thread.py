@@ -32,6 +32,8 @@ class LlamaBackend:
     """A llama.cpp model on this device, decoded on a thread of the daemon."""
 
     needs_model_file: ClassVar[bool] = True
+    #: Tools, tool_choice and response_format are honoured (docs/tools.md).
+    supports_tools: ClassVar[bool] = True
 
     @classmethod
     def from_spec(cls, spec: BackendSpec) -> LlamaBackend:
