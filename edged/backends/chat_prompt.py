@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from edged.errors import Internal
+from edged.errors import BadRequest, Internal
 
 log = logging.getLogger("edged.backend.prompt")
 
@@ -38,8 +38,9 @@ _PLANS_KEPT = 256
 _Plan = list["list[int] | tuple[str | int, ...]"]
 """Fixed ids (control tokens, markup text), and text runs: literal text and content indexes."""
 
-Render = Callable[[list[dict[str, str]]], str]
-"""Messages (``role``, ``content``) to the template's text."""
+Render = Callable[..., str]
+"""Messages (``role``, ``content``, and any other keys the template reads) to the template's
+text; keyword arguments (``tools=``) go to the template as variables."""
 TokenizeText = Callable[[str], list[int]]
 """Plain text to token ids: no BOS, control-token texts stay text (``special=False``)."""
 
@@ -80,7 +81,7 @@ class PromptBuilder:
         for probe in ([system, *turns], turns, turns[:1]):
             try:
                 real = self._render(probe)
-                skeleton = self._skeleton(probe)
+                skeleton = self._skeleton(probe, {})
             except Exception:  # the template's raise_exception, or its own checks
                 continue
             self._plan(skeleton)  # raises if the template mangled a placeholder
@@ -93,23 +94,32 @@ class PromptBuilder:
             return
         log.warning("event=chat_template_probe_failed placed=verbatim")
 
-    def _skeleton(self, messages: Sequence[Mapping[str, str]]) -> str:
-        marked = [
-            {"role": m["role"], "content": f"{_OPEN}{i}{_CLOSE}"} for i, m in enumerate(messages)
-        ]
-        return self._render(marked)
+    def _skeleton(self, messages: Sequence[Mapping[str, Any]], extra: Mapping[str, Any]) -> str:
+        marked = [{**m, "content": f"{_OPEN}{i}{_CLOSE}"} for i, m in enumerate(messages)]
+        return self._render(marked, **extra)
+
+    def check_text(self, text: str, where: str) -> None:
+        """BadRequest when ``text`` (a client's text the template renders as markup, such as
+        a tool's description) holds a control token's text."""
+        m = self._control_re.search(text) if self._control_re is not None else None
+        if m is not None:
+            raise BadRequest(f"{where}: contains the control token text {m.group(0)!r}")
 
     @staticmethod
-    def _fill(skeleton: str, messages: Sequence[Mapping[str, str]], *, strip: bool) -> str:
+    def _fill(skeleton: str, messages: Sequence[Mapping[str, Any]], *, strip: bool) -> str:
         def content(m: re.Match[str]) -> str:
-            text = messages[int(m.group(1))]["content"]
+            text = str(messages[int(m.group(1))]["content"])
             return text.strip() if strip else text
 
         return _PLACEHOLDER.sub(content, skeleton)
 
-    def tokens(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
-        """The prompt's token ids (generation prompt included, as the template adds it)."""
-        skeleton = self._skeleton(messages)
+    def tokens(
+        self, messages: Sequence[Mapping[str, Any]], extra: Mapping[str, Any] | None = None
+    ) -> list[int]:
+        """The prompt's token ids (generation prompt included, as the template adds it).
+        Only ``content`` is placed as text; other keys of a message and ``extra`` (template
+        variables) are rendered as markup: check client text in them with :meth:`check_text`."""
+        skeleton = self._skeleton(messages, extra or {})
         plan = self._plans.get(skeleton)
         if plan is None:
             plan = self._plan(skeleton)

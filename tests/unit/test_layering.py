@@ -24,7 +24,11 @@ BASE = {
 STAGES = {
     "guardian": BASE,
     "router": BASE,
-    "backends": BASE,
+    # the local backend decodes under grammars and writes tool calls into prompts
+    "backends": BASE | {"edged.grammar", "edged.grammar.llg", "edged.tools", "edged.tools.generic"},
+    # the cache key of a grammar is the canonical JSON that validate defines
+    "grammar": BASE | {"edged.tools.validate"},
+    "tools": BASE,
     "energy": BASE | {"edged.power.base"},  # the power-source interface, not a source
     "power": BASE,
     "telemetry": BASE | {"edged.energy.meter", "edged.energy.sampler", "edged.mqtt.link"},

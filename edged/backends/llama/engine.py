@@ -27,6 +27,8 @@ from typing import Any
 from edged.backends.chat_prompt import PromptBuilder, control_tokens, text_tokenizer
 from edged.config import LocalModelConfig
 from edged.errors import BadRequest, EdgedError, Internal, Unavailable
+from edged.grammar import TEXT, Plan, plan_for
+from edged.tools import generic
 from edged.types import (
     Finished,
     FinishReason,
@@ -96,6 +98,11 @@ class LlamaEngine:
         self.llm: Any = None
         self.vocab: Any = None
         self._prompt: PromptBuilder | None = None
+        #: How tool calls are written in prompts and parsed (edged.tools.generic).
+        self.call_format = generic.GENERIC
+        #: The role a tool result is rendered in (``tool`` where the template renders it).
+        self.tool_role = "tool"
+        self._grammar: Any = None  # the grammar engine, built at the first constrained job
         #: (started, deadline) of the running job, monotonic seconds.
         self.job: tuple[float, float | None] | None = None
         self.rss_before_load_mb = float("nan")
@@ -128,18 +135,59 @@ class LlamaEngine:
         self.vocab = llm._model.vocab
         self._is_eog: Callable[[Any, int], bool] = llama_cpp.llama_vocab_is_eog
         self._prompt = prompt_builder(llm)
+        self.call_format = generic.detect_format(llm.metadata.get("tokenizer.chat_template"))
+        self.tool_role = tool_role(self._prompt)
+        self._tokenize_text = text_tokenizer(self.vocab)
         self.llm = llm
         self.rss_after_load_mb = rss_mb()
 
-    def prompt_tokens(self, request: Request) -> list[int]:
+    def plan(self, request: Request) -> Plan:
+        """How ``request`` is decoded (tools offered or not, which grammar); BadRequest for a
+        combination of tools, tool_choice and response_format that cannot be served."""
+        if not request.tools and request.tool_choice is None and request.response_format is None:
+            return TEXT
+        fmt = self.call_format
+        return plan_for(request, fmt.open, fmt.close)
+
+    def prompt_tokens(self, request: Request, plan: Plan | None = None) -> list[int]:
         """The chat prompt's token ids (runs on the decode thread). Only the template's own
         markup can become control tokens: every message content, the configured system
-        prompt included, is tokenized as text (:mod:`edged.backends.chat_prompt`)."""
-        assert self._prompt is not None
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
-        if self.cfg.system_prompt and not any(m["role"] == "system" for m in messages):
-            messages.insert(0, {"role": "system", "content": self.cfg.system_prompt})
-        return self._prompt.tokens(messages)
+        prompt included, is tokenized as text (:mod:`edged.backends.chat_prompt`); tools are
+        listed in a message's content (generic format) or checked for control-token text
+        (a template that renders them itself)."""
+        builder = self._prompt
+        assert builder is not None
+        plan = self.plan(request) if plan is None else plan
+        tools = request.tools if plan.offer_tools else ()
+        system = self.cfg.system_prompt
+        if not self.call_format.template_tools:
+            msgs = generic.generic_messages(
+                request.messages, tools, system_prompt=system, tool_role=self.tool_role
+            )
+            return builder.tokens(msgs)
+        messages = generic.template_messages(request.messages, system_prompt=system)
+        extra = {"tools": generic.template_tools(tools)} if tools else {}
+        for i, m in enumerate(messages):
+            if "tool_calls" in m:
+                builder.check_text(generic.compact(m["tool_calls"]), f"messages[{i}].tool_calls")
+        if tools:
+            builder.check_text(generic.compact(extra["tools"]), "tools")
+        return builder.tokens(messages, extra)
+
+    def grammar(self) -> Any:
+        """The grammar engine for this model (built once: about a second); Unavailable
+        when none can be used here."""
+        if self._grammar is None:
+            from edged.grammar.llg import LlgEngine
+
+            self._grammar = LlgEngine(self.vocab)
+            log.info(
+                "event=grammar_engine backend=%s engine=%s tokenizer_s=%.2f",
+                self.name,
+                self._grammar.name,
+                self._grammar.tokenizer_s,
+            )
+        return self._grammar
 
     def decode(
         self, request: Request, cancel: threading.Event, emit: Callable[[Item], None]
@@ -154,49 +202,33 @@ class LlamaEngine:
             llm = self.llm
             if llm is None:
                 raise Unavailable(f"backend {self.name} has no model loaded")
-            tokens = self.prompt_tokens(request)
+            plan = self.plan(request)
+            constraint = self.grammar().constraint(plan.grammar) if plan.grammar else None
+            tokens = self.prompt_tokens(request, plan)
             n_ctx = self.cfg.n_ctx
             if len(tokens) >= n_ctx:
                 raise BadRequest(f"prompt is {len(tokens)} tokens; the local context holds {n_ctx}")
             budget = min(request.max_tokens, n_ctx - len(tokens))
             if self.cfg.seed >= 0:
                 llm.set_seed(self.cfg.seed)
-            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            vocab, is_eog = self.vocab, self._is_eog
-            produced = 0
-            finish: FinishReason = "length"
-            t_first: float | None = None
-            for tok in llm.generate(
-                tokens,
-                temp=request.temperature,
-                top_k=self.cfg.top_k,
-                top_p=self.cfg.top_p,
-                min_p=self.cfg.min_p,
-                repeat_penalty=self.cfg.repeat_penalty,
-            ):
-                if cancel.is_set():
-                    finish = "cancelled"
-                    break
-                if is_eog(vocab, tok):
-                    finish = "stop"
-                    break
-                produced += 1
-                if t_first is None:
-                    t_first = time.monotonic()
-                    log.debug(
-                        "event=first_token id=%s prompt_tokens=%d model_ttft_ms=%.3f",
-                        request.id,
-                        len(tokens),
-                        (t_first - t_job) * 1000,
-                    )
-                text = decoder.decode(llm.detokenize([tok]))
-                if text:
-                    emit(TextDelta(text, 1))
-                if produced >= budget:
-                    break
-            tail = decoder.decode(b"", final=True)
-            if tail:
-                emit(TextDelta(tail, 0))
+            if constraint is None:
+                finish, produced, t_first = self._decode_text(request, tokens, budget, cancel, emit)
+            else:
+                from edged.backends.llama.constrained import ConstrainedJob
+
+                job = ConstrainedJob(
+                    llm=llm,
+                    cfg=self.cfg,
+                    request=request,
+                    plan=plan,
+                    constraint=constraint,
+                    fmt=self.call_format,
+                    tokenize_text=self._tokenize_text,
+                    is_eog=lambda t: bool(self._is_eog(self.vocab, t)),
+                    emit=emit,
+                )
+                out = job.run(tokens, budget, cancel.is_set)
+                finish, produced, t_first = out.finish, out.produced, out.first_at_s
             if t_first is not None:
                 self.ttft_s = _ema(self.ttft_s, t_first - t_job)
                 if produced > 1:
@@ -211,6 +243,49 @@ class LlamaEngine:
         finally:
             if self.job is not None and self.job[0] == t_job:
                 self.job = None
+
+    def _decode_text(
+        self,
+        request: Request,
+        tokens: list[int],
+        budget: int,
+        cancel: threading.Event,
+        emit: Callable[[Item], None],
+    ) -> tuple[FinishReason, int, float | None]:
+        """The unconstrained token loop: finish reason, tokens produced, first token at."""
+        llm = self.llm
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        vocab, is_eog = self.vocab, self._is_eog
+        produced = 0
+        finish: FinishReason = "length"
+        t_first: float | None = None
+        for tok in llm.generate(
+            tokens,
+            temp=request.temperature,
+            top_k=self.cfg.top_k,
+            top_p=self.cfg.top_p,
+            min_p=self.cfg.min_p,
+            repeat_penalty=self.cfg.repeat_penalty,
+        ):
+            if cancel.is_set():
+                finish = "cancelled"
+                break
+            if is_eog(vocab, tok):
+                finish = "stop"
+                break
+            produced += 1
+            if t_first is None:
+                t_first = time.monotonic()
+                log.debug("event=first_token id=%s prompt_tokens=%d", request.id, len(tokens))
+            text = decoder.decode(llm.detokenize([tok]))
+            if text:
+                emit(TextDelta(text, 1))
+            if produced >= budget:
+                break
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            emit(TextDelta(tail, 0))
+        return finish, produced, t_first
 
 
 def prompt_builder(llm: Any) -> PromptBuilder:
@@ -249,6 +324,16 @@ def prompt_builder(llm: Any) -> PromptBuilder:
         control_tokens=control_tokens(vocab),
         bos_id=bos_id,
     )
+
+
+def tool_role(builder: PromptBuilder) -> str:
+    """``tool`` when the chat template renders a tool turn, else ``user`` (a template that
+    refuses unknown roles)."""
+    try:
+        builder.tokens([{"role": "user", "content": "a"}, {"role": "tool", "content": "b"}])
+    except Exception:
+        return "user"
+    return "tool"
 
 
 def _ema(old: float | None, new: float, weight: float = 0.3) -> float:
