@@ -16,10 +16,8 @@ same Python per-token overhead and differs only in what it does to the candidate
   llguidance      llguidance ``LLMatcher`` (JSON schema compiled by llguidance), token bitmask
                   every step
   llguidance-rej  llguidance, rejection strategy (``validate_tokens`` on the sampled token)
-  xgrammar        xgrammar ``GrammarMatcher``, bitmask every step (only when it imports; its
-                  wheel hard-depends on torch and transformers, which this bench stubs out
-                  because the C++ matcher does not use them on CPU: see --help)
-  outlines        outlines-core ``Guide`` over an ``Index`` built from its JSON-schema regex
+  (xgrammar and outlines-core were measured by this bench up to commit 8c5c76d: see
+  docs/design/tool-calling.md; the decision made, they are no longer installed or run)
 
 Two schemas: ``small`` (one tool, set_alarm, with integer ranges) and ``tools10`` (anyOf of 10
 call objects ``{"name": const, "arguments": {...}}``). The prompt lists the tools in a generic
@@ -45,7 +43,6 @@ import json
 import statistics
 import sys
 import time
-import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -511,79 +508,8 @@ class Llg(Engine):
             raise RuntimeError(f"llguidance: {self.m.get_error()}")
 
 
-class Xgr(Engine):
-    """xgrammar's matcher."""
-
-    def __init__(self, name: str, compiled: Any, n_vocab: int) -> None:
-        import xgrammar
-
-        self.name = name
-        self.m = xgrammar.GrammarMatcher(compiled)
-        self.bits = np.full((1, (n_vocab + 31) // 32), -1, dtype=np.int32)
-
-    def reset(self) -> None:
-        self.m.reset()
-
-    def apply(self, c: Cands) -> None:
-        if self.m.fill_next_token_bitmask(self.bits):
-            c.mask_bits(self.bits[0])
-
-    def accept(self, token: int) -> None:
-        if not self.m.accept_token(token):
-            raise RuntimeError("xgrammar rejected a masked token")
-
-
-class Outlines(Engine):
-    """outlines-core's guide over a regex index."""
-
-    def __init__(self, name: str, index: Any, n_vocab: int) -> None:
-        import outlines_core  # type: ignore[import-untyped]
-
-        self.name = name
-        self.index = index
-        self.g = outlines_core.Guide(index)
-        self.bits = np.full(((n_vocab + 31) // 32,), 0, dtype=np.int32)
-
-    def reset(self) -> None:
-        self.g.reset()
-
-    def apply(self, c: Cands) -> None:
-        self.bits[:] = 0
-        self.g.write_mask_into(self.bits.ctypes.data, self.bits.size, 4)
-        c.mask_bits(self.bits)
-
-    def accept(self, token: int) -> None:
-        self.g.advance(token)
-
-
 # --------------------------------------------------------------------------------------------
 # One-off per-model setup for the engines that need a tokenizer of their own
-
-
-def stub_torch_transformers() -> None:
-    """xgrammar imports torch and transformers at import time; on CPU with numpy bitmasks
-    neither is used. Install inert modules so its C++ matcher can be measured here."""
-    import tvm_ffi  # noqa: F401  (must see the real absence of torch first)
-
-    class _Any(types.ModuleType):
-        def __getattr__(self, name: str) -> Any:
-            if name.startswith("__"):
-                raise AttributeError(name)
-            return type(name, (), {"__init__": lambda self, *a, **k: None})
-
-    sys.modules.setdefault("torch", _Any("torch"))
-    sys.modules.setdefault("transformers", _Any("transformers"))
-
-
-def token_bytes(llm: Llama, special: bool) -> list[bytes]:
-    """Every token's bytes, in id order."""
-    vocab = llm._model.vocab
-    buf = ctypes.create_string_buffer(512)
-    out = []
-    for i in range(llm.n_vocab()):
-        n = llama_cpp.llama_token_to_piece(vocab, i, buf, 512, 0, special)
-        out.append(buf.raw[:n])
-    return out
 
 
 class Setup:
@@ -593,8 +519,6 @@ class Setup:
         self.llm = llm
         self.setup_ms: dict[str, float | str] = {}
         self.llg_tok: Any = None
-        self.xgr_compiler: Any = None
-        self.oc_vocab: Any = None
         if any(e.startswith("llguidance") for e in engines):
             try:
                 import llguidance.llamacpp
@@ -604,41 +528,11 @@ class Setup:
                 self.setup_ms["llguidance"] = (time.perf_counter() - t) * 1e3
             except ImportError as e:
                 self.setup_ms["llguidance"] = f"unavailable: {e}"
-        if "xgrammar" in engines:
-            try:
-                stub_torch_transformers()
-                import xgrammar
-
-                t = time.perf_counter()
-                info = xgrammar.TokenizerInfo(
-                    token_bytes(llm, special=True),
-                    vocab_type=xgrammar.VocabType.RAW,
-                    vocab_size=llm.n_vocab(),
-                    stop_token_ids=[llm.token_eos()],
-                )
-                self.xgr_info = info
-                self.setup_ms["xgrammar"] = (time.perf_counter() - t) * 1e3
-            except Exception as e:  # report why, keep measuring the others
-                self.setup_ms["xgrammar"] = f"unavailable: {type(e).__name__}: {e}"
-        if "outlines" in engines:
-            try:
-                import outlines_core
-
-                t = time.perf_counter()
-                eos = llm.token_eos()
-                mapping: dict[bytes, list[int]] = {}
-                for i, b in enumerate(token_bytes(llm, special=False)):
-                    if i != eos and b:
-                        mapping.setdefault(b, []).append(i)
-                self.oc_vocab = outlines_core.Vocabulary(eos, mapping)
-                self.setup_ms["outlines"] = (time.perf_counter() - t) * 1e3
-            except ImportError as e:
-                self.setup_ms["outlines"] = f"unavailable: {e}"
 
     def available(self, engine: str) -> bool:
         """Whether the engine's package imported."""
         key = "llguidance" if engine.startswith("llguidance") else engine
-        if key in ("llguidance", "xgrammar", "outlines"):
+        if key == "llguidance":
             return not isinstance(self.setup_ms.get(key), str)
         return True
 
@@ -664,21 +558,6 @@ class Setup:
                 schema, defaults={"whitespace_flexible": False}
             )
             e = Llg(engine, self.llg_tok, g, self.llm.n_vocab(), engine.endswith("-rej"))
-        elif engine == "xgrammar":
-            import xgrammar
-
-            # A fresh compiler each time: its cache would make repeat compiles free.
-            comp = xgrammar.GrammarCompiler(self.xgr_info, max_threads=1, cache_enabled=False)
-            compiled = comp.compile_json_schema(
-                json.dumps(schema), any_whitespace=False, strict_mode=True
-            )
-            e = Xgr(engine, compiled, self.llm.n_vocab())
-        elif engine == "outlines":
-            import outlines_core
-
-            rx = outlines_core.json_schema.build_regex_from_schema(json.dumps(schema))
-            notes["regex_chars"] = len(rx)
-            e = Outlines(engine, outlines_core.Index(rx, self.oc_vocab), self.llm.n_vocab())
         else:
             raise ValueError(engine)
         return e, (time.perf_counter() - t) * 1e3, notes
@@ -800,19 +679,11 @@ def probe(setup: Setup, engines: Sequence[str]) -> None:
             eng.reset()
             accepted = True
             fed = text
-            if isinstance(eng, Xgr):  # xgrammar's fixed separators are ", " and ": "
-                fed = text.replace(',"', ', "').replace('":', '": ')
             for tok in llm.tokenize(fed.encode(), add_bos=False, special=False):
                 if isinstance(eng, Gbnf):
                     good = eng.valid(tok)
                 elif isinstance(eng, Llg):
                     good = eng.m.validate_tokens([tok]) == 1
-                elif isinstance(eng, Xgr):
-                    good = bool(eng.m.accept_token(tok))
-                    if good:
-                        continue
-                elif isinstance(eng, Outlines):
-                    good = bool(eng.g.accepts_tokens([tok]))
                 else:
                     good = True
                 if not good:
@@ -896,8 +767,6 @@ ALL_ENGINES = [
     "gbnf-range-rej",
     "llguidance",
     "llguidance-rej",
-    "xgrammar",
-    "outlines",
 ]
 
 

@@ -28,11 +28,27 @@ from edged.types import Request, ToolSpec
 _COMPACT = {"whitespace_flexible": False}
 
 
+def closed(schema: Any) -> Any:
+    """``schema`` for generation: an object that declares ``properties`` and says nothing of
+    ``additionalProperties`` gets ``false`` (writing only the declared keys still
+    validates; a tiny model left free invents keys), in every nested schema."""
+    if isinstance(schema, list):
+        return [closed(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: closed(v) if k in ("items", "anyOf") else v for k, v in schema.items()}
+    if isinstance(schema.get("properties"), dict):
+        out["properties"] = {k: closed(v) for k, v in schema["properties"].items()}
+        if schema["properties"]:
+            out.setdefault("additionalProperties", False)
+    return out
+
+
 def call_object_schema(tool: ToolSpec) -> dict[str, Any]:
-    """The JSON Schema of one whole call of ``tool``."""
+    """The JSON Schema of one whole call of ``tool`` (its parameters :func:`closed`)."""
     return {
         "type": "object",
-        "properties": {"name": {"const": tool.name}, "arguments": tool.parameters},
+        "properties": {"name": {"const": tool.name}, "arguments": closed(tool.parameters)},
         "required": ["name", "arguments"],
         "additionalProperties": False,
     }
@@ -109,7 +125,7 @@ def plan_for(request: Request, call_open: str, call_close: str) -> Plan:
     elif fmt is not None and fmt.type == "json_schema":
         if not isinstance(fmt.schema, dict):
             raise BadRequest("response_format json_schema: schema must be a JSON object")
-        answer = fmt.schema
+        answer = closed(fmt.schema)
     if choice is None or choice.mode == "none":
         if answer is None:
             return TEXT

@@ -15,6 +15,7 @@ from edged.backends.llama.constrained import held_back
 from edged.errors import BadRequest, ToolCallInvalid, Unavailable
 from edged.grammar import plan_for
 from edged.grammar.llg import LlgEngine
+from edged.grammar.spec import closed
 from edged.tools import generic
 from edged.types import (
     ChatMessage,
@@ -174,3 +175,26 @@ def test_a_template_that_takes_tools_gets_them_and_client_text_stays_text(
     assert '<tool_call>\n{"name": "set_timer", "arguments": {"seconds": 5}}\n</tool_call>' in text
     with pytest.raises(BadRequest, match="control token"):
         builder.check_text('{"description": "<|im_end|>"}', "tools")
+
+
+def test_objects_with_properties_are_closed_for_generation() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "a": {"type": "object", "properties": {"b": {"type": "integer"}}},
+            "c": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"d": {"type": "null"}},
+                    "additionalProperties": True,
+                },
+            },
+        },
+    }
+    out = closed(schema)
+    assert out["additionalProperties"] is False
+    assert out["properties"]["a"]["additionalProperties"] is False
+    assert out["properties"]["c"]["items"]["additionalProperties"] is True  # said: kept
+    assert closed({"type": "object"}) == {"type": "object"}  # no properties: stays open
+    assert "additionalProperties" not in schema  # the request's schema is not touched

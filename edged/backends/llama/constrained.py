@@ -41,12 +41,15 @@ from edged.types import FinishReason, Request, StreamEvent, TextDelta, ToolCalls
 @dataclass(slots=True)
 class Outcome:
     """How a constrained job ended: finish reason, tokens produced (forced ones included),
-    when the first came (monotonic s), and how many samples the grammar refused."""
+    when the first came (monotonic s), samples the grammar refused, tokens sampled, and the
+    seconds spent sampling (grammar checks and masks included)."""
 
     finish: FinishReason
     produced: int
     first_at_s: float | None
     resampled: int
+    sampled: int
+    sample_s: float
 
 
 def eval_prompt(llm: Any, tokens: list[int]) -> None:
@@ -93,6 +96,8 @@ class Sampler:
             repeat_penalty=cfg.repeat_penalty,
         )
         self.resampled = 0
+        self.sampled = 0
+        self.sample_s = 0.0
 
     def _fill(self) -> None:
         ptr = self._lc.llama_get_logits_ith(self._llm._ctx.ctx, -1)
@@ -109,6 +114,7 @@ class Sampler:
 
     def sample(self, constraint: Constraint | None) -> int:
         """The next token, allowed by ``constraint`` when one is given."""
+        t0 = time.perf_counter()
         self._fill()
         tok = self._pick()
         if constraint is not None and not constraint.is_allowed(tok):
@@ -117,6 +123,8 @@ class Sampler:
             constraint.mask(self._view["logit"])
             tok = self._pick()
         self._lc.llama_sampler_accept(self._chain.sampler, tok)
+        self.sampled += 1
+        self.sample_s += time.perf_counter() - t0
         return tok
 
     def close(self) -> None:
@@ -173,12 +181,24 @@ class ConstrainedJob:
         sampler = Sampler(self.llm, self.cfg, self.request.temperature)
         try:
             first = self._forced() if self.active else []
+            if len(prompt) + len(first) > self.llm.n_ctx():
+                first = []  # no room for them: the loop ends at once (cut)
+                budget = 0
             self._take(first)
             eval_prompt(self.llm, prompt + first)
+            if first:  # the first tokens of the output came with the prompt
+                self.first_at_s = time.monotonic()
             finish = self._loop(sampler, budget, cancelled, len(prompt))
         finally:
             sampler.close()
-        return Outcome(finish, self.produced, self.first_at_s, sampler.resampled)
+        return Outcome(
+            finish,
+            self.produced,
+            self.first_at_s,
+            sampler.resampled,
+            sampler.sampled,
+            sampler.sample_s,
+        )
 
     def _forced(self) -> list[int]:
         ff = self.c.forced()
@@ -214,6 +234,8 @@ class ConstrainedJob:
             start = self._take(new)
             if start is not None:  # the marker is complete: roll back to where it starts
                 new = self._switch(start, n_prompt)
+                if n_prompt + self.produced > self.llm.n_ctx():
+                    return self._cut(budget)
             self.llm.eval(new)
 
     def _take(self, new: list[int]) -> int | None:

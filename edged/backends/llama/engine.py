@@ -103,6 +103,8 @@ class LlamaEngine:
         #: The role a tool result is rendered in (``tool`` where the template renders it).
         self.tool_role = "tool"
         self._grammar: Any = None  # the grammar engine, built at the first constrained job
+        #: How the last constrained job went (constrained.Outcome; the bench reads it).
+        self.last_outcome: Any = None
         #: (started, deadline) of the running job, monotonic seconds.
         self.job: tuple[float, float | None] | None = None
         self.rss_before_load_mb = float("nan")
@@ -227,11 +229,11 @@ class LlamaEngine:
                     is_eog=lambda t: bool(self._is_eog(self.vocab, t)),
                     emit=emit,
                 )
-                out = job.run(tokens, budget, cancel.is_set)
+                out = self.last_outcome = job.run(tokens, budget, cancel.is_set)
                 finish, produced, t_first = out.finish, out.produced, out.first_at_s
             if t_first is not None:
                 self.ttft_s = _ema(self.ttft_s, t_first - t_job)
-                if produced > 1:
+                if produced > 1 and constraint is None:  # forced tokens come in batches
                     rate = (produced - 1) / max(time.monotonic() - t_first, 1e-9)
                     self.tokens_per_s = _ema(self.tokens_per_s, rate)
             emit(Finished(finish, Usage(prompt_tokens=len(tokens), completion_tokens=produced)))

@@ -1,0 +1,237 @@
+"""What a tool call costs on the local model: edged's constrained decode against raw llama.cpp.
+
+One process, one model (the default GGUF), the same prompt for every row: edged's generic
+tool prompt for a 1-tool set (``set_alarm``) or the 10-tool set of ``bench/grammar.py``, and a
+user request. Rows, interleaved round by round so that machine noise hits them alike:
+
+  raw       ``llama_cpp.Llama.generate`` on the prompt's tokens, same sampler settings, no
+            constraint (the floor; it writes prose until EOS or --max-tokens)
+  auto      ``tool_choice: auto`` through ``LlamaEngine.decode``: edged's own loop, free text
+            watched for the call marker (the model mostly writes prose: no grammar runs)
+  forced    ``tool_choice: required`` through ``LlamaEngine.decode``: request to ``ToolCalls``
+
+Per row: ms to the first token (prompt evaluation; for edged, prompt building and the
+grammar lookup too); decode tokens/s (tokens after the first over the time from the first to
+the last; ``forced`` counts the tokens the grammar forced, which are part of the call and are
+evaluated in batches); its ratio against ``raw`` in the same table; sampling ms per sampled
+token in edged's loop (grammar checks and masks included) and resamples; and ``est``, the
+grammar's own cost as a decode-rate ratio, raw ms/token / (raw ms/token + forced sampling
+ms - auto sampling ms), which keeps the batched forced tokens and the machine's noise out.
+``forced`` also gets the whole call in ms and what it adds over ``raw`` writing as many
+tokens (raw prompt ms + n x raw ms/token). Every prompt is evaluated cold (KV cache cleared)
+except in ``warm``: a ``required`` call with the next ask right after ``forced``, so the
+tools' system block is reused from the KV cache, as in a conversation.
+Compile time (first, then cached) and the llguidance tokenizer build are printed too.
+
+    .venv/bin/python bench/tools.py [--rounds 5] [--threads 1 2] [--max-tokens 64]
+        [--json OUT.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.grammar import REQUESTS, TOOLS
+from edged.backends.llama import LlamaEngine
+from edged.config import LocalModelConfig
+from edged.types import ChatMessage, ReplyAddress, Request, ToolCalls, ToolChoice, ToolSpec
+
+MODEL = Path(__file__).resolve().parent.parent / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+SETS = {
+    "1-tool": [ToolSpec(t["name"], t["description"], t["parameters"]) for t in TOOLS[:1]],
+    "10-tool": [ToolSpec(t["name"], t["description"], t["parameters"]) for t in TOOLS],
+}
+
+
+def request(tools: list[ToolSpec], ask: str, max_tokens: int, mode: str) -> Request:
+    """A tool request at temperature 0.8."""
+    return Request(
+        id="b",
+        messages=(ChatMessage("user", ask),),
+        max_tokens=max_tokens,
+        temperature=0.8,
+        stream=True,
+        route="auto",
+        sensitivity="normal",
+        reply=ReplyAddress("r"),
+        received_at_s=time.monotonic(),
+        tools=tuple(tools),
+        tool_choice=ToolChoice(mode),
+    )  # type: ignore[arg-type]
+
+
+def raw(engine: LlamaEngine, tokens: list[int], max_tokens: int) -> dict[str, Any]:
+    """``Llama.generate`` on ``tokens``: ms to the first token, decode tokens/s."""
+    llm, cfg = engine.llm, engine.cfg
+    llm.reset()
+    t0 = time.perf_counter()
+    t_first, n = None, 0
+    for tok in llm.generate(
+        tokens,
+        temp=0.8,
+        top_k=cfg.top_k,
+        top_p=cfg.top_p,
+        min_p=cfg.min_p,
+        repeat_penalty=cfg.repeat_penalty,
+    ):
+        if engine._is_eog(engine.vocab, tok):
+            break
+        n += 1
+        if t_first is None:
+            t_first = time.perf_counter()
+        if n >= max_tokens:
+            break
+    dt = time.perf_counter() - (t_first or 0)
+    assert t_first is not None
+    return {
+        "first_ms": (t_first - t0) * 1e3,
+        "tokens": n,
+        "decode_tps": (n - 1) / dt if n > 1 else None,
+    }
+
+
+def edged(engine: LlamaEngine, req: Request, cold: bool = True) -> dict[str, Any]:
+    """One request through ``LlamaEngine.decode``, timed from the call (``cold``: the KV
+    cache cleared first; else the previous request's prefix is reused)."""
+    if cold:
+        engine.llm.reset()
+    got: list[Any] = []
+    t0 = time.monotonic()
+    engine.decode(req, threading.Event(), got.append)
+    end = time.monotonic()
+    bad = [e for e in got if isinstance(e, BaseException)]
+    if bad:
+        raise bad[0]
+    out = engine.last_outcome
+    assert out is not None and out.first_at_s is not None
+    n, dt = out.produced, end - out.first_at_s
+    return {
+        "first_ms": (out.first_at_s - t0) * 1e3,
+        "tokens": n,
+        "whole_ms": (end - t0) * 1e3,
+        "decode_tps": (n - 1) / dt if n > 1 and dt > 0 else None,
+        "resampled": out.resampled,
+        "sample_ms": out.sample_s * 1e3 / max(1, out.sampled),
+        "call": any(isinstance(e, ToolCalls) for e in got),
+    }
+
+
+def med(xs: list[Any]) -> float:
+    """Median of the known values (NaN if none)."""
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else float("nan")
+
+
+def table(threads: int, name: str, rows: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Print one table; its summaries."""
+    base_tps = med([x["decode_tps"] for x in rows["raw"]])
+    base_first = med([x["first_ms"] for x in rows["raw"]])
+    s_auto = med([x["sample_ms"] for x in rows["auto"]])
+    print(
+        f"   {'row':7s} {'first ms':>8s} {'tok/s':>6s} {'ratio':>5s} {'tokens':>6s} "
+        f"{'smpl ms':>7s} {'resmpl':>6s} {'est':>5s} {'calls':>5s} {'call ms':>7s} {'added':>6s}"
+    )
+    out = []
+    for row, xs in rows.items():
+        tps = med([x["decode_tps"] for x in xs])
+        s = {
+            "threads": threads,
+            "set": name,
+            "row": row,
+            "rounds": xs,
+            "decode_tps": tps,
+            "first_ms": med([x["first_ms"] for x in xs]),
+            "ratio": tps / base_tps,
+            "tokens": med([x["tokens"] for x in xs]),
+        }
+        line = f"   {row:7s} {s['first_ms']:8.0f} {tps:6.1f} {s['ratio']:5.2f} {s['tokens']:6.0f}"
+        if row != "raw":
+            s["sample_ms"] = med([x["sample_ms"] for x in xs])
+            s["resampled"] = med([x["resampled"] for x in xs])
+            s["calls"] = sum(x["call"] for x in xs)
+            line += f" {s['sample_ms']:7.2f} {s['resampled']:6.0f}"
+        if row in ("forced", "warm"):
+            raw_ms = 1e3 / base_tps
+            s["est"] = raw_ms / (raw_ms + s["sample_ms"] - s_auto)
+            s["whole_call_ms"] = med([x["whole_ms"] for x in xs])
+            line += f" {s['est']:5.2f} {s['calls']:2d}/{len(xs):<2d} {s['whole_call_ms']:7.0f}"
+            if row == "forced":  # warm: its prompt is not cold, so no like-for-like floor
+                s["added_ms"] = s["whole_call_ms"] - (base_first + s["tokens"] * raw_ms)
+                line += f" {s['added_ms']:6.0f}"
+        if row == "auto":
+            line += f" {'':5s} {s['calls']:2d}/{len(xs):<2d}"
+        print(line)
+        out.append(s)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run and print the tables; figures as JSON with --json."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    figures: dict[str, Any] = {"args": vars(args) | {"json": str(args.json)}, "tables": []}
+    for threads in args.threads:
+        engine = LlamaEngine(
+            name="bench", model_path=MODEL, cfg=LocalModelConfig(n_threads=threads, n_ctx=2048)
+        )
+        engine.load()
+        t = time.perf_counter()
+        grammar = engine.grammar()
+        tok_ms = (time.perf_counter() - t) * 1e3
+        print(f"\n== n_threads {threads}: llguidance tokenizer {tok_ms:.0f} ms")
+        for name, tools in SETS.items():
+            spec = engine.plan(request(tools, "x", 1, "required")).grammar
+            assert spec is not None
+            times = []
+            for _ in range(2):  # compile, then from the cache
+                t = time.perf_counter()
+                grammar.constraint(spec)
+                times.append((time.perf_counter() - t) * 1e3)
+            print(f"-- {name}: compile {times[0]:.1f} ms, cached {times[1]:.2f} ms")
+            rows: dict[str, list[dict[str, Any]]] = {
+                "raw": [],
+                "auto": [],
+                "forced": [],
+                "warm": [],
+            }
+            for r in range(args.rounds):
+                ask = REQUESTS[r % len(REQUESTS)]
+                prompt = engine.prompt_tokens(request(tools, ask, 1, "required"))
+                rows["raw"].append(raw(engine, prompt, args.max_tokens))
+                for mode in ("auto", "forced"):
+                    choice = "required" if mode == "forced" else mode
+                    rows[mode].append(edged(engine, request(tools, ask, args.max_tokens, choice)))
+                other = REQUESTS[(r + 1) % len(REQUESTS)]  # the same tools, the next ask
+                req = request(tools, other, args.max_tokens, "required")
+                rows["warm"].append(edged(engine, req, cold=False))
+            figures["tables"].append(
+                {
+                    "threads": threads,
+                    "set": name,
+                    "tokenizer_ms": tok_ms,
+                    "compile_ms": times[0],
+                    "compile_cached_ms": times[1],
+                    "rows": table(threads, name, rows),
+                }
+            )
+        engine.llm.close()
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
