@@ -29,9 +29,10 @@ _COMPACT = {"whitespace_flexible": False}
 
 
 def closed(schema: Any) -> Any:
-    """``schema`` for generation: an object that declares ``properties`` and says nothing of
-    ``additionalProperties`` gets ``false`` (writing only the declared keys still
-    validates; a tiny model left free invents keys), in every nested schema."""
+    """``schema`` for generation: an object that declares ``properties`` (even none: a tool
+    without parameters) and says nothing of ``additionalProperties`` gets ``false`` (writing
+    only the declared keys still validates; a tiny model left free invents keys), in every
+    nested schema. An object without ``properties`` stays open."""
     if isinstance(schema, list):
         return [closed(s) for s in schema]
     if not isinstance(schema, dict):
@@ -39,8 +40,7 @@ def closed(schema: Any) -> Any:
     out = {k: closed(v) if k in ("items", "anyOf") else v for k, v in schema.items()}
     if isinstance(schema.get("properties"), dict):
         out["properties"] = {k: closed(v) for k, v in schema["properties"].items()}
-        if schema["properties"]:
-            out.setdefault("additionalProperties", False)
+        out.setdefault("additionalProperties", False)
     return out
 
 

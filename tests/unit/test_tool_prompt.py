@@ -197,4 +197,5 @@ def test_objects_with_properties_are_closed_for_generation() -> None:
     assert out["properties"]["a"]["additionalProperties"] is False
     assert out["properties"]["c"]["items"]["additionalProperties"] is True  # said: kept
     assert closed({"type": "object"}) == {"type": "object"}  # no properties: stays open
+    assert closed({"type": "object", "properties": {}})["additionalProperties"] is False
     assert "additionalProperties" not in schema  # the request's schema is not touched
