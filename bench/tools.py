@@ -24,7 +24,7 @@ tools' system block is reused from the KV cache, as in a conversation.
 Compile time (first, then cached) and the llguidance tokenizer build are printed too.
 
     .venv/bin/python bench/tools.py [--rounds 5] [--threads 1 2] [--max-tokens 64]
-        [--json OUT.json]
+        [--json OUT.json] [--gbnf]    (--gbnf: the fallback engine, as if no llguidance)
 """
 
 from __future__ import annotations
@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--gbnf", action="store_true", help="the fallback engine (no llguidance)")
     args = ap.parse_args(argv)
     figures: dict[str, Any] = {"args": vars(args) | {"json": str(args.json)}, "tables": []}
     for threads in args.threads:
@@ -189,9 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         engine.load()
         t = time.perf_counter()
+        if args.gbnf:
+            sys.modules["llguidance"] = None  # type: ignore[assignment]
         grammar = engine.grammar()
         tok_ms = (time.perf_counter() - t) * 1e3
-        print(f"\n== n_threads {threads}: llguidance tokenizer {tok_ms:.0f} ms")
+        print(f"\n== n_threads {threads}: {grammar.name}, set up in {tok_ms:.0f} ms")
         for name, tools in SETS.items():
             spec = engine.plan(request(tools, "x", 1, "required")).grammar
             assert spec is not None
@@ -221,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "threads": threads,
                     "set": name,
+                    "engine": grammar.name,
                     "tokenizer_ms": tok_ms,
                     "compile_ms": times[0],
                     "compile_cached_ms": times[1],

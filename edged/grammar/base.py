@@ -20,8 +20,10 @@ class Constraint(Protocol):
         """Whether ``token`` may come next (EOS only once the grammar is complete)."""
         ...
 
-    def mask(self, logits: Any) -> None:
-        """Set every refused token's logit to -inf (``logits``: a float32 array in id order)."""
+    def mask(self, cands: Any) -> None:
+        """Set every refused token's logit to -inf. ``cands``: the whole vocabulary in id
+        order, as ``cands.logits`` (a float32 array view) and ``cands.ref`` (a pointer to the
+        ``llama_token_data_array`` it views)."""
         ...
 
     def accept(self, tokens: list[int]) -> None:

@@ -47,11 +47,11 @@ class LlgConstraint:
         """Whether ``token`` may come next."""
         return bool(self._m.validate_tokens([token]) == 1)
 
-    def mask(self, logits: Any) -> None:
+    def mask(self, cands: Any) -> None:
         """-inf for every refused token."""
         self._m.unsafe_compute_mask_ptr(self._bits.ctypes.data, self._bits.size * 4)
         allowed = np.unpackbits(self._bits.view(np.uint8), bitorder="little")[: self._n_vocab]
-        logits[allowed == 0] = -np.inf
+        cands.logits[allowed == 0] = -np.inf
 
     def accept(self, tokens: list[int]) -> None:
         """Advance past ``tokens``."""

@@ -8,6 +8,7 @@ never what the model chose to say.
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from pathlib import Path
@@ -200,9 +201,59 @@ nested = st.recursive(
 def test_a_forced_call_validates_against_its_schema_every_time(
     engine: LlamaEngine, parameters: dict[str, Any]
 ) -> None:
+    assert engine.grammar().name == "llguidance"
     tool = ToolSpec("do_it", "Do the thing the user asks.", parameters)
     req = request(tools=(tool,), choice=ToolChoice("required"), max_tokens=256)
     assert_forced_call(run(engine, req), req)
+
+
+@pytest.fixture(scope="module")
+def gbnf_engine(model_file: Path) -> LlamaEngine:
+    """An engine that found no llguidance: llama.cpp's grammar sampler on edged's GBNF."""
+    e = LlamaEngine(
+        name="local",
+        model_path=model_file,
+        cfg=LocalModelConfig(n_threads=TEST_N_THREADS, n_ctx=1024),
+    )
+    e.load()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(sys.modules, "llguidance", None)  # the import fails
+        assert e.grammar().name == "gbnf"
+    return e
+
+
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
+@given(parameters=objects(nested))
+def test_the_gbnf_fallback_holds_a_forced_call_to_its_schema_too(
+    gbnf_engine: LlamaEngine, parameters: dict[str, Any]
+) -> None:
+    tool = ToolSpec("do_it", "Do the thing the user asks.", parameters)
+    req = request(tools=(tool,), choice=ToolChoice("required"), max_tokens=256)
+    assert_forced_call(run(gbnf_engine, req), req)
+
+
+def test_the_gbnf_fallback_serves_auto_and_json_and_refuses_number_ranges(
+    gbnf_engine: LlamaEngine,
+) -> None:
+    req = request((*HISTORY, WAKE), tools=(ALARM, TIMER), choice=ToolChoice("auto"))
+    events = run(gbnf_engine, req)
+    if calls_of(events):
+        validate_calls(req, calls_of(events))
+    req = request(fmt=ResponseFormat("json_schema", "person", PERSON), max_tokens=128)
+    validate_text(req, text_of(run(gbnf_engine, req)))
+    ranged = ToolSpec(
+        "t",
+        "",
+        {
+            "type": "object",
+            "properties": {"x": {"type": "number", "minimum": 0}},
+            "required": ["x"],
+        },
+    )
+    with pytest.raises(BadRequest, match="number ranges"):
+        run(gbnf_engine, request(tools=(ranged,), choice=ToolChoice("required")))
 
 
 def test_required_over_three_tools_and_a_named_choice(engine: LlamaEngine) -> None:

@@ -25,7 +25,14 @@ STAGES = {
     "guardian": BASE,
     "router": BASE,
     # the local backend decodes under grammars and writes tool calls into prompts
-    "backends": BASE | {"edged.grammar", "edged.grammar.llg", "edged.tools", "edged.tools.generic"},
+    "backends": BASE
+    | {
+        "edged.grammar",
+        "edged.grammar.gbnf",
+        "edged.grammar.llg",
+        "edged.tools",
+        "edged.tools.generic",
+    },
     # the cache key of a grammar is the canonical JSON that validate defines
     "grammar": BASE | {"edged.tools.validate"},
     "tools": BASE,

@@ -99,6 +99,16 @@ class Sampler:
         self.sampled = 0
         self.sample_s = 0.0
 
+    @property
+    def logits(self) -> Any:
+        """The candidates' logits, in id order after a fill (a writable view)."""
+        return self._view["logit"]
+
+    @property
+    def ref(self) -> Any:
+        """A pointer to the candidates' ``llama_token_data_array``."""
+        return self._ref
+
     def _fill(self) -> None:
         ptr = self._lc.llama_get_logits_ith(self._llm._ctx.ctx, -1)
         self._view["id"] = self._ids
@@ -120,7 +130,7 @@ class Sampler:
         if constraint is not None and not constraint.is_allowed(tok):
             self.resampled += 1
             self._fill()
-            constraint.mask(self._view["logit"])
+            constraint.mask(self)
             tok = self._pick()
         self._lc.llama_sampler_accept(self._chain.sampler, tok)
         self.sampled += 1

@@ -177,17 +177,26 @@ class LlamaEngine:
         return builder.tokens(messages, extra)
 
     def grammar(self) -> Any:
-        """The grammar engine for this model (built once: about a second); Unavailable
-        when none can be used here."""
+        """The grammar engine for this model, built once: llguidance (its tokenizer takes
+        about a second), or where it does not import llama.cpp's own grammar sampler on
+        edged's GBNF (edged.grammar.gbnf), logged as a warning."""
         if self._grammar is None:
-            from edged.grammar.llg import LlgEngine
+            from edged.grammar.gbnf import GbnfEngine
+            from edged.grammar.llg import LlgEngine, unavailable_reason
 
-            self._grammar = LlgEngine(self.vocab)
+            why = unavailable_reason()
+            if why is None:
+                self._grammar = LlgEngine(self.vocab)
+            else:  # llama.cpp's grammar sampler: slower, no number ranges
+                log.warning(
+                    "event=grammar_fallback backend=%s engine=gbnf reason=%r", self.name, why
+                )
+                self._grammar = GbnfEngine(self.vocab)
             log.info(
                 "event=grammar_engine backend=%s engine=%s tokenizer_s=%.2f",
                 self.name,
                 self._grammar.name,
-                self._grammar.tokenizer_s,
+                getattr(self._grammar, "tokenizer_s", 0.0),
             )
         return self._grammar
 
