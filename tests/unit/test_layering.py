@@ -15,6 +15,7 @@ BASE = {
     "edged.types",
     "edged.errors",
     "edged.config",
+    "edged.config_ingress",  # [ingress] models, split out of config.py (which re-exports them)
     "edged.aio",
     "edged.logs",
     "edged.store",
@@ -29,7 +30,9 @@ STAGES = {
     "power": BASE,
     "telemetry": BASE | {"edged.energy.meter", "edged.energy.sampler", "edged.mqtt.link"},
     "embeddings": BASE | {"edged.models"},
-    "ingress": BASE | {"edged.mqtt.link", "edged.mqtt.topics"},
+    # the tool-schema checker: the wire refuses a schema outside the subset at intake
+    "ingress": BASE | {"edged.mqtt.link", "edged.mqtt.topics", "edged.tools.schema"},
+    "tools": BASE,
     "mqtt": BASE,
 }
 
@@ -87,7 +90,7 @@ def test_outer_package_imports_only_what_it_may(pkg: str) -> None:
 
 
 def test_base_modules_import_no_stage() -> None:
-    for name in ("types", "errors", "config", "secrets", "figures"):
+    for name in ("types", "errors", "config", "config_ingress", "secrets", "figures"):
         mods = edged_imports(PKG / f"{name}.py")
         assert mods <= BASE, (name, mods)
 
