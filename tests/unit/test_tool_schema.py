@@ -15,6 +15,7 @@ from jsonschema import Draft202012Validator
 from edged.errors import BadRequest
 from edged.tools import schema as ts
 from edged.types import ToolSpec
+from tests.tool_strategies import names, subset_schemas
 
 P = "tools[0].function.parameters"
 
@@ -222,65 +223,6 @@ def test_check_tools_names_count_and_schemas() -> None:
 
 
 # --- generated schemas -----------------------------------------------------------------------
-
-names = st.text(alphabet="abcxyz_. -", min_size=1, max_size=6)
-leaves = st.one_of(
-    st.fixed_dictionaries(
-        {"type": st.just("string")},
-        optional={
-            "minLength": st.integers(0, 3),
-            "maxLength": st.integers(3, 30),
-            "description": st.text(max_size=8),
-        },
-    ),
-    st.fixed_dictionaries(
-        {"type": st.sampled_from(["integer", "number"])},
-        optional={
-            "minimum": st.integers(-50, 0),
-            "maximum": st.integers(1, 50),
-            "title": st.text(max_size=8),
-        },
-    ),
-    st.fixed_dictionaries({"type": st.sampled_from(["boolean", "null", ["string", "null"]])}),
-    st.lists(st.one_of(st.integers(), st.text(max_size=5), st.none()), min_size=1, max_size=5).map(
-        lambda v: {"enum": v}
-    ),
-    st.integers().map(lambda v: {"const": v}),
-)
-
-
-def _object(props: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
-    keys = sorted(props)
-    return st.fixed_dictionaries(
-        {"type": st.just("object"), "properties": st.just(props)},
-        optional={
-            "required": st.lists(st.sampled_from(keys), unique=True) if keys else st.just([]),
-            "additionalProperties": st.booleans(),
-        },
-    )
-
-
-def _children(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    return st.one_of(
-        st.dictionaries(names, children, max_size=4).flatmap(_object),
-        st.fixed_dictionaries(
-            {"type": st.just("array"), "items": children},
-            optional={"minItems": st.integers(0, 1), "maxItems": st.integers(1, 4)},
-        ),
-        st.lists(children, min_size=1, max_size=3).map(lambda b: {"anyOf": b}),
-    )
-
-
-def depth(schema: dict[str, Any]) -> int:
-    subs = [*schema.get("properties", {}).values(), *schema.get("anyOf", [])]
-    if "items" in schema:
-        subs.append(schema["items"])
-    return 1 + max((depth(s) for s in subs), default=0)
-
-
-subset_schemas = st.recursive(leaves, _children, max_leaves=10).filter(
-    lambda s: depth(s) <= ts.MAX_SCHEMA_DEPTH
-)
 
 
 def subschemas(schema: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:
