@@ -1,10 +1,14 @@
-"""examples/tool_loop.py (paho-mqtt only) against the real daemon with the fake backend."""
+"""examples/tool_loop.py (paho-mqtt only) and ``edged ask --tools/--json-schema`` against the
+real daemon with the fake backend."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +59,65 @@ def test_the_loop_reports_an_error_reply(
     p = run(broker, d, "--tool-choice", "launch_rocket", "Go.")
     assert p.returncode == 1
     assert "error bad_request: tool_choice.function.name" in p.stderr
+
+
+def ask_cli(broker: Broker, d: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edged.cli",
+            "ask",
+            "--device",
+            d.device_id,
+            "--port",
+            str(broker.port),
+            "--timeout-s",
+            "30",
+            *args,
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("EDGED_")},
+    )
+
+
+def test_edged_ask_sends_the_tools_and_the_schema(
+    make_daemon: Callable[..., Daemon], broker: Broker, tmp_path: Path
+) -> None:
+    d = make_daemon(EDGED_LOCAL__BACKEND="fake")
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps([{"type": "function", "function": {"name": "get_time"}}]))
+    p = ask_cli(broker, d, "--tools", str(tools), "--tool-choice", "auto", "hello")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "hello\n" and "finish=stop" in p.stderr
+    # the daemon read them: a schema outside the subset comes back as its bad_request
+    bad = [
+        {
+            "type": "function",
+            "function": {
+                "name": "t",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"h": {"type": "integer", "multipleOf": 2}},
+                },
+            },
+        }
+    ]
+    tools.write_text(json.dumps(bad))
+    p = ask_cli(broker, d, "--tools", str(tools), "hello")
+    assert p.returncode == 1
+    assert (
+        "error bad_request: tools[0].function.parameters.properties.h: unsupported JSON "
+        'Schema keyword "multipleOf"'
+    ) in p.stderr
+    schema = tmp_path / "s.json"
+    schema.write_text(json.dumps({"type": "object", "x-extra": 1}))
+    p = ask_cli(broker, d, "--json-schema", str(schema), "hello")
+    assert p.returncode == 1
+    assert "error bad_request: response_format.json_schema.schema: unsupported" in p.stderr
+    p = ask_cli(broker, d, "--tools", str(tmp_path / "missing.json"), "hello")
+    assert p.returncode == 2 and "edged ask: --tools" in p.stderr
