@@ -85,7 +85,8 @@ def _short(text: str) -> str:
 
 def compact_bytes(value: Any) -> int:
     """Bytes of the compact UTF-8 JSON of ``value`` (how schema sizes are counted)."""
-    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return len(text.encode("utf-8", "surrogatepass"))  # a lone surrogate counts, never raises
 
 
 def _is_int(v: object) -> bool:
@@ -96,7 +97,13 @@ def _is_number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+_PATH_CHARS = 240
+
+
 def _fail(path: str, message: str) -> BadRequest:
+    if len(path) > _PATH_CHARS:  # long property names: keep both ends of the path
+        half = _PATH_CHARS // 2
+        path = f"{path[:half]}...{path[-half:]}"
     return BadRequest(f"{path}: {message}")
 
 

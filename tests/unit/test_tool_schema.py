@@ -163,6 +163,16 @@ def test_a_keyword_that_would_hide_in_a_control_character_is_escaped() -> None:
     assert msg == f'{P}.properties["a\\nb"]: unsupported JSON Schema keyword "x\\u0000"'
 
 
+def test_a_long_path_is_shortened_in_the_middle() -> None:
+    name = "n" * 5000
+    msg = refusal({"type": "object", "properties": {name: {"pattern": "x"}}})
+    assert len(msg) < 400
+    assert msg.startswith(f"{P}.properties.nnn") and msg.endswith(
+        'nnn: unsupported JSON Schema keyword "pattern"'
+    )
+    assert "..." in msg
+
+
 def nested(depth: int) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "string"}
     for _ in range(depth - 1):
