@@ -317,3 +317,21 @@ def test_hostile_schemas_get_bad_request_or_are_sound(schema: dict[str, Any]) ->
         return
     Draft202012Validator.check_schema(schema)
     Draft202012Validator(schema).is_valid({"a": 1})
+
+
+def test_accepted_schemas_are_remembered_and_nothing_else_is() -> None:
+    schema = {"type": "object", "properties": {"zz_cached": {"type": "string"}}}
+    key = json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    ts._accepted.pop(key, None)
+    ts.check_schema(schema, P)
+    assert key in ts._accepted
+    ts.check_schema(schema, "elsewhere")  # the same schema under another path: remembered
+    bad = {"type": "object", "properties": {"zz_cached": {"type": "string", "pattern": "x"}}}
+    for _ in range(2):
+        assert refusal(bad).endswith('unsupported JSON Schema keyword "pattern"')
+    assert json.dumps(bad, sort_keys=True, separators=(",", ":")) not in ts._accepted
+    # the size limit is checked before the memory is
+    assert refusal(schema, max_bytes=10).startswith(f"{P}: the schema is ")
+    for i in range(ts._ACCEPTED_KEPT + 5):
+        ts.check_schema({"const": i}, P)
+    assert len(ts._accepted) == ts._ACCEPTED_KEPT
