@@ -19,6 +19,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -521,8 +522,10 @@ class CloudServer:
     proxy, so everything a client sends is recorded (``cloud_saw``). ``stop()`` takes down
     both (clients get "connection refused"); ``start()`` brings them back on the same ports."""
 
-    def __init__(self, model: Path, log_dir: Path) -> None:
+    def __init__(self, model: Path, log_dir: Path, extra_args: Sequence[str] = ()) -> None:
         self.model = model
+        #: More server options (``--chat_format chatml-function-calling``).
+        self.extra_args = tuple(extra_args)
         self.log_path = log_dir / "llama-server.log"
         self.server_port = free_port()
         self.proxy = TcpRecorder(self.server_port)
@@ -579,6 +582,7 @@ class CloudServer:
                 "False",
                 "--verbose",
                 "False",
+                *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from contextlib import aclosing
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -43,6 +44,7 @@ from edged.types import (
     ToolChoice,
     ToolSpec,
 )
+from tests.helpers import CloudServer
 from tests.scripted_cloud import (
     Answer,
     Call,
@@ -124,7 +126,7 @@ def cloud(scripted: ScriptedCloud) -> Iterator[ScriptedCloud]:
     scripted.clear()
 
 
-def cfg(server: ScriptedCloud, **kw: Any) -> CloudConfig:
+def cfg(server: ScriptedCloud | CloudServer, **kw: Any) -> CloudConfig:
     base: dict[str, Any] = {
         "enabled": True,
         "base_url": server.base_url,
@@ -580,3 +582,60 @@ def test_tool_turns_are_sent_in_the_openai_shape(cloud: ScriptedCloud) -> None:
         {"role": "assistant", "content": ""},
         {"role": "user", "content": "Thanks."},
     ]
+
+
+# --- a real server: llama.cpp's, with its function-calling chat format -------------------------
+
+
+@pytest.fixture(scope="module")
+def llama_tools_server(
+    model_file: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[CloudServer]:
+    """``llama_cpp.server --chat_format chatml-function-calling`` on the default model: it
+    streams a call for a named ``tool_choice``; it has no ``required`` (it fails the request
+    after HTTP 200 with an empty stream) and answers ``auto`` with text only
+    (llama-cpp-python #1883)."""
+    server = CloudServer(
+        model_file,
+        tmp_path_factory.mktemp("cloud-tools"),
+        extra_args=("--chat_format", "chatml-function-calling"),
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_a_real_server_streams_a_named_call_and_edged_releases_it_whole_or_not_at_all(
+    llama_tools_server: CloudServer,
+) -> None:
+    req = request(choice=ToolChoice("function", "set_alarm"))
+    config = cfg(llama_tools_server, read_timeout_s=30.0, first_token_timeout_s=30.0)
+    events = run(config, lambda b: collect(b.generate(req)))
+    (call,) = released(events)
+    assert call.name == "set_alarm" and call.id
+    assert isinstance(json.loads(call.arguments), dict)
+    # the 135M model may break the schema (llama-cpp-python's grammar ignores minimum and
+    # maximum); either way the validator decides, and an invalid call never passes
+    try:
+        assert validate_calls(req, [call]) == (call,)
+    except ToolCallInvalid as e:
+        assert "set_alarm" in e.message
+    sent = llama_tools_server.proxy.received()
+    assert b'"tool_choice":{"type":"function","function":{"name":"set_alarm"}}' in sent.replace(
+        b" ", b""
+    )
+
+
+def test_a_real_server_without_required_fails_before_the_first_token(
+    llama_tools_server: CloudServer,
+) -> None:
+    req = request(choice=ToolChoice("required"))
+    config = cfg(llama_tools_server, read_timeout_s=30.0, first_token_timeout_s=30.0)
+
+    async def body(b: CloudBackend) -> CloudFailed:
+        with pytest.raises(CloudFailed) as info:
+            await collect(b.generate(req))
+        return info.value
+
+    err = run(config, body)
+    assert err.before_first_token  # nothing released: the pipeline may serve it locally
