@@ -1,5 +1,6 @@
-"""Real parts for tests: a Mosquitto broker on a free port, the edged daemon as a
-subprocess, and an MQTT v5 client that collects replies."""
+"""Real parts for tests and benchmarks (bench/_harness.py builds on these): a Mosquitto
+broker on a free port, the edged daemon as a subprocess, the loopback test cloud, and an MQTT
+v5 client that collects replies and stamps each message's arrival."""
 
 from __future__ import annotations
 
@@ -232,13 +233,16 @@ class Msg:
     payload: bytes
     correlation_data: bytes | None
     retain: bool
+    #: ``time.perf_counter()`` when paho's network thread handed it over (for timings)
+    at_s: float = 0.0
 
     def json(self) -> dict[str, Any]:
         return dict(json.loads(self.payload))
 
 
 class Client:
-    """A paho MQTT v5 client for tests, in its own network thread."""
+    """A paho MQTT v5 client (TCP_NODELAY) in its own network thread; every message lands in
+    ``inbox`` stamped with its arrival time, so a benchmark can time replies as they came."""
 
     def __init__(self, port: int, protocol: int = paho.MQTTv5) -> None:
         self.port = port
@@ -250,10 +254,14 @@ class Client:
             protocol=protocol,
         )
         self._c.on_message = self._on_message
+        self._c.on_socket_open = lambda c, u, sock: sock.setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+        )
         self._subacks: queue.Queue[int] = queue.Queue()
         self._c.on_subscribe = lambda *a: self._subacks.put(1)
 
     def _on_message(self, client: Any, userdata: Any, msg: paho.MQTTMessage) -> None:
+        now = time.perf_counter()
         props = getattr(msg, "properties", None)
         corr = getattr(props, "CorrelationData", None) if props is not None else None
         self.inbox.put(
@@ -262,6 +270,7 @@ class Client:
                 bytes(msg.payload),
                 bytes(corr) if corr is not None else None,
                 bool(msg.retain),
+                now,
             )
         )
 
@@ -277,8 +286,8 @@ class Client:
         self._c.disconnect()
         self._c.loop_stop()
 
-    def subscribe(self, topic: str) -> None:
-        self._c.subscribe(topic, qos=1)
+    def subscribe(self, *topics: str) -> None:
+        self._c.subscribe([(t, 1) for t in topics])
         self._subacks.get(timeout=10)
 
     def publish(
@@ -290,7 +299,7 @@ class Client:
         correlation_data: bytes | None = None,
         expiry_s: int | None = None,
         wait: bool = True,
-    ) -> None:
+    ) -> paho.MQTTMessageInfo:
         """Publish at QoS 1; ``wait``: return only once the broker has acknowledged it."""
         props = None
         if self.protocol == paho.MQTTv5 and (response_topic or correlation_data or expiry_s):
@@ -306,6 +315,7 @@ class Client:
         info = self._c.publish(topic, payload, qos=1, properties=props)
         if wait:
             info.wait_for_publish(10)
+        return info
 
     def get(self, timeout_s: float = 30.0) -> Msg:
         return self.inbox.get(timeout=timeout_s)
