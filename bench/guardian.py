@@ -125,10 +125,9 @@ def make_phrases(n: int = 1000, seed: int = SEED) -> list[str]:
 
 def phrase_rules(phrases: Sequence[str]) -> list[Rule]:
     return [
-        Rule(id=f"phrase.{i:04d}", kind="phrase", action="block", applies_to="both",
-             phrases=(p,))
+        Rule(id=f"phrase.{i:04d}", kind="phrase", action="block", applies_to="both", phrases=(p,))
         for i, p in enumerate(phrases)
-    ]  # fmt: skip
+    ]
 
 
 PII_RULE = Rule(id="pii.all", kind="pii", action="redact", applies_to="both", detectors=PII_NAMES)
@@ -554,8 +553,13 @@ def judge(text: str, findings: Sequence[Finding]) -> tuple[str, str]:
 
 def rate_row(k: int, n: int) -> dict[str, float]:
     lo, hi = wilson(k, n)
-    return {"n": n, "flagged": k, "rate": k / n if n else math.nan, "wilson_lo": lo,
-            "wilson_hi": hi}  # fmt: skip
+    return {
+        "n": n,
+        "flagged": k,
+        "rate": k / n if n else math.nan,
+        "wilson_lo": lo,
+        "wilson_hi": hi,
+    }
 
 
 def fp_default(corpus: Sequence[str]) -> dict[str, Any]:
@@ -598,13 +602,15 @@ def fp_default(corpus: Sequence[str]) -> dict[str, Any]:
         verdict, why = judge(t, findings)
         f0 = findings[0]
         lo = max(0, min(f0.start - 40, len(t) - 120))
-        examples.append({
-            "index": i,
-            "verdict": verdict,
-            "why": why,
-            "values": [f"{f.label}: {t[f.start : f.end]}" for f in findings],
-            "text": ("..." if lo else "") + t[lo : lo + 120],
-        })  # fmt: skip
+        examples.append(
+            {
+                "index": i,
+                "verdict": verdict,
+                "why": why,
+                "values": [f"{f.label}: {t[f.start : f.end]}" for f in findings],
+                "text": ("..." if lo else "") + t[lo : lo + 120],
+            }
+        )
     result["examples"] = examples
     return result
 
@@ -635,9 +641,13 @@ def fp_phrases(corpus: Sequence[str], phrases: Sequence[str]) -> dict[str, Any]:
     by_phrase = {
         f"{rid} {phrases[int(rid.split('.')[1])]!r}": c for rid, c in fired.most_common(12)
     }
-    return {**rate_row(flagged, n), "phrases_that_fired": len(fired), "top": by_phrase,
-            "texts_by_phrase_words": dict(sorted(by_words.items())),
-            "examples": examples}  # fmt: skip
+    return {
+        **rate_row(flagged, n),
+        "phrases_that_fired": len(fired),
+        "top": by_phrase,
+        "texts_by_phrase_words": dict(sorted(by_words.items())),
+        "examples": examples,
+    }
 
 
 # --- main -------------------------------------------------------------------------------------
