@@ -369,7 +369,7 @@ class EmptyLoop:
         self.period_s = 1.0 / hz
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="empty-loop", daemon=True)
-        self.ticks = 0
+        self.reads = 0
         self.missed_ticks = 0
         self.cpu_s = 0.0
         self.stamps: list[float] = []
@@ -384,7 +384,7 @@ class EmptyLoop:
     def _run(self) -> None:
         next_t = time.monotonic()
         while not self._stop.is_set():
-            self.ticks += 1
+            self.reads += 1
             self.stamps.append(time.monotonic())
             self.cpu_s = time.thread_time()
             next_t += self.period_s
@@ -397,47 +397,25 @@ class EmptyLoop:
 
 
 def _jitter_ms(stamps: Sequence[float], period: float) -> dict[str, float]:
-    dev = sorted(abs(b - a - period) * 1000 for a, b in itertools.pairwise(stamps))
-    if not dev:
-        return {"p50": math.nan, "p99": math.nan, "max": math.nan}
-    return {
-        "p50": dev[len(dev) // 2],
-        "p99": dev[min(len(dev) - 1, int(len(dev) * 0.99))],
-        "max": dev[-1],
-    }
+    dev = h.summary([abs(b - a - period) * 1000 for a, b in itertools.pairwise(stamps)], 6)
+    return {k: dev[k] if dev[k] is not None else math.nan for k in ("p50", "p99", "max")}
 
 
-def run_slice(
-    variant: str, make: Callable[[], PowerSource] | None, hz: float, secs: float
-) -> dict[str, Any]:
-    if make is None:
-        loop = EmptyLoop(hz)
-        t0 = time.monotonic()
-        loop.start()
-        time.sleep(secs)
-        loop.stop()
-        wall = time.monotonic() - t0
-        return {
-            "cpu_s": loop.cpu_s,
-            "wall_s": wall,
-            "ticks": loop.ticks,
-            "missed": loop.missed_ticks,
-            "stamps": loop.stamps,
-        }
-    sampler = Sampler(make(), hz)
+def run_slice(make: Callable[[], PowerSource] | None, hz: float, secs: float) -> dict[str, Any]:
+    """One slice of ``secs`` of the empty loop (``make`` None) or a sampler on its thread."""
+    runner: Any = EmptyLoop(hz) if make is None else Sampler(make(), hz)
     t0 = time.monotonic()
-    sampler.start()
+    runner.start()
     time.sleep(secs)
-    sampler.stop()
+    runner.stop()
     wall = time.monotonic() - t0
-    stamps = [p.t_s for p in sampler.points(-math.inf, math.inf)]
+    stamps = runner.stamps if make is None else [p.t_s for p in runner.points(-math.inf, math.inf)]
     return {
-        "cpu_s": sampler.cpu_s,
+        "cpu_s": runner.cpu_s,
         "wall_s": wall,
-        "ticks": sampler.reads,
-        "missed": sampler.missed_ticks,
+        "ticks": runner.reads,
+        "missed": runner.missed_ticks,
         "stamps": stamps,
-        "failures": sampler.failures,
     }
 
 
@@ -474,7 +452,7 @@ def cpu(quick: bool) -> dict[str, Any]:
         }
         for _ in range(slices):
             for v, make in variants.items():
-                r = run_slice(v, make, hz, slice_s)
+                r = run_slice(make, hz, slice_s)
                 for k in ("cpu_s", "wall_s", "ticks", "missed"):
                     acc[v][k] += r[k]
                 acc[v]["stamps"].append(r["stamps"])

@@ -229,11 +229,8 @@ def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
 
 
 def us_stats(ns: Sequence[int]) -> dict[str, float]:
-    return {
-        "p50_us": pct(ns, 50) / 1000,
-        "p99_us": pct(ns, 99) / 1000,
-        "mean_us": float(np.mean(ns)) / 1000,
-    }
+    us = [x / 1000 for x in ns]
+    return {"p50_us": pct(us, 50), "p99_us": pct(us, 99), "mean_us": float(np.mean(us))}
 
 
 # --- 1 and 2: whole texts ------------------------------------------------------------------
@@ -373,29 +370,29 @@ def bench_stream(matcher: Matcher, texts: Sequence[str]) -> dict[str, Any]:
             hold_chars.append((ends[j] if j < len(ends) else pos) - end)
             if hold_chars[-1] > worst[0]:
                 worst = (hold_chars[-1], t[max(0, end - 30) : end + hold_chars[-1]])
-    p50, p99, mx = pct(hold_chars, 50), pct(hold_chars, 99), float(max(hold_chars))
-    tok_ms = 1000 / TOKENS_PER_S
-    return {
+    hold = dict(
+        zip(
+            ("p50", "p99", "max"),
+            (pct(hold_chars, 50), pct(hold_chars, 99), float(max(hold_chars))),
+            strict=True,
+        )
+    )
+    out: dict[str, Any] = {
         "texts": len(texts),
         "feeds": len(feed_ns),
         "chars_per_piece": n_chars / n_pieces,
         "feed_mean_us": float(np.mean(feed_ns)) / 1000,
         "feed_p50_us": pct(feed_ns, 50) / 1000,
         "feed_p99_us": pct(feed_ns, 99) / 1000,
-        "hold_p50_chars": p50,
-        "hold_p99_chars": p99,
-        "hold_max_chars": mx,
-        "hold_p50_tokens": p50 / CHARS_PER_TOKEN,
-        "hold_p99_tokens": p99 / CHARS_PER_TOKEN,
-        "hold_max_tokens": mx / CHARS_PER_TOKEN,
-        "hold_p50_ms": p50 / CHARS_PER_TOKEN * tok_ms,
-        "hold_p99_ms": p99 / CHARS_PER_TOKEN * tok_ms,
-        "hold_max_ms": mx / CHARS_PER_TOKEN * tok_ms,
-        "held_share": sum(1 for h in hold_chars if h > 0) / len(hold_chars),
-        "longest_hold_text": worst[1],
-        "blocked_texts": sum(blocked.values()),
-        "blocked_by": dict(blocked),
     }
+    for k, chars in hold.items():  # in characters, tokens and ms at TOKENS_PER_S
+        out[f"hold_{k}_chars"] = chars
+        out[f"hold_{k}_tokens"] = chars / CHARS_PER_TOKEN
+        out[f"hold_{k}_ms"] = chars / CHARS_PER_TOKEN * 1000 / TOKENS_PER_S
+    out["held_share"] = sum(1 for x in hold_chars if x > 0) / len(hold_chars)
+    out["longest_hold_text"] = worst[1]
+    out["blocked_texts"], out["blocked_by"] = sum(blocked.values()), dict(blocked)
+    return out
 
 
 def stream_leaks(matcher: Matcher, texts: Sequence[str], phrases: Sequence[str]) -> dict[str, Any]:
