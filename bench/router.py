@@ -77,9 +77,9 @@ def make_case(rnd: random.Random, policies: list[str]) -> dict[str, Any]:
     max_tokens = rnd.choice([16, 32, 64, 128, 256, 512, 1024])
     remaining_s = None if rnd.random() < 0.4 else rnd.uniform(0.2, 10)
     power = (
-        PowerState()
+        PowerState()  # 30%: no power source configured, everything unknown
         if rnd.random() < 0.3
-        else PowerState(  # 30%: no power source
+        else PowerState(
             battery_pct=None if rnd.random() < 0.1 else round(rnd.uniform(3, 100), 1),
             charging=rnd.choice([True, False, False, None]),
             power_w=None if rnd.random() < 0.3 else round(rnd.uniform(2, 16), 2),
