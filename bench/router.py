@@ -48,22 +48,15 @@ from tests.fixtures.benign.corpus import load_benign
 GOALS = {"decide_p99_us": 100.0, "cloud_added_ms": 5.0}
 # the routes of docs/routing.md, rule 10
 SEMANTIC_ROUTES = [
-    SemanticRoute(
-        name="fresh-facts",
-        backend="cloud",
-        threshold=0.5,
-        examples=[
-            "what is the latest news",
-            "today's stock price of",
-            "who won the game last night",
-        ],
-    ),
-    SemanticRoute(
-        name="smalltalk",
-        backend="local",
-        threshold=0.5,
-        examples=["how are you", "tell me a joke", "good morning"],
-    ),
+    SemanticRoute(name=name, backend=backend, threshold=0.5, examples=examples.split("|"))
+    for name, backend, examples in (
+        (
+            "fresh-facts",
+            "cloud",
+            "what is the latest news|today's stock price of|who won the game last night",
+        ),
+        ("smalltalk", "local", "how are you|tell me a joke|good morning"),
+    )
 ]
 
 
@@ -114,17 +107,8 @@ def make_case(rnd: random.Random, policies: list[str]) -> dict[str, Any]:
         if rnd.random() < 0.5
         else {r.name: (r.backend, rnd.random() < 0.2) for r in SEMANTIC_ROUTES},
     )
-    return {
-        "inputs": inputs,
-        "policy": rnd.choice(policies),
-        "force_local": force_local,
-        "private": private,
-        "power": power,
-        "stats": stats,
-        "local_ok": local_ok,
-        "cloud_ok": cloud_ok,
-        "cloud_configured": cloud_configured,
-    }
+    case = {"inputs": inputs, "policy": rnd.choice(policies), "force_local": force_local}
+    return case | {"private": private, "stats": stats, "local_ok": local_ok, "cloud_ok": cloud_ok}
 
 
 class Flag:
@@ -213,7 +197,7 @@ async def bench_decide(n: int) -> dict[str, Any]:
         t1 = clock()
         _noop(case["inputs"], policies[case["policy"]], state)
         t2 = clock()
-        device.power, device.stats = case["power"], case["stats"]
+        device.power, device.stats = case["inputs"].power, case["stats"]
         device.local.ok, device.cloud.ok = case["local_ok"], case["cloud_ok"]
         req = request(texts[i % len(texts)], case=case)
         verdict = Verdict(request=req, force_local=case["force_local"])
@@ -223,7 +207,7 @@ async def bench_decide(n: int) -> dict[str, Any]:
             e1 = clock()
         r0 = clock()
         try:
-            d = await routers[case["cloud_configured"]].route(req, verdict)
+            d = await routers[case["inputs"].cloud_configured].route(req, verdict)
             key = f"{d.backend}:{','.join(d.reasons)}"
         except EdgedError as e:
             key = f"error:{e.code}"
