@@ -58,7 +58,7 @@ PATH_MAP: tuple[tuple[str, PurePosixPath], ...] = (
 )
 
 CONFIG_HEADER = """\
-# Installed by edged/install.py for the service layout (docs/service.md): every path below
+# Installed by edged/service/install.py for the service layout (docs/service.md): every path below
 # is absolute. This file is never overwritten by a later install; new defaults arrive as
 # edged.toml.dist beside it. Check it with:
 #   /opt/edged/.venv/bin/edged check-config /etc/edged/edged.toml
