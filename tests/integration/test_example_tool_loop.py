@@ -52,6 +52,32 @@ def test_the_loop_offers_its_tools_and_ends_on_a_text_answer(
     assert "[1 turn(s), alarms set: []]" in p.stderr
 
 
+def test_the_whole_loop_a_call_run_here_then_the_answer(
+    make_daemon: Callable[..., Daemon], broker: Broker
+) -> None:
+    d = make_daemon(EDGED_LOCAL__BACKEND="fake")
+    # the fake backend makes the calls its prompt scripts, and answers a tool turn with
+    # "tool said: <its content>": ask -> call -> run it here -> tool turn -> answer
+    script = {"tool_calls": [{"name": "set_alarm", "arguments": {"hour": 6, "minute": 30}}]}
+    p = run(broker, d, json.dumps(script))
+    assert p.returncode == 0, p.stderr
+    call_line, answer = p.stdout.splitlines()
+    assert call_line.startswith('call set_alarm({"hour": 6, "minute": 30}) -> {"ok": true')
+    assert answer == 'tool said: {"ok": true, "alarm": "06:30", "label": ""}'
+    assert "[2 turn(s), alarms set: [(6, 30, '')]]" in p.stderr
+
+
+def test_an_invalid_call_never_reaches_the_loop(
+    make_daemon: Callable[..., Daemon], broker: Broker
+) -> None:
+    d = make_daemon(EDGED_LOCAL__BACKEND="fake")
+    script = {"tool_calls": [{"name": "set_alarm", "arguments": {"hour": 24, "minute": 0}}]}
+    p = run(broker, d, json.dumps(script))
+    assert p.returncode == 1
+    assert "error tool_call_invalid: " in p.stderr and "hour" in p.stderr
+    assert p.stdout == ""  # nothing was run
+
+
 def test_the_loop_reports_an_error_reply(
     make_daemon: Callable[..., Daemon], broker: Broker
 ) -> None:
@@ -94,6 +120,11 @@ def test_edged_ask_sends_the_tools_and_the_schema(
     p = ask_cli(broker, d, "--tools", str(tools), "--tool-choice", "auto", "hello")
     assert p.returncode == 0, p.stderr
     assert p.stdout == "hello\n" and "finish=stop" in p.stderr
+    script = json.dumps({"tool_calls": [{"name": "get_time", "arguments": {}, "id": "c7"}]})
+    p = ask_cli(broker, d, "--tools", str(tools), "--tool-choice", "required", script)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "\ntool call get_time {} (id c7)\n"
+    assert "finish=tool_calls" in p.stderr
     # the daemon read them: a schema outside the subset comes back as its bad_request
     bad = [
         {
