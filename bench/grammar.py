@@ -32,7 +32,7 @@ alike; medians and min-max over rounds are printed, and ratios against ``none`` 
 Compile times (median of 5 fresh compiles) and one-off per-model setup are printed first.
 
     .venv/bin/python bench/grammar.py [--rounds 5] [--threads 1 2] [--max-tokens 96]
-        [--engines none gbnf-lcp ...] [--schemas small tools10] [--json OUT.json]
+        [--engines none gbnf-lcp ...] [--schemas small tools10] [--json PATH]
 """
 
 from __future__ import annotations
@@ -53,10 +53,11 @@ import jsonschema  # type: ignore[import-untyped]
 import llama_cpp
 import numpy as np
 from llama_cpp import Llama
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp.llama_grammar import LlamaGrammar
 
-MODEL = Path(__file__).resolve().parent.parent / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+from bench import _harness as h
+
+MODEL = h.DEFAULT_MODEL_FILE
 
 # --------------------------------------------------------------------------------------------
 # Schemas
@@ -772,13 +773,13 @@ ALL_ENGINES = [
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and print the tables."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap = h.parser(__doc__, "grammar")
+    ap.description, ap.formatter_class = __doc__, argparse.RawTextHelpFormatter
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--max-tokens", type=int, default=96)
     ap.add_argument("--engines", nargs="+", default=ALL_ENGINES)
     ap.add_argument("--schemas", nargs="+", default=list(SCHEMAS))
-    ap.add_argument("--json", type=Path, default=None, help="write every run here")
     ap.add_argument("--show", action="store_true", help="print each output")
     ap.add_argument("--probe", action="store_true", help="range probes first (no decoding)")
     ap.add_argument("--from-json", type=Path, default=None, help="re-print a saved run; no model")
@@ -789,21 +790,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results: dict[str, Any] = {"compile": {}, "runs": []}
     for threads in args.threads:
-        llm = Llama(
-            model_path=str(MODEL),
-            n_ctx=2048,
-            n_batch=512,
-            n_threads=threads,
-            n_threads_batch=threads,
-            verbose=False,
-        )
-        m = llm._model
-        fmt = Jinja2ChatFormatter(
-            llm.metadata["tokenizer.chat_template"],
-            eos_token=m.token_get_text(llm.token_eos()),
-            bos_token=m.token_get_text(llm.token_bos()),
-            add_generation_prompt=True,
-        )
+        llm = h.load_llama(threads, n_ctx=2048, n_batch=512)
+        fmt = h.chat_formatter(llm)
         c = Cands(llm)
         setup = Setup(llm, args.engines)
         engines = [e for e in args.engines if setup.available(e)]
@@ -861,13 +849,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if args.show:
                         print(f"   [{e} r{r}] {res['error'] or 'ok'}: {res['text'][:160]!r}")
             summarize(runs)
-            if args.json:  # after every table, so that a stopped run keeps what it measured
-                args.json.write_text(json.dumps(results, indent=1))
+            # after every table, so that a stopped run keeps what it measured
+            h.write(args, results, model=MODEL)
             for eng in built.values():
                 eng.close()
         del llm
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+    h.write(args, results, model=MODEL)
     return 0
 
 

@@ -1,32 +1,26 @@
 """What the guardian costs per text and per streamed token, and how often it fires on benign text.
 
-Five measurements, in one run:
+  1. rules     ``Matcher.scan`` and ``RuleGuardian.check_text`` with 1,000 phrase rules (block)
+               and one PII rule with all 11 detectors (redact), on ~200-byte and ~2 KB texts
+               cut from a real chat corpus, as they are and with a PII value and a phrase
+               inserted (and whether both were caught);
+  2. baseline  stdlib ``re``: the 1,000 phrases escaped, joined with ``|``, ``re.IGNORECASE``,
+               ``finditer`` over the same texts, in the same loop;
+  3. stream    ``StreamFilter.feed`` on ~4-character pieces: time per call, and how many
+               characters arrive before a piece is released;
+  4. semantic  ``check_text`` with one semantic rule (MiniLM int8), 1 and 2 threads;
+  5. benign    how often the default pack and the 1,000 phrases fire on 138,725 real chat
+               turns (Wilson 95% interval), the rules that fired and the flagged texts, each
+               judged real PII or not.
 
-  1. rules     ``Matcher.scan`` and ``RuleGuardian.check_text`` with 1,000 phrase rules
-               (block) and one PII rule with all 11 detectors (redact), on ~200-byte and
-               ~2 KB texts cut from a real chat corpus, as they are and with a PII value and
-               a phrase inserted (and whether both were caught);
-  2. baseline  stdlib ``re``: the same 1,000 phrases escaped, joined with ``|``, compiled
-               with ``re.IGNORECASE``, ``finditer`` over the same texts (the ratio is the
-               figure that holds on a noisy machine);
-  3. stream    ``StreamFilter.feed`` on ~4-character pieces (what a tokenizer hands over):
-               time per call, and how many characters arrive before a piece is released;
-  4. semantic  ``check_text`` with one semantic rule (all-MiniLM-L6-v2 int8), 1 and 2 threads;
-  5. benign    how often the default pack (configs/guardian/default.toml) and the 1,000
-               phrases fire on 138,725 real chat turns, with a Wilson 95% interval, the
-               rules that fired and the flagged texts, each judged real PII or not.
-
-Texts, phrases and insertions are deterministic (fixed offsets, a seeded generator), so two
-runs time the same work. The last line printed is JSON with every figure.
+Texts, phrases and insertions are deterministic (fixed offsets, a seeded generator).
 
     .venv/bin/python bench/guardian.py [--quick] [--texts 300]
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import math
 import random
 import re
@@ -41,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 
+from bench import _harness as h
 from edged.errors import ModelError
 from edged.guardian import normalize as nz
 from edged.guardian.engine import RuleGuardian
@@ -50,8 +45,7 @@ from edged.guardian.rules import PII_NAMES, Direction, Pack, Rule, load_packs
 from edged.guardian.stream import StreamFilter
 from tests.fixtures.benign.corpus import load_benign
 
-ROOT = Path(__file__).resolve().parent.parent
-SEED = 20261125
+ROOT, SEED = h.ROOT, h.SEED
 DEFAULT_PACK = ROOT / "configs" / "guardian" / "default.toml"
 PAYLOAD_LIMIT = 65_536  # bytes; ingress refuses larger payloads before parsing
 CHARS_PER_TOKEN = 4
@@ -131,10 +125,9 @@ def make_phrases(n: int = 1000, seed: int = SEED) -> list[str]:
 
 def phrase_rules(phrases: Sequence[str]) -> list[Rule]:
     return [
-        Rule(id=f"phrase.{i:04d}", kind="phrase", action="block", applies_to="both",
-             phrases=(p,))
+        Rule(id=f"phrase.{i:04d}", kind="phrase", action="block", applies_to="both", phrases=(p,))
         for i, p in enumerate(phrases)
-    ]  # fmt: skip
+    ]
 
 
 PII_RULE = Rule(id="pii.all", kind="pii", action="redact", applies_to="both", detectors=PII_NAMES)
@@ -221,7 +214,7 @@ def pieces(text: str) -> list[str]:
 
 
 def pct(xs: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(xs, dtype=np.float64), q)) if len(xs) else math.nan
+    return h.pct(xs, q) or math.nan
 
 
 def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -236,15 +229,8 @@ def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
 
 
 def us_stats(ns: Sequence[int]) -> dict[str, float]:
-    return {
-        "p50_us": pct(ns, 50) / 1000,
-        "p99_us": pct(ns, 99) / 1000,
-        "mean_us": float(np.mean(ns)) / 1000,
-    }
-
-
-def ok(value: float, goal: float) -> str:
-    return "met" if value <= goal else f"MISSED, {value / goal:.1f}x the goal"
+    us = [x / 1000 for x in ns]
+    return {"p50_us": pct(us, 50), "p99_us": pct(us, 99), "mean_us": float(np.mean(us))}
 
 
 # --- 1 and 2: whole texts ------------------------------------------------------------------
@@ -384,29 +370,29 @@ def bench_stream(matcher: Matcher, texts: Sequence[str]) -> dict[str, Any]:
             hold_chars.append((ends[j] if j < len(ends) else pos) - end)
             if hold_chars[-1] > worst[0]:
                 worst = (hold_chars[-1], t[max(0, end - 30) : end + hold_chars[-1]])
-    p50, p99, mx = pct(hold_chars, 50), pct(hold_chars, 99), float(max(hold_chars))
-    tok_ms = 1000 / TOKENS_PER_S
-    return {
+    hold = dict(
+        zip(
+            ("p50", "p99", "max"),
+            (pct(hold_chars, 50), pct(hold_chars, 99), float(max(hold_chars))),
+            strict=True,
+        )
+    )
+    out: dict[str, Any] = {
         "texts": len(texts),
         "feeds": len(feed_ns),
         "chars_per_piece": n_chars / n_pieces,
         "feed_mean_us": float(np.mean(feed_ns)) / 1000,
         "feed_p50_us": pct(feed_ns, 50) / 1000,
         "feed_p99_us": pct(feed_ns, 99) / 1000,
-        "hold_p50_chars": p50,
-        "hold_p99_chars": p99,
-        "hold_max_chars": mx,
-        "hold_p50_tokens": p50 / CHARS_PER_TOKEN,
-        "hold_p99_tokens": p99 / CHARS_PER_TOKEN,
-        "hold_max_tokens": mx / CHARS_PER_TOKEN,
-        "hold_p50_ms": p50 / CHARS_PER_TOKEN * tok_ms,
-        "hold_p99_ms": p99 / CHARS_PER_TOKEN * tok_ms,
-        "hold_max_ms": mx / CHARS_PER_TOKEN * tok_ms,
-        "held_share": sum(1 for h in hold_chars if h > 0) / len(hold_chars),
-        "longest_hold_text": worst[1],
-        "blocked_texts": sum(blocked.values()),
-        "blocked_by": dict(blocked),
     }
+    for k, chars in hold.items():  # in characters, tokens and ms at TOKENS_PER_S
+        out[f"hold_{k}_chars"] = chars
+        out[f"hold_{k}_tokens"] = chars / CHARS_PER_TOKEN
+        out[f"hold_{k}_ms"] = chars / CHARS_PER_TOKEN * 1000 / TOKENS_PER_S
+    out["held_share"] = sum(1 for x in hold_chars if x > 0) / len(hold_chars)
+    out["longest_hold_text"] = worst[1]
+    out["blocked_texts"], out["blocked_by"] = sum(blocked.values()), dict(blocked)
+    return out
 
 
 def stream_leaks(matcher: Matcher, texts: Sequence[str], phrases: Sequence[str]) -> dict[str, Any]:
@@ -564,8 +550,13 @@ def judge(text: str, findings: Sequence[Finding]) -> tuple[str, str]:
 
 def rate_row(k: int, n: int) -> dict[str, float]:
     lo, hi = wilson(k, n)
-    return {"n": n, "flagged": k, "rate": k / n if n else math.nan, "wilson_lo": lo,
-            "wilson_hi": hi}  # fmt: skip
+    return {
+        "n": n,
+        "flagged": k,
+        "rate": k / n if n else math.nan,
+        "wilson_lo": lo,
+        "wilson_hi": hi,
+    }
 
 
 def fp_default(corpus: Sequence[str]) -> dict[str, Any]:
@@ -608,13 +599,15 @@ def fp_default(corpus: Sequence[str]) -> dict[str, Any]:
         verdict, why = judge(t, findings)
         f0 = findings[0]
         lo = max(0, min(f0.start - 40, len(t) - 120))
-        examples.append({
-            "index": i,
-            "verdict": verdict,
-            "why": why,
-            "values": [f"{f.label}: {t[f.start : f.end]}" for f in findings],
-            "text": ("..." if lo else "") + t[lo : lo + 120],
-        })  # fmt: skip
+        examples.append(
+            {
+                "index": i,
+                "verdict": verdict,
+                "why": why,
+                "values": [f"{f.label}: {t[f.start : f.end]}" for f in findings],
+                "text": ("..." if lo else "") + t[lo : lo + 120],
+            }
+        )
     result["examples"] = examples
     return result
 
@@ -645,16 +638,20 @@ def fp_phrases(corpus: Sequence[str], phrases: Sequence[str]) -> dict[str, Any]:
     by_phrase = {
         f"{rid} {phrases[int(rid.split('.')[1])]!r}": c for rid, c in fired.most_common(12)
     }
-    return {**rate_row(flagged, n), "phrases_that_fired": len(fired), "top": by_phrase,
-            "texts_by_phrase_words": dict(sorted(by_words.items())),
-            "examples": examples}  # fmt: skip
+    return {
+        **rate_row(flagged, n),
+        "phrases_that_fired": len(fired),
+        "top": by_phrase,
+        "texts_by_phrase_words": dict(sorted(by_words.items())),
+        "examples": examples,
+    }
 
 
 # --- main -------------------------------------------------------------------------------------
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = h.parser(__doc__, "guardian")
     ap.add_argument("--quick", action="store_true", help="fewer texts and rounds, 1/10 corpus")
     ap.add_argument("--texts", type=int, default=None, help="texts per size (default 300)")
     args = ap.parse_args()
@@ -663,35 +660,30 @@ def main() -> int:
     rounds = {200: 3 if quick else 20, 2000: 2 if quick else 8}
     re_rounds = {200: 1 if quick else 3, 2000: 1}
     started = time.perf_counter()
-    figures: dict[str, Any] = {"quick": quick, "date": time.strftime("%Y-%m-%d")}
-
     corpus = load_benign()
     phrases = make_phrases()
     rules = [*phrase_rules(phrases), PII_RULE]
-    pack = Pack(name="bench", rule=tuple(rules))
-    matcher_in = Matcher(rules, "input")
-    matcher_out = Matcher(rules, "output")
-    guardian = RuleGuardian([pack])
+    matcher_in, matcher_out = Matcher(rules, "input"), Matcher(rules, "output")
+    guardian = RuleGuardian([Pack(name="bench", rule=tuple(rules))])
     baseline = re.compile("|".join(re.escape(p) for p in phrases), re.IGNORECASE)
-    words_hist = Counter(len(p.split()) for p in phrases)
-    print(
-        f"rule set: {len(phrases)} phrase rules (block; {dict(sorted(words_hist.items()))} "
-        f"by word count; e.g. {phrases[0]!r}, {phrases[100]!r}, {phrases[600]!r}, "
-        f"{phrases[-1]!r}) + 1 pii rule with all {len(PII_NAMES)} detectors (redact)"
-    )
-    print(f"corpus: {len(corpus)} chat turns; {n_texts} texts per size; seed {SEED}")
+    f: dict[str, Any] = {
+        "seed": SEED,
+        "corpus_turns": len(corpus),
+        "texts_per_size": n_texts,
+        "phrases_by_words": dict(Counter(len(p.split()) for p in phrases)),
+    }
 
-    # 1 + 2 -----------------------------------------------------------------------------
+    # 1 + 2: whole texts, against re
     sets: dict[str, list[str]] = {}
-    per_caught: dict[str, dict[str, dict[str, int]]] = {}
+    f["caught"] = {}
     for size in (200, 2000):
         plain = sized_texts(corpus, size, n_texts)
         sets[f"{size}_plain"] = plain
-        sets[f"{size}_inserted"], per_caught[str(size)] = caught(matcher_in, plain, phrases)
-    timing: dict[str, dict[str, float]] = {}
+        sets[f"{size}_inserted"], f["caught"][str(size)] = caught(matcher_in, plain, phrases)
+    f["texts"] = {}
     for size in (200, 2000):
         sub = {k: v for k, v in sets.items() if k.startswith(f"{size}_")}
-        timing.update(
+        f["texts"].update(
             bench_texts(
                 sub,
                 matcher=matcher_in,
@@ -701,142 +693,80 @@ def main() -> int:
                 re_rounds=re_rounds[size],
             )
         )
-    figures["texts"] = timing
-    print("\n1+2. whole texts: Matcher.scan, RuleGuardian.check_text, and the re baseline (us)")
-    print(
-        f"{'texts':14} {'bytes':>6} {'scan p50':>9} {'scan p99':>9} {'check p50':>10} "
-        f"{'check p99':>10} {'re p50':>8} {'re p99':>8} {'scan/re p50':>12}"
-    )
-    for name, row in timing.items():
+    for name, row in f["texts"].items():
         print(
-            f"{name:14} {row['bytes_mean']:6.0f} {row['scan_p50_us']:9.1f} "
-            f"{row['scan_p99_us']:9.1f} {row['check_p50_us']:10.1f} {row['check_p99_us']:10.1f} "
-            f"{row['re_p50_us']:8.1f} {row['re_p99_us']:8.1f} {row['ratio_scan_re_p50']:12.3f}"
+            f"{name:14} scan p50/p99 {row['scan_p50_us']:.1f}/{row['scan_p99_us']:.1f} us, "
+            f"check_text {row['check_p50_us']:.1f}/{row['check_p99_us']:.1f}, re "
+            f"{row['re_p50_us']:.1f}/{row['re_p99_us']:.1f}; scan/re p50 "
+            f"{row['ratio_scan_re_p50']:.3f}"
         )
-    p99_200 = timing["200_plain"]["scan_p99_us"]
-    p99_2k = timing["2000_plain"]["scan_p99_us"]
-    print(f"scan p99 at 200 B: {p99_200:.1f} us (goal <= 50 us: {ok(p99_200, 50)})")
-    print(f"scan p99 at 2 KB: {p99_2k:.1f} us (goal <= 200 us: {ok(p99_2k, 200)})")
-    figures["caught"] = per_caught
-    miss = [
-        f"{size} B {det}: value {row['value']}/{row['n']}, phrase {row['phrase']}/{row['n']}"
-        for size, rows in per_caught.items()
+    for size, limit in (("200", 50.0), ("2000", 200.0)):
+        p99 = f["texts"][f"{size}_plain"]["scan_p99_us"]
+        print(f"scan p99 at {size} B: {p99:.1f} us (goal <= {limit:g}: {h.goal(p99, limit)})")
+    missed = [
+        f"{size} B {det}"
+        for size, rows in f["caught"].items()
         for det, row in rows.items()
         if row["value"] < row["n"] or row["phrase"] < row["n"]
     ]
-    total = sum(r["n"] for rows in per_caught.values() for r in rows.values())
-    print(
-        f"inserted values and phrases found by scan: "
-        f"{'all' if not miss else 'NOT all'} of {total} texts"
-        + ("".join(f"\n  missed: {m}" for m in miss))
+    print(f"inserted values and phrases found: {missed or 'all'}")
+    f["breakdown_2k_p50_us"] = breakdown(matcher_in, sets["2000_plain"][:100], 1 if quick else 3)
+
+    # 3: the stream filter
+    f["stream"] = {str(n): bench_stream(matcher_out, sets[f"{n}_plain"]) for n in (200, 2000)}
+    for n, st in f["stream"].items():
+        print(
+            f"stream {n} B: feed mean/p99 {st['feed_mean_us']:.1f}/{st['feed_p99_us']:.1f} us "
+            f"(goal <= 20: {h.goal(st['feed_mean_us'], 20)}); hold-back p50/p99/max "
+            f"{st['hold_p50_tokens']:.2f}/{st['hold_p99_tokens']:.2f}/"
+            f"{st['hold_max_tokens']:.2f} tokens"
+        )
+    f["stream_leaks"] = lk = stream_leaks(
+        matcher_out, sets["200_plain"] + sets["2000_plain"], phrases
     )
-    bd_texts = sets["2000_plain"][: min(100, n_texts)]
-    figures["breakdown_2k_p50_us"] = breakdown(matcher_in, bd_texts, 1 if quick else 3)
     print(
-        "where scan's time goes at 2 KB (p50 us of each step of Matcher.scan, alone): "
-        + ", ".join(f"{k} {v:.1f}" for k, v in figures["breakdown_2k_p50_us"].items())
+        f"stream leaks: value released whole {lk['pii_value_released_whole'] or 'never'}, "
+        f"half {lk['pii_value_first_half_released'] or 'never'}, not redacted "
+        f"{lk['pii_not_redacted'] or 'never'}; phrase not blocked {lk['phrase_not_blocked']}, "
+        f"partly released first {lk['phrase_partly_released_before_block']}"
     )
 
-    # 3 -----------------------------------------------------------------------------------
-    print("\n3. stream filter (output matcher of the same rule set), ~4-character pieces")
-    figures["stream"] = {}
-    for size in (200, 2000):
-        st = bench_stream(matcher_out, sets[f"{size}_plain"])
-        figures["stream"][str(size)] = st
-        print(
-            f"{size:>4} B: {st['feeds']} feeds of {st['chars_per_piece']:.2f} chars: "
-            f"mean {st['feed_mean_us']:.1f} us, p50 {st['feed_p50_us']:.1f}, "
-            f"p99 {st['feed_p99_us']:.1f} us per feed (goal <= 20 us: "
-            f"{ok(st['feed_mean_us'], 20)} on the mean, {ok(st['feed_p99_us'], 20)} on p99)"
-        )
-        print(
-            f"        hold-back: p50 {st['hold_p50_chars']:.0f} / p99 {st['hold_p99_chars']:.0f}"
-            f" / max {st['hold_max_chars']:.0f} chars = {st['hold_p50_tokens']:.2f} / "
-            f"{st['hold_p99_tokens']:.2f} / {st['hold_max_tokens']:.2f} tokens = "
-            f"{st['hold_p50_ms']:.1f} / {st['hold_p99_ms']:.1f} / {st['hold_max_ms']:.1f} ms at "
-            f"{TOKENS_PER_S:.0f} tok/s; {st['held_share']:.0%} of pieces wait for a later one"
-        )
-        print(f"        longest hold: {st['longest_hold_text']!r} (the piece, then what came)")
-        if st["blocked_texts"]:
-            print(
-                f"        {st['blocked_texts']} of {st['texts']} texts were stopped by a phrase "
-                f"in the chat itself ({st['blocked_by']}); their pieces up to the stop count"
-            )
-    lk = stream_leaks(matcher_out, sets["200_plain"] + sets["2000_plain"], phrases)
-    figures["stream_leaks"] = lk
-    print(
-        f"stream check on {lk['texts']} texts with a value, {lk['texts']} with a phrase: "
-        f"value released whole {lk['pii_value_released_whole'] or 'never'}, first half "
-        f"released {lk['pii_value_first_half_released'] or 'never'}, not redacted "
-        f"{lk['pii_not_redacted'] or 'never'}, stream stopped by a block rule (a phrase in "
-        f"the value or in the chat) "
-        f"{lk['pii_stream_stopped'] or 'never'}; phrase not blocked {lk['phrase_not_blocked']}, "
-        f"phrase partly released before the block {lk['phrase_partly_released_before_block']}"
-    )
-
-    # 4 -----------------------------------------------------------------------------------
-    print("\n4. semantic rule: check_text with one semantic rule (3 examples), ~20-word inputs")
+    # 4: a semantic rule
     sem_inputs = [t for t in corpus if 18 <= len(t.split()) <= 22]
-    step = max(1, len(sem_inputs) // (40 if quick else 200))
-    sem_inputs = sem_inputs[::step][: 40 if quick else 200]
+    n_sem = 40 if quick else 200
+    sem_inputs = sem_inputs[:: max(1, len(sem_inputs) // n_sem)][:n_sem]
     try:
-        sem = bench_semantic(sem_inputs, 1 if quick else 2)
-    except ModelError as e:
-        sem = {"error": str(e)}
-        print(
-            f"skipped: {e}\n  fetch: .venv/bin/edged models fetch minilm-l6-v2-int8 "
-            "minilm-l6-v2-tokenizer --config configs/edged.toml"
-        )
-    else:
+        f["semantic"] = sem = bench_semantic(sem_inputs, 1 if quick else 2)
         for n in (1, 2):
             row = sem[f"threads{n}"]
             print(
-                f"threads={n}: p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms over "
-                f"{sem['inputs']} inputs of {sem['words_mean']:.1f} words (load "
-                f"{row['load_ms']:.0f} ms; the rule fired on {row['fired']})"
+                f"semantic check_text, {n} thread(s): p50/p99 {row['p50_ms']:.2f}/"
+                f"{row['p99_ms']:.2f} ms"
             )
-    figures["semantic"] = sem
+    except ModelError as e:
+        f["semantic"] = {"error": str(e)}
+        print(
+            f"semantic skipped: {e} (edged models fetch minilm-l6-v2-int8 minilm-l6-v2-tokenizer)"
+        )
 
-    # 5 -----------------------------------------------------------------------------------
+    # 5: false positives on the benign corpus
     fp_corpus = corpus[::10] if quick else corpus
-    print(
-        f"\n5. false positives on the benign corpus ({len(fp_corpus)} turns"
-        f"{', every 10th' if quick else ''}), default pack {DEFAULT_PACK.relative_to(ROOT)}"
-    )
-    fpd = fp_default(fp_corpus)
-    figures["fp_default"] = fpd
-    print(f"skipped {fpd['skipped_over_limit']} text(s) over {PAYLOAD_LIMIT} bytes")
+    f["fp_default"] = fpd = fp_default(fp_corpus)
+    f["fp_phrases"] = fpp = fp_phrases(fp_corpus, phrases)
     for direction in ("input", "output"):
-        d = fpd[direction]
-        raw, ex = d["raw"], d["excluding_true_positives"]
+        ex = fpd[direction]["excluding_true_positives"]
         print(
-            f"{direction:6}: {raw['flagged']} of {raw['n']} not allowed = {raw['rate']:.3e} "
-            f"(95% {raw['wilson_lo']:.2e}..{raw['wilson_hi']:.2e}); without the "
-            f"{d['true_positive_texts']} true positives: {ex['flagged']} of {ex['n']} = "
-            f"{ex['rate']:.3e} (95% {ex['wilson_lo']:.2e}..{ex['wilson_hi']:.2e})"
+            f"default pack, {direction}: {ex['flagged']} of {ex['n']} false positives = "
+            f"{ex['rate']:.2e} (95% {ex['wilson_lo']:.1e}..{ex['wilson_hi']:.1e}; "
+            f"{fpd[direction]['true_positive_texts']} real PII texts left out)"
         )
-        print(f"        labels {d['labels']}; rules {d['rules']}")
-    print(f"flagged texts ({len(fpd['examples'])}; up to 15 shown, 120 chars around the value):")
-    for item in fpd["examples"][:15]:
-        print(
-            f"  [{item['verdict']}: {item['why']}] {'; '.join(item['values'])}\n"
-            f"      {item['text']!r}"
-        )
-    fpp = fp_phrases(fp_corpus, phrases)
-    figures["fp_phrases"] = fpp
+    unreviewed = [x for x in fpd["examples"] if x["verdict"] == "unreviewed"]
     print(
-        f"1,000 phrases (input): {fpp['flagged']} of {fpp['n']} blocked = {fpp['rate']:.3e} "
-        f"(95% {fpp['wilson_lo']:.2e}..{fpp['wilson_hi']:.2e}); {fpp['phrases_that_fired']} "
-        f"phrases fired (texts by the longest phrase that fired, in words: "
-        f"{fpp['texts_by_phrase_words']}); most: {fpp['top']}"
+        f"flagged texts: {len(fpd['examples'])}, unreviewed {len(unreviewed)} (in the JSON); "
+        f"1,000 phrases: {fpp['flagged']} of {fpp['n']} blocked = {fpp['rate']:.2e}"
     )
-    for t in fpp["examples"]:
-        print(f"      {t!r}")
-
     guardian.close()
-    figures["elapsed_s"] = time.perf_counter() - started
-    print(f"\n{figures['elapsed_s']:.0f} s")
-    print(json.dumps(figures, default=float))
+    h.write(args, f, started=started)
     return 0
 
 

@@ -37,6 +37,7 @@ from edged.mqtt.link import Incoming, MqttLink, Will
 from edged.mqtt.topics import Topics
 from edged.pipeline import Pipeline
 from edged.pipeline import Router as RouterStage
+from edged.power.base import FedSource
 from edged.power.build import open_power
 from edged.router.router import LocalStats, Router, load_policies
 from edged.service import systemd
@@ -225,9 +226,9 @@ class App:
 
     def _on_message(self, msg: Incoming) -> None:
         if msg.topic != self.topics.request and msg.topic == self.cfg.power.mqtt_topic:
-            feed = getattr(self.sampler.source if self.sampler else None, "feed", None)
-            if feed is not None:
-                feed(msg.payload)
+            source = self.sampler.source if self.sampler else None
+            if isinstance(source, FedSource):
+                source.feed(msg.payload)
             self.link.ack_when_done(msg)()
             return
         self.ingress.on_message(msg)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from edged.config_ingress import IngressConfig as IngressConfig  # noqa: PLC0414 (re-export)
 from edged.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -87,38 +88,6 @@ class MqttConfig(_Model):
             if not p or "+" in p or "#" in p:
                 raise ValueError(f"prefix {p!r} must be non-empty and contain no wildcard")
         return v
-
-
-class IngressConfig(_Model):
-    """Request intake limits."""
-
-    max_payload_bytes: int = Field(65536, ge=256, description="Largest request payload, bytes.")
-    max_correlation_bytes: int = Field(
-        1024,
-        ge=16,
-        description="Longest MQTT v5 Correlation Data a request may carry, bytes (it is echoed "
-        "on every reply, so a long one would multiply the traffic).",
-    )
-    queue_limit: int = Field(
-        8, ge=1, description="Requests admitted at once (running plus waiting); past it: busy."
-    )
-    max_tokens_default: int = Field(256, ge=1, description="max_tokens when a request has none.")
-    temperature_default: float = Field(
-        0.2,
-        ge=0.0,
-        le=2.0,
-        description="temperature when a request has none. 0.2: the default 135M model answers "
-        "simple factual questions right more often than at 0.7 (bench/temperature.py, "
-        "docs/benchmarks.md); a larger model may want more.",
-    )
-    max_tokens_limit: int = Field(2048, ge=1, description="Largest max_tokens a request may ask.")
-    max_messages: int = Field(64, ge=1, description="Most messages in one request.")
-    dedupe_window: int = Field(
-        1024,
-        ge=0,
-        description="How many recent request ids are remembered, so that a QoS 1 "
-        "redelivery of the same id is not served twice.",
-    )
 
 
 #: ``[local] backend``: each value names backend kinds registered in ``backends/base.py``

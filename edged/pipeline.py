@@ -17,8 +17,9 @@ from typing import Protocol
 from edged.aio import deadline
 from edged.backends.base import Backend
 from edged.energy.meter import Meter
-from edged.errors import BackendFailed, EdgedError, Internal
+from edged.errors import BackendFailed, EdgedError, Internal, ToolCallInvalid
 from edged.guardian import Guardian
+from edged.tools.validate import check_no_call_owed, validate_calls, validate_text
 from edged.types import (
     CloudUsage,
     EnergyReport,
@@ -32,6 +33,8 @@ from edged.types import (
     StreamEvent,
     TextDelta,
     Timing,
+    ToolCall,
+    ToolCalls,
     Usage,
     Verdict,
 )
@@ -91,6 +94,7 @@ class _Outcome:
     usage: Usage
     started_at_s: float | None
     first_text_at_s: float | None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 class Pipeline:
@@ -156,6 +160,7 @@ class Pipeline:
         request: Request, events: AsyncGenerator[StreamEvent, None], reply: ReplySink
     ) -> _Outcome:
         parts: list[str] = []
+        calls: tuple[ToolCall, ...] = ()
         started: float | None = None
         first: float | None = None
         async with aclosing(events) as stream:
@@ -166,10 +171,18 @@ class Pipeline:
                     parts.append(ev.text)
                     if request.stream:
                         reply.chunk(ev.text)
+                elif isinstance(ev, ToolCalls):
+                    # the one point a call is checked before it may leave the device
+                    # (whole, never fragments); the guardian's tool rules will sit here too
+                    calls = validate_calls(request, ev.calls)
+                    if first is None:
+                        first = time.monotonic()
                 elif isinstance(ev, Started):
                     started = time.monotonic()
                 elif isinstance(ev, Finished):
-                    return _Outcome("".join(parts), ev.finish_reason, ev.usage, started, first)
+                    text = "".join(parts)
+                    reason, usage = _finish(request, ev, text, calls)
+                    return _Outcome(text, reason, usage, started, first, calls)
         raise Internal("the backend's stream ended without finishing")
 
     @staticmethod
@@ -195,4 +208,20 @@ class Pipeline:
             ),
             energy=energy,
             guardian=guardian,
+            tool_calls=out.tool_calls,
         )
+
+
+def _finish(
+    request: Request, ev: Finished, text: str, calls: tuple[ToolCall, ...]
+) -> tuple[FinishReason, Usage]:
+    """The turn's finish reason, once what ``tool_choice`` and ``response_format`` promise
+    has been checked (raises ToolCallInvalid when it was not kept)."""
+    if calls:
+        return "tool_calls", ev.usage
+    if ev.finish_reason == "tool_calls":
+        raise ToolCallInvalid("the backend ended the turn with tool calls, but sent none")
+    if ev.finish_reason != "cancelled":
+        check_no_call_owed(request)
+        validate_text(request, text)
+    return ev.finish_reason, ev.usage

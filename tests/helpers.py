@@ -1,5 +1,6 @@
-"""Real parts for tests: a Mosquitto broker on a free port, the edged daemon as a
-subprocess, and an MQTT v5 client that collects replies."""
+"""Real parts for tests and benchmarks (bench/_harness.py builds on these): a Mosquitto
+broker on a free port, the edged daemon as a subprocess, the loopback test cloud, and an MQTT
+v5 client that collects replies and stamps each message's arrival."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,13 +233,16 @@ class Msg:
     payload: bytes
     correlation_data: bytes | None
     retain: bool
+    #: ``time.perf_counter()`` when paho's network thread handed it over (for timings)
+    at_s: float = 0.0
 
     def json(self) -> dict[str, Any]:
         return dict(json.loads(self.payload))
 
 
 class Client:
-    """A paho MQTT v5 client for tests, in its own network thread."""
+    """A paho MQTT v5 client (TCP_NODELAY) in its own network thread; every message lands in
+    ``inbox`` stamped with its arrival time, so a benchmark can time replies as they came."""
 
     def __init__(self, port: int, protocol: int = paho.MQTTv5) -> None:
         self.port = port
@@ -249,10 +254,14 @@ class Client:
             protocol=protocol,
         )
         self._c.on_message = self._on_message
+        self._c.on_socket_open = lambda c, u, sock: sock.setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+        )
         self._subacks: queue.Queue[int] = queue.Queue()
         self._c.on_subscribe = lambda *a: self._subacks.put(1)
 
     def _on_message(self, client: Any, userdata: Any, msg: paho.MQTTMessage) -> None:
+        now = time.perf_counter()
         props = getattr(msg, "properties", None)
         corr = getattr(props, "CorrelationData", None) if props is not None else None
         self.inbox.put(
@@ -261,6 +270,7 @@ class Client:
                 bytes(msg.payload),
                 bytes(corr) if corr is not None else None,
                 bool(msg.retain),
+                now,
             )
         )
 
@@ -276,8 +286,8 @@ class Client:
         self._c.disconnect()
         self._c.loop_stop()
 
-    def subscribe(self, topic: str) -> None:
-        self._c.subscribe(topic, qos=1)
+    def subscribe(self, *topics: str) -> None:
+        self._c.subscribe([(t, 1) for t in topics])
         self._subacks.get(timeout=10)
 
     def publish(
@@ -289,7 +299,7 @@ class Client:
         correlation_data: bytes | None = None,
         expiry_s: int | None = None,
         wait: bool = True,
-    ) -> None:
+    ) -> paho.MQTTMessageInfo:
         """Publish at QoS 1; ``wait``: return only once the broker has acknowledged it."""
         props = None
         if self.protocol == paho.MQTTv5 and (response_topic or correlation_data or expiry_s):
@@ -305,6 +315,7 @@ class Client:
         info = self._c.publish(topic, payload, qos=1, properties=props)
         if wait:
             info.wait_for_publish(10)
+        return info
 
     def get(self, timeout_s: float = 30.0) -> Msg:
         return self.inbox.get(timeout=timeout_s)
@@ -521,8 +532,10 @@ class CloudServer:
     proxy, so everything a client sends is recorded (``cloud_saw``). ``stop()`` takes down
     both (clients get "connection refused"); ``start()`` brings them back on the same ports."""
 
-    def __init__(self, model: Path, log_dir: Path) -> None:
+    def __init__(self, model: Path, log_dir: Path, extra_args: Sequence[str] = ()) -> None:
         self.model = model
+        #: More server options (``--chat_format chatml-function-calling``).
+        self.extra_args = tuple(extra_args)
         self.log_path = log_dir / "llama-server.log"
         self.server_port = free_port()
         self.proxy = TcpRecorder(self.server_port)
@@ -579,6 +592,7 @@ class CloudServer:
                 "False",
                 "--verbose",
                 "False",
+                *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

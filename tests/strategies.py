@@ -8,6 +8,8 @@ import json
 
 from hypothesis import strategies as st
 
+from tests.tool_strategies import tool_requests
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)
     | st.text(max_size=40),
@@ -31,8 +33,9 @@ fields = st.fixed_dictionaries({}, optional={
     "id": ids,
     "prompt": st.one_of(st.text(max_size=200), st.integers(), st.none()),
     "messages": st.one_of(st.lists(st.fixed_dictionaries(
-        {"role": st.sampled_from(["user", "system", "assistant", "robot", ""]),
-         "content": st.one_of(st.text(max_size=50), st.integers())}), max_size=4), json_values),
+        {"role": st.sampled_from(["user", "system", "assistant", "tool", "robot", ""]),
+         "content": st.one_of(st.text(max_size=50), st.integers(), st.none())}), max_size=4),
+        json_values),
     "max_tokens": st.one_of(st.integers(-10, 10**9), st.floats(allow_nan=False),
                             st.text(max_size=5)),
     "temperature": st.one_of(st.floats(allow_nan=False), st.integers(-3, 5), st.none()),
@@ -60,10 +63,12 @@ def _bad_utf8(junk: bytes) -> bytes:
     return b'{"id": "utf", "prompt": "' + junk + b'"}'
 
 
-#: Whole payloads: generated request objects, raw bytes, JSON nested far past the depth
-#: limit, payloads over the size limit (64 KiB by default), strings that are not UTF-8.
+#: Whole payloads: generated request objects (tool calling too), raw bytes, JSON nested far
+#: past the depth limit, payloads over the size limit (64 KiB by default), strings that are
+#: not UTF-8.
 payloads = st.one_of(
     fields.map(lambda body: json.dumps(body).encode()),
+    tool_requests().map(lambda body: json.dumps(body).encode()),
     st.binary(max_size=300),
     st.integers(1, 5000).map(_nested),
     st.integers(65_000, 120_000).map(_oversized),

@@ -5,6 +5,19 @@ What this module promises the pipeline:
 
 - ``generate`` yields ``Started`` once the server has accepted the request (HTTP 200, stream
   open), then one ``TextDelta`` per streamed content piece, then ``Finished``.
+- Tools, ``tool_choice`` and ``response_format`` are passed through in the OpenAI shapes
+  (:mod:`~edged.backends.cloud_messages`). Streamed tool-call fragments go only into a
+  :class:`~edged.tools.assemble.CallAssembler`: nothing of a call is yielded until the stream
+  has ended with a ``finish_reason``; then ``ToolCalls`` (whole, once) and
+  ``Finished("tool_calls")``. A stream cut before that releases nothing (a ``CloudFailed``
+  as for text). Validation against the tools' schemas is the pipeline's
+  (edged.tools.validate). A server that ignored ``stream: true`` and sent one JSON
+  ``chat.completion`` is read the same way.
+- A tool-call protocol error (an id or name changed, a fragment without index among
+  indexed calls, a limit broken, ``finish_reason`` disagreeing with the calls) is
+  :class:`~edged.errors.ToolCallInvalid`, the backend named: the remote's answer, not an
+  outage, so it is neither retried nor counted against the breaker (nor for it, unless
+  text had come), like an HTTP 400.
 - Every failure is a :class:`CloudFailed` (a :class:`~edged.errors.BackendFailed`, so an
   ``unavailable`` on the wire) with a short message that never holds the API key or prompt
   text, and ``before_first_token`` telling whether any ``TextDelta`` was yielded. When it is
@@ -32,32 +45,34 @@ The SDK is imported in ``start()``, so a device without a cloud never pays for t
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
+from edged.backends import cloud_messages
 from edged.backends.base import BackendSpec, register
 from edged.backends.breaker import Breaker
 from edged.backends.failures import BadStream, classify
 from edged.config import CloudConfig
-from edged.errors import BackendFailed
+from edged.errors import BackendFailed, ToolCallInvalid
+from edged.tools.assemble import CallAssembler
 from edged.types import (
     BackendStats,
     Finished,
-    FinishReason,
     Request,
     Started,
     StreamEvent,
     TextDelta,
+    ToolCalls,
     Usage,
 )
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
-    from openai.types.chat import ChatCompletionMessageParam
 
 log = logging.getLogger("edged.backend.cloud")
 
@@ -105,8 +120,12 @@ def read_api_key(cfg: CloudConfig, environ: Mapping[str, str] | None = None) -> 
     return (key or PLACEHOLDER_API_KEY).strip()
 
 
-def _finish_reason(reason: str | None) -> FinishReason:
-    return "length" if reason == "length" else "stop"
+class _Progress:
+    """Internal (never yielded by ``generate``): the first tool-call fragment came, so the
+    server is answering; the first-token wait is over, though no text came."""
+
+
+_PROGRESS = _Progress()
 
 
 # --- the backend ------------------------------------------------------------------------------
@@ -197,6 +216,7 @@ class CloudBackend:
             raise CloudFailed("cloud: circuit open", before_first_token=True)
         verdict: _Verdict = "none"
         deltas = 0
+        answering = False  # text or a tool-call fragment came: the first-token wait is over
         budget_s = self._cfg.first_token_timeout_s
         by_deadline = False
         if request.deadline_at_s is not None:
@@ -209,7 +229,7 @@ class CloudBackend:
             async with aclosing(self._attempts(client, request)) as events:
                 while True:
                     try:
-                        if deltas:
+                        if answering:
                             ev = await events.__anext__()
                         else:
                             ev = await asyncio.wait_for(
@@ -230,8 +250,12 @@ class CloudBackend:
                             f"cloud: no first token within {budget_s:.1f} s",
                             before_first_token=True,
                         ) from None
+                    if isinstance(ev, _Progress):
+                        answering = True
+                        continue
                     if isinstance(ev, TextDelta):
                         deltas += 1
+                        answering = True
                     yield ev
             verdict = "success"
         except CloudFailed as e:
@@ -254,10 +278,10 @@ class CloudBackend:
 
     async def _attempts(
         self, client: AsyncOpenAI, request: Request
-    ) -> AsyncGenerator[StreamEvent, None]:
+    ) -> AsyncGenerator[StreamEvent | _Progress, None]:
         """Up to 1 + retries attempts, retrying only before the first text."""
         cfg = self._cfg
-        messages = _messages(request)
+        messages = cloud_messages.messages(request)
         started = False
         deltas = 0
         attempt = 0
@@ -274,6 +298,14 @@ class CloudBackend:
                             deltas += 1
                         yield ev
                 return
+            except ToolCallInvalid as e:  # the remote's answer: never retried
+                log.warning(
+                    "event=cloud_tool_call_invalid backend=%s id=%s error=%r",
+                    self.name,
+                    request.id,
+                    e.message,
+                )
+                raise ToolCallInvalid(f"{self.name}: {e.message}") from None
             except Exception as exc:
                 failure = classify(exc)
             # Decided outside the except block, so that nothing raised here chains the SDK's
@@ -310,62 +342,70 @@ class CloudBackend:
             raise CloudFailed(failure.message, before_first_token=before, status=failure.status)
 
     async def _one_attempt(
-        self,
-        client: AsyncOpenAI,
-        request: Request,
-        messages: list[ChatCompletionMessageParam],
-    ) -> AsyncGenerator[StreamEvent, None]:
+        self, client: AsyncOpenAI, request: Request, messages: list[dict[str, Any]]
+    ) -> AsyncGenerator[StreamEvent | _Progress, None]:
         stream = await client.chat.completions.create(
             model=self._cfg.model,
-            messages=messages,
+            messages=cast(Any, messages),
             max_tokens=request.max_tokens,
             temperature=request.temperature,
             stream=True,
             stream_options={"include_usage": True},
+            **cloud_messages.tool_params(request),
         )
         async with stream:  # closes the HTTP response however we leave
             yield Started()
-            deltas = 0
+            calls = CallAssembler()
+            pieces = 0  # text pieces and call fragments: the token count when no usage came
             finish: str | None = None
             usage: Usage | None = None
-            async for chunk in stream:
-                try:  # the SDK does not validate chunks: a field may be missing or mistyped
-                    if chunk.usage is not None:
-                        usage = Usage(
-                            prompt_tokens=int(chunk.usage.prompt_tokens),
-                            completion_tokens=int(chunk.usage.completion_tokens),
-                        )
-                    pieces: list[tuple[str | None, str | None]] = [
-                        (c.delta.content, c.finish_reason)
-                        for c in chunk.choices or ()
-                        if c.index == 0
-                    ]
-                except (AttributeError, TypeError, ValueError):
-                    raise BadStream("malformed chunk") from None
-                for text, reason in pieces:
-                    if text:
-                        if not isinstance(text, str):
-                            raise BadStream("malformed chunk")
-                        deltas += 1
-                        yield TextDelta(text, 1)
-                    if reason is not None:
-                        finish = reason
+            content_type = stream.response.headers.get("content-type", "")
+            if content_type.split(";")[0].strip().lower() == "application/json":
+                # the server ignored stream: true and sent one chat.completion
+                try:
+                    answer = cloud_messages.completion(json.loads(await stream.response.aread()))
+                except ValueError:
+                    raise BadStream("malformed response") from None
+                if answer.text:
+                    yield TextDelta(answer.text, 1)
+                calls.feed_all(answer.tool_calls)
+                finish, usage, pieces = answer.finish_reason, answer.usage, 1
+            else:
+                async for chunk in stream:
+                    try:  # the SDK does not validate chunks: a field may be missing or mistyped
+                        if chunk.usage is not None:
+                            usage = Usage(
+                                prompt_tokens=int(chunk.usage.prompt_tokens),
+                                completion_tokens=int(chunk.usage.completion_tokens),
+                            )
+                        parts: list[tuple[str | None, Any, str | None]] = [
+                            (c.delta.content, c.delta.tool_calls, c.finish_reason)
+                            for c in chunk.choices or ()
+                            if c.index == 0
+                        ]
+                    except (AttributeError, TypeError, ValueError):
+                        raise BadStream("malformed chunk") from None
+                    for text, fragments, reason in parts:
+                        if text:
+                            if not isinstance(text, str):
+                                raise BadStream("malformed chunk")
+                            pieces += 1
+                            yield TextDelta(text, 1)
+                        if fragments is not None:
+                            if not calls.started:
+                                yield _PROGRESS
+                            calls.feed_all(fragments)  # held: nothing of a call leaves yet
+                            pieces += 1
+                        if reason is not None:
+                            finish = reason
             if finish is None:
                 raise BadStream("stream ended without a finish reason")
+            whole = calls.finish()
+            reason_out = cloud_messages.turn_end(finish, whole)
             if usage is None:
                 # The server sent no usage (llama.cpp's server does not): one token per piece;
                 # the prompt's size is unknown here: null (None), never 0.
-                usage = Usage(prompt_tokens=None, completion_tokens=deltas)
-            yield Finished(_finish_reason(finish), usage)
-
-
-def _messages(request: Request) -> list[ChatCompletionMessageParam]:
-    out: list[ChatCompletionMessageParam] = []
-    for m in request.messages:
-        if m.role == "system":
-            out.append({"role": "system", "content": m.content})
-        elif m.role == "assistant":
-            out.append({"role": "assistant", "content": m.content})
-        else:
-            out.append({"role": "user", "content": m.content})
-    return out
+                usage = Usage(prompt_tokens=None, completion_tokens=pieces)
+            if whole:
+                yield ToolCalls(whole)
+            yield Finished(reason_out, usage)

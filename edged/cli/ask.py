@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import re
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from edged.cli.common import Commands, load, with_config
@@ -46,6 +49,11 @@ def cmd_ask(args: argparse.Namespace) -> int:
         "prompt": args.prompt,
         "stream": not args.no_stream,
     }
+    try:
+        req.update(tool_fields(args.tools, args.tool_choice, args.json_schema))
+    except ValueError as e:
+        print(f"edged ask: {e}", file=sys.stderr)
+        return 2
     if args.max_tokens is not None:
         req["max_tokens"] = args.max_tokens
     if args.temperature is not None:
@@ -83,6 +91,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
                 if args.no_stream:
                     print(msg.get("text", ""), end="")
                 print()
+                for line in tool_call_lines(msg):
+                    print(line)
                 _summary(msg, t0, first)
                 return 0
             elif kind == "error":
@@ -103,6 +113,62 @@ def cmd_ask(args: argparse.Namespace) -> int:
         print(f"edged ask: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _read_json(path: Path, flag: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ValueError(f"{flag} {path}: cannot read it: {e.strerror or e}") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{flag} {path}: not valid JSON: {e}") from None
+
+
+def tool_fields(
+    tools_file: Path | None, tool_choice: str | None, schema_file: Path | None
+) -> dict[str, Any]:
+    """The request fields ``--tools``, ``--tool-choice`` and ``--json-schema`` ask for:
+    ``tools`` from a file holding a JSON list in the OpenAI shape, ``tool_choice`` (``auto``,
+    ``none``, ``required``, or a tool's name), ``response_format`` json_schema from a file
+    holding a JSON Schema (named after the file). The daemon checks them; ValueError (one
+    line) when a file cannot be read or is not JSON of the right kind."""
+    out: dict[str, Any] = {}
+    if tools_file is not None:
+        tools = _read_json(tools_file, "--tools")
+        if not isinstance(tools, list):
+            raise ValueError(
+                f"--tools {tools_file}: must hold a JSON list of tools "
+                '([{"type": "function", "function": {"name": ...}}, ...])'
+            )
+        out["tools"] = tools
+    if tool_choice is not None:
+        if tool_choice in ("auto", "none", "required"):
+            out["tool_choice"] = tool_choice
+        else:
+            out["tool_choice"] = {"type": "function", "function": {"name": tool_choice}}
+    if schema_file is not None:
+        schema = _read_json(schema_file, "--json-schema")
+        if not isinstance(schema, dict):
+            raise ValueError(f"--json-schema {schema_file}: must hold a JSON Schema object")
+        name = re.sub(r"[^A-Za-z0-9_-]", "_", schema_file.name.split(".")[0])[:64] or "answer"
+        out["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": name, "schema": schema, "strict": True},
+        }
+    return out
+
+
+def tool_call_lines(result: dict[str, Any]) -> list[str]:
+    """One line per tool call of a result: ``tool call set_alarm {"hour": 6} (id call_1)``
+    (the arguments as one line of JSON when they parse)."""
+    lines = []
+    for call in result.get("tool_calls") or []:
+        fn = call.get("function") or {}
+        args = fn.get("arguments", "")
+        with contextlib.suppress(TypeError, ValueError):
+            args = json.dumps(json.loads(args), ensure_ascii=False)
+        lines.append(f"tool call {fn.get('name')} {args} (id {call.get('id')})")
+    return lines
 
 
 def _summary(msg: dict[str, Any], t0: float, first: float | None) -> None:
@@ -133,6 +199,23 @@ def add_parser(sub: Commands[argparse.ArgumentParser]) -> None:
     a.add_argument("--private", action="store_true", help="sensitivity: private")
     a.add_argument("--deadline-ms", type=int)
     a.add_argument("--no-stream", action="store_true", help="ask for the result only")
+    a.add_argument(
+        "--tools",
+        type=Path,
+        metavar="FILE",
+        help="offer the tools in FILE: a JSON list in the OpenAI shape (docs/tools.md)",
+    )
+    a.add_argument(
+        "--tool-choice",
+        metavar="CHOICE",
+        help="auto (the default with --tools), none, required, or the name of one tool",
+    )
+    a.add_argument(
+        "--json-schema",
+        type=Path,
+        metavar="FILE",
+        help="the answer must be JSON valid against the JSON Schema in FILE",
+    )
     a.add_argument("--json", action="store_true", help="print every reply message as JSON")
     a.add_argument("--timeout-s", type=float, default=120.0)
     a.set_defaults(func=cmd_ask)

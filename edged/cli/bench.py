@@ -34,7 +34,9 @@ async def measure(cfg: Config, runs: int = 4, max_tokens: int = 64) -> DeviceFig
     from edged.energy.meter import EnergyMeter
     from edged.energy.sampler import Sampler
     from edged.models import load_manifest, resolve
-    from edged.power.hwprofile import build_source, load_profiles, sample_hz, select_profile
+    from edged.power.build import build_source, sample_hz
+    from edged.power.detect import select_profile
+    from edged.power.profile import load_profiles
 
     loop = asyncio.get_running_loop()
     entry = load_manifest(cfg.models.manifest).get(cfg.local.model)

@@ -26,7 +26,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     """
     from edged import models
     from edged.guardian.rules import Pack, load_packs
-    from edged.power import hwprofile
+    from edged.power import build as pbuild
+    from edged.power import detect as pdetect
+    from edged.power import profile as pprofile
 
     cfg = load(args)
     if args.sysfs_root:
@@ -36,17 +38,17 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     problems: list[str] = []
 
     print(f"sysfs root: {pc.sysfs_root}")
-    profiles: dict[str, hwprofile.HwProfile] = {}
+    profiles: dict[str, pprofile.HwProfile] = {}
     try:
-        profiles = hwprofile.load_profiles(pc.profiles_dir)
+        profiles = pprofile.load_profiles(pc.profiles_dir)
     except ConfigError as e:
         problems += [
             f"{line}. Fix: correct the profile, or set power.profiles_dir"
             for line in str(e).splitlines()
         ]
-    found: hwprofile.Detection | None = None
+    found: pdetect.Detection | None = None
     try:
-        found = hwprofile.select_profile(pc, profiles)
+        found = pdetect.select_profile(pc, profiles)
     except ConfigError as e:
         problems.append(f"{e}. Fix: set power.profile to a known name, or 'auto'")
     profile = found.profile if found else None
@@ -59,7 +61,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     else:
         print(f"profile: none ({len(profiles)} profiles in {pc.profiles_dir}, none matched)")
 
-    kind = hwprofile.source_kind(pc, profile)
+    kind = pbuild.source_kind(pc, profile)
     if pc.source != "auto":
         why = "power.source in the config"
     else:
@@ -70,14 +72,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     needed = pc.source != "auto" or pc.profile != "auto"
     fix = "Fix: set power.source/power.profile to what this board has, or power.source = 'null'"
     try:
-        source = hwprofile.build_source(pc, profile, pc.sysfs_root)
+        source = pbuild.build_source(pc, profile, pc.sysfs_root)
     except (ConfigError, OSError, ValueError, ImportError) as e:
         print(f"  cannot build: {e}")
         if needed:
             problems.append(f"power source {kind!r} cannot be built: {e}. {fix}")
         source = None
     if source is not None:
-        print(f"  sampling at {hwprofile.sample_hz(pc, profile, source):g} Hz")
+        print(f"  sampling at {pbuild.sample_hz(pc, profile, source):g} Hz")
         for s in source.sensors():
             state = s.reading if s.problem is None else f"NOT READ: {s.problem}"
             print(f"  {s.name:<22} {s.role or '-':<10} {state}  [{s.path}]")

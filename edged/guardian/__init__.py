@@ -2,8 +2,9 @@
 
 This module holds the interface and the pass-through guardian used when no rule pack is
 configured. ``rules.py`` loads packs, ``normalize.py`` builds the views rules match on,
-``pii.py`` holds the detectors, ``matcher.py`` compiles rules, ``stream.py`` is the hold-back
-filter for streamed output, and ``engine.py`` puts them together.
+``pii.py`` holds the detectors, ``pii_scan.py`` runs them, ``matcher.py`` compiles rules,
+``stream.py`` is the hold-back filter for streamed output, and ``engine.py`` puts them
+together.
 """
 
 from __future__ import annotations

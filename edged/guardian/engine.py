@@ -22,7 +22,6 @@ from edged.guardian.matcher import Finding, Matcher
 from edged.guardian.rules import STRENGTH, Direction, Pack, Rule
 from edged.guardian.stream import StreamFilter, redact
 from edged.types import (
-    ChatMessage,
     Embedder,
     Finished,
     GuardianReport,
@@ -112,7 +111,8 @@ class RuleGuardian:
         loop = asyncio.get_running_loop()
         outcomes = []
         for m in request.messages:
-            if self._semantic["input"] and m.role == "user":
+            # a tool's result is untrusted input, read like a user turn
+            if self._semantic["input"] and m.role in ("user", "tool"):
                 outcomes.append(await loop.run_in_executor(
                     self._pool, self.check_text, m.content, "input"))  # fmt: skip
             else:
@@ -125,8 +125,8 @@ class RuleGuardian:
         if blockers:
             raise Blocked(f"refused by guardian rule(s): {', '.join(blockers)}")
         force_local = any(f.action == "force_local" for o in outcomes for f in o.findings)
-        messages = tuple(ChatMessage(m.role, o.text) for m, o in zip(request.messages, outcomes,
-                                                                        strict=True))  # fmt: skip
+        pairs = zip(request.messages, outcomes, strict=True)
+        messages = tuple(m if m.content == o.text else replace(m, content=o.text) for m, o in pairs)
         if messages != request.messages:
             request = replace(request, messages=messages)
         return Verdict(request=request, force_local=force_local, actions=dict(counts))

@@ -3,108 +3,29 @@ that has only begun could start.
 
 Phrase rules match whole words on the skeleton view: the words that begin a phrase are
 found with one set intersection, then one dictionary lookup per phrase length, and spans are
-worked out only for the words that match. PII detectors run one by one on the plain view,
-each candidate confirmed by its checksum; each is skipped on a text without its trigger,
-and tried only where a value can be (around its anchor, inside its region). Regex rules run
+worked out only for the words that match. PII detectors run one by one on the plain view
+(:mod:`edged.guardian.pii_scan`: each candidate confirmed by its checksum; each detector
+skipped on a text without its trigger, and tried only where a value can be). Regex rules run
 on the plain view too. For streams, ``regex`` partial matching and phrase-prefix tables give
 the hold point. ``Matcher(..., fast=False)`` does all of it the careful way, for tests.
 """
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import regex
 
 from edged.guardian import normalize as nz
-from edged.guardian.pii import DETECTORS
-from edged.guardian.pii import shape as pii_shape
+from edged.guardian.pii_scan import PiiScanner, may_grow
 from edged.guardian.rules import Action, Direction, Rule
-
-
-def _may_grow(text: str, end: int) -> bool:
-    """On a stream, could a match ending at ``end`` still grow when more text comes?
-
-    Yes while fewer than four visible characters follow it: "4111 1111 1111 " may go on with
-    "1111", "192.168.1.1." with "0", "example.com.e" with "tty".
-    """
-    if len(text) - end <= 3:
-        return True
-    return len(nz.INVISIBLE_RE.sub("", text[end:])) <= 3
 
 
 def _only_invisible(text: str, end: int) -> bool:
     return end >= len(text) or nz.INVISIBLE_RE.fullmatch(text, end) is not None
-
-
-_DIGIT_RE = re.compile(r"[0-9]")
-_LITERAL_RE = re.compile(r"[A-Za-z0-9@ _-]+")  # a pattern that is only itself
-
-
-def _anchored(det: _Compiled, text: str) -> Iterator[Any]:
-    """What ``det.pattern.finditer(text)`` gives, trying the pattern only where a value can
-    start: from the run of ``lead`` characters before each anchor up to the anchor (the
-    leftmost place that matches, then on from the end of that match, as ``finditer``)."""
-    assert det.anchor is not None
-    anchor, lead, match = det.anchor, det.lead, det.pattern.match
-    done = 0  # where the last match ended
-    a = text.find(anchor)
-    while a != -1:
-        p = a
-        while p > done and text[p - 1] in lead:
-            p -= 1
-        for start in range(p, a + 1):
-            m = match(text, start)
-            if m is not None and m.end() > start:
-                yield m
-                done = m.end()
-                break
-        a = text.find(anchor, max(a + 1, done))
-
-
-def _in_regions(det: _Compiled, text: str, shaped: str) -> Iterator[Any]:
-    """What ``det.pattern.finditer(text)`` gives, running the pattern only over the regions
-    its values must lie in (``shaped`` is the text's shape), each with ``before`` characters
-    ahead and ``after`` past it."""
-    assert det.region is not None
-    finditer = det.pattern.finditer
-    done = 0  # where the last match ended
-    for region in det.region.finditer(shaped):
-        start, end = region.span()
-        for m in finditer(text, max(start - det.before, done), end + det.after):
-            if m.start() >= end:
-                break  # (a value starting here belongs to the next region)
-            yield m
-            done = m.end()
-
-
-class _Compiled(NamedTuple):
-    """One PII detector, compiled (see :class:`edged.guardian.pii.Detector`)."""
-
-    name: str
-    pattern: Any  # regex.Pattern[str]
-    trigger: re.Pattern[str] | None
-    shape_trigger: re.Pattern[str] | None
-    #: matches the run of the detector's characters at the start of the reversed text
-    tail: re.Pattern[str] | None
-    needs_digit: bool
-    #: the trigger when it is a plain string (``in`` is cheaper than a search)
-    literal: str | None
-    validate: Callable[[str], bool] | None
-    #: proper prefixes of the detector's heads (``str.endswith`` takes a tuple)
-    head_prefixes: tuple[str, ...] | None
-    anchor: str | None
-    lead: frozenset[str]
-    region: re.Pattern[str] | None
-    before: int
-    after: int
-    first: re.Pattern[str] | None
-    #: the ASCII characters of ``tail``'s class
-    tail_chars: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,31 +78,7 @@ class Matcher:
             elif r.kind == "regex":
                 assert r.pattern is not None
                 self._regex_rules.append((regex.compile(r.pattern), r))
-        self._pii_compiled = [
-            _Compiled(
-                d.name,
-                regex.compile(d.pattern),
-                re.compile(d.trigger) if d.trigger else None,
-                re.compile(d.shape_trigger) if d.shape_trigger else None,
-                re.compile(f"{d.charset}*") if d.charset and d.trigger else None,
-                d.needs_digit,
-                d.trigger if d.trigger and _LITERAL_RE.fullmatch(d.trigger) else None,
-                d.validate,
-                tuple({h[:i] for h in d.heads for i in range(1, len(h))}) if d.heads else None,
-                d.anchor,
-                frozenset(c for c in map(chr, range(128)) if d.lead and re.fullmatch(d.lead, c)),
-                re.compile(d.region) if d.region else None,
-                d.before,
-                d.after,
-                re.compile(d.first) if d.first else None,
-                frozenset(
-                    c for c in map(chr, range(128)) if d.charset and re.fullmatch(d.charset, c)
-                ),
-            )
-            for d in DETECTORS
-            if d.name in self._pii_rules
-        ]
-        self._any_shape = any(c.shape_trigger for c in self._pii_compiled)
+        self._pii = PiiScanner(self._pii_rules, fast=fast)
 
     def _add_phrase(self, words: tuple[str, ...], rule: Rule) -> None:
         if not words:
@@ -218,9 +115,9 @@ class Matcher:
         hold = len(text)
         if self._first:
             hold = min(hold, self._scan_phrases(text, stream, findings))
-        if self._pii_compiled or self._regex_rules:
+        if self._pii.detectors or self._regex_rules:
             view = nz.plain(text)
-            if self._pii_compiled:
+            if self._pii.detectors:
                 hold = min(hold, self._scan_pii(view, stream, findings))
             for compiled, rule in self._regex_rules:
                 hold = min(hold, self._scan_regex(view, compiled, rule, stream, findings))
@@ -264,7 +161,7 @@ class Matcher:
             stream
             and n > 0
             and (
-                _only_invisible(text, ws[-1].end) or (ws[-1].spaced and _may_grow(text, ws[-1].end))
+                _only_invisible(text, ws[-1].end) or (ws[-1].spaced and may_grow(text, ws[-1].end))
             )
         )
         first = self._first
@@ -303,7 +200,7 @@ class Matcher:
             return len(texts[i]) == 1 or spans.joined(i)
 
         last_end = spans.span(n - 1, n - 1)[1]
-        end_open = _only_invisible(text, last_end) or (spaced(n - 1) and _may_grow(text, last_end))
+        end_open = _only_invisible(text, last_end) or (spaced(n - 1) and may_grow(text, last_end))
         first = self._first
         for i in self._starts(texts):
             for _added, k, rule in self._at(texts, i, first[texts[i]]):
@@ -373,90 +270,12 @@ class Matcher:
                                    rule.id))  # fmt: skip
 
     def _scan_pii(self, view: nz.View, stream: bool, out: list[Finding]) -> int:
-        """Each detector on its own (one big alternation is ~10x slower in ``regex``), then
-        overlaps resolved by detector order: the earlier detector keeps a contested span.
-
-        A detector is skipped on a text without its trigger (or without a digit, where every
-        value has one); on a stream without the trigger only a value that has just begun can
-        be there, so it runs only on the run of the detector's characters that ends the text.
-        Triggers with a ``shape_trigger``, and regions, read the text's
-        :func:`~edged.guardian.pii.shape` (the plain view turns every decimal digit to ASCII,
-        so its ``\\d`` is ``[0-9]``, which the shape turns to ``0``).
-        """
-        hold = view.original_length
-        text = view.text
-        fast = self._fast
-        found: list[tuple[int, int, int, str, bool]] = []  # start, end, priority, name, grows
-        if len(text) < 200:  # (a short text, as on a stream: one search)
-            has_digit = _DIGIT_RE.search(text) is not None
-        else:  # (a long one: ten string searches in C beat testing every character)
-            has_digit = any(d in text for d in "0123456789")
-        shaped: str | None = None
-        if fast and self._any_shape and has_digit:
-            shaped = pii_shape(text)  # (a plain view's decimal digits are all ASCII)
-        reversed_text = text[::-1] if fast and stream else ""
-        n = len(text)
-        last = text[-1:]
-        for prio, det in enumerate(self._pii_compiled):
-            pos = 0
-            if fast:
-                if det.needs_digit and not has_digit and not stream:
-                    continue  # (on a stream a value may begin with "(" or "+", before any digit)
-                if det.literal is not None:
-                    triggered = det.literal in text
-                elif det.shape_trigger is not None and shaped is not None:
-                    triggered = det.shape_trigger.search(shaped) is not None
-                elif det.needs_digit and not has_digit:
-                    triggered = False  # the trigger has a digit too
-                else:
-                    triggered = det.trigger is None or det.trigger.search(text) is not None
-                if not triggered:
-                    if not stream or det.tail is None:
-                        continue
-                    if last.isascii() and last not in det.tail_chars:
-                        continue  # the run of its characters that ends the text is empty
-                    if det.head_prefixes is not None and not text.endswith(det.head_prefixes):
-                        continue
-                    run = det.tail.match(reversed_text)
-                    pos = n - (run.end() if run else 0)
-                    if pos == n:
-                        continue
-                    if det.first is not None:  # where a value can start in that run
-                        begin = det.first.search(text, pos)
-                        if begin is None:
-                            continue
-                        pos = begin.start()
-            validate = det.validate
-            matches: Iterable[Any]
-            if fast and not stream and det.anchor is not None:
-                matches = _anchored(det, text)
-            elif fast and not stream and det.region is not None and shaped is not None:
-                matches = _in_regions(det, text, shaped)
-            else:
-                matches = det.pattern.finditer(text, pos, partial=stream)
-            for m in matches:
-                if m.start() == m.end():
-                    continue
-                if m.partial:
-                    hold = min(hold, view.span(m.start(), m.end())[0])
-                    continue
-                grows = stream and _may_grow(text, m.end())
-                if validate is not None and not validate(m.group()):
-                    if grows:  # one more digit may make it valid
-                        hold = min(hold, view.span(m.start(), m.end())[0])
-                    continue
-                found.append((m.start(), m.end(), prio, det.name, grows))
-        found.sort(key=lambda f: (f[0], f[2]))
-        taken_end = -1
-        for start, end, _prio, label, grows in found:
-            if start < taken_end:
-                continue  # inside a value an earlier detector already claimed
-            taken_end = end
-            s, e = view.span(start, end)
+        """The PII detectors' values (:meth:`PiiScanner.scan`), one finding per rule that
+        uses the detector; returns the hold point."""
+        hits, hold = self._pii.scan(view, stream)
+        for label, s, e, final in hits:
             for rule in self._pii_rules[label]:
-                out.append(Finding(rule.id, rule.action, s, e, label, not grows))
-            if grows:
-                hold = min(hold, s)
+                out.append(Finding(rule.id, rule.action, s, e, label, final))
         return hold
 
     @staticmethod
@@ -470,7 +289,7 @@ class Matcher:
             if m.partial:
                 hold = min(hold, s)
                 continue
-            at_end = stream and _may_grow(view.text, m.end())
+            at_end = stream and may_grow(view.text, m.end())
             out.append(Finding(rule.id, rule.action, s, e, rule.id, not at_end))
             if at_end:
                 hold = min(hold, s)

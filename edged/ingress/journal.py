@@ -35,7 +35,15 @@ from pathlib import Path
 from typing import Any
 
 from edged.store import RecordLog, atomic_write, encode_line
-from edged.types import ChatMessage, ReplyAddress, Request
+from edged.types import (
+    ChatMessage,
+    ReplyAddress,
+    Request,
+    ResponseFormat,
+    ToolCall,
+    ToolChoice,
+    ToolSpec,
+)
 
 log = logging.getLogger("edged.journal")
 
@@ -89,7 +97,7 @@ def request_record(req: Request, now_s: float, now_unix_s: float) -> dict[str, A
         "op": "admit",
         "id": req.id,
         "reply": {"topic": req.reply.topic, "correlation_b64": _b64(req.reply.correlation_data)},
-        "messages": [[m.role, m.content] for m in req.messages],
+        "messages": [_message_record(m) for m in req.messages],
         "max_tokens": req.max_tokens,
         "temperature": req.temperature,
         "stream": req.stream,
@@ -98,6 +106,79 @@ def request_record(req: Request, now_s: float, now_unix_s: float) -> dict[str, A
         "policy": req.policy,
         "received_unix_s": unix(req.received_at_s),
         "deadline_unix_s": None if req.deadline_at_s is None else unix(req.deadline_at_s),
+        **_tool_fields(req),
+    }
+
+
+def _message_record(m: ChatMessage) -> list[Any]:
+    """``[role, content]``, plus a third item with the tool fields when the turn has any."""
+    if not m.tool_calls and m.tool_call_id is None:
+        return [m.role, m.content]
+    extra: dict[str, Any] = {"tool_calls": [[c.id, c.name, c.arguments] for c in m.tool_calls]}
+    if m.tool_call_id is not None:
+        extra["tool_call_id"] = m.tool_call_id
+    return [m.role, m.content, extra]
+
+
+def _message_from(item: list[Any]) -> ChatMessage:
+    role, content, *rest = item
+    if len(rest) > 1:
+        raise ValueError("a message record has at most three items")
+    if role not in ("system", "user", "assistant", "tool"):
+        raise ValueError(f"unknown role {role!r}")
+    extra: dict[str, Any] = rest[0] if rest else {}
+    calls = tuple(ToolCall(str(i), str(n), str(a)) for i, n, a in extra.get("tool_calls", ()))
+    call_id = extra.get("tool_call_id")
+    return ChatMessage(role, str(content), calls, None if call_id is None else str(call_id))
+
+
+def _tool_fields(req: Request) -> dict[str, Any]:
+    """The tool-calling fields of a record; none when the request has none (so records stay
+    what they were for plain requests)."""
+    out: dict[str, Any] = {}
+    if req.tools:
+        out["tools"] = [
+            {"name": t.name, "description": t.description, "parameters": t.parameters}
+            for t in req.tools
+        ]
+    if req.tool_choice is not None:
+        out["tool_choice"] = {"mode": req.tool_choice.mode, "name": req.tool_choice.name}
+    f = req.response_format
+    if f is not None:
+        out["response_format"] = {
+            "type": f.type,
+            "name": f.name,
+            "schema": f.schema,
+            "strict": f.strict,
+        }
+    return out
+
+
+def _tools_from(rec: dict[str, Any]) -> dict[str, Any]:
+    """Request keyword arguments from :func:`_tool_fields` (absent in older records)."""
+    tools = tuple(
+        ToolSpec(str(t["name"]), str(t["description"]), dict(t["parameters"]))
+        for t in rec.get("tools") or ()
+    )
+    choice = rec.get("tool_choice")
+    if choice is not None and choice["mode"] not in ("auto", "none", "required", "function"):
+        raise ValueError(f"unknown tool_choice mode {choice['mode']!r}")
+    if (choice is None) != (not tools):
+        raise ValueError("tool_choice is recorded exactly when tools are")
+    fmt = rec.get("response_format")
+    if fmt is not None and fmt["type"] not in ("text", "json_object", "json_schema"):
+        raise ValueError(f"unknown response_format type {fmt['type']!r}")
+    return {
+        "tools": tools,
+        "tool_choice": None if choice is None else ToolChoice(choice["mode"], choice.get("name")),
+        "response_format": None
+        if fmt is None
+        else ResponseFormat(
+            fmt["type"],
+            fmt.get("name"),
+            None if fmt.get("schema") is None else dict(fmt["schema"]),
+            bool(fmt.get("strict", True)),
+        ),
     }
 
 
@@ -112,7 +193,7 @@ def request_from_record(rec: dict[str, Any], now_s: float, now_unix_s: float) ->
     deadline = rec.get("deadline_unix_s")
     return Request(
         id=str(rec["id"]),
-        messages=tuple(ChatMessage(str(r), str(c)) for r, c in rec["messages"]),  # type: ignore[arg-type]
+        messages=tuple(_message_from(m) for m in rec["messages"]),
         max_tokens=int(rec["max_tokens"]),
         temperature=float(rec["temperature"]),
         stream=bool(rec["stream"]),
@@ -122,6 +203,7 @@ def request_from_record(rec: dict[str, Any], now_s: float, now_unix_s: float) ->
         received_at_s=mono(rec["received_unix_s"]),
         deadline_at_s=None if deadline is None else mono(deadline),
         policy=rec.get("policy"),
+        **_tools_from(rec),
     )
 
 

@@ -25,7 +25,9 @@ from pydantic import (
 
 from edged.config import Config
 from edged.errors import BadRequest, EdgedError, TooLarge
-from edged.types import ChatMessage, ReplyAddress, Request, Result
+from edged.ingress import tools_wire
+from edged.ingress.tools_wire import MessageBody
+from edged.types import ChatMessage, ReplyAddress, Request, Result, ToolCall
 
 ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 MAX_TOPIC_BYTES = 512
@@ -34,19 +36,13 @@ MAX_JSON_DEPTH = 16
 MAX_DEADLINE_MS = 3_600_000
 
 
-class _Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    role: Literal["system", "user", "assistant"]
-    content: str = Field(max_length=1_000_000)
-
-
 class RequestBody(BaseModel):
     """The JSON body of a request, validated strictly (no type coercion, no unknown keys)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
     id: str | None = None
     prompt: str | None = None
-    messages: list[_Message] | None = None
+    messages: list[MessageBody] | None = None
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)  # absent: the device's default
     stream: StrictBool = True
@@ -55,6 +51,10 @@ class RequestBody(BaseModel):
     deadline_ms: int | None = Field(None, ge=1, le=MAX_DEADLINE_MS)
     reply_to: str | None = None
     policy: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    # OpenAI shapes, checked by tools_wire (with paths into them); null is leaving them out
+    tools: Any = None
+    tool_choice: Any = None
+    response_format: Any = None
 
     @field_validator("temperature", mode="before")
     @classmethod
@@ -72,8 +72,8 @@ class RequestBody(BaseModel):
         if self.messages is not None:
             if not self.messages:
                 raise ValueError("'messages' is empty")
-            if self.messages[-1].role != "user":
-                raise ValueError("the last message must have role 'user'")
+            if self.messages[-1].role not in ("user", "tool"):
+                raise ValueError("the last message must have role 'user' or 'tool'")
         return self
 
 
@@ -170,13 +170,21 @@ def reply_topic_problem(
     return None
 
 
+_FIELD_PREFIX = re.compile(r"([a-z_]+): ")
+
+
 def _format_errors(err: ValidationError) -> str:
     parts = []
     for e in err.errors()[:5]:
-        loc = ".".join(str(p) for p in e["loc"])
+        loc = ""
+        for p in e["loc"]:
+            loc += f"[{p}]" if isinstance(p, int) else (f".{p}" if loc else str(p))
         msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
+            field = _FIELD_PREFIX.match(msg)
+            if field and loc:  # "content: required" about messages[1]: messages[1].content
+                loc, msg = f"{loc}.{field.group(1)}", msg[field.end() :]
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts)
 
@@ -273,7 +281,10 @@ def parse_request(
         problem = reply_topic_problem(reply_to, prefixes, tp, dev)
         if problem is not None:
             return reject(req_id, None, BadRequest(f"reply_to refused: {problem}"))
-    # 5. every field, strictly
+    # 5. the limits on tools and tool results, then every field, strictly
+    over = tools_wire.early_limits(data, cfg.ingress)
+    if over is not None:
+        return reject(req_id, reply_to, over)
     try:
         body = RequestBody.model_validate(data)
     except ValidationError as e:
@@ -291,11 +302,17 @@ def parse_request(
             reply_to,
             BadRequest(f"messages: at most {cfg.ingress.max_messages} are accepted"),
         )
-    if body.messages is not None:
-        messages = tuple(ChatMessage(m.role, m.content) for m in body.messages)
-    else:
-        assert body.prompt is not None
-        messages = (ChatMessage("user", body.prompt),)
+    try:
+        if body.messages is not None:
+            messages = tools_wire.conversation(body.messages)
+        else:
+            assert body.prompt is not None
+            messages = (ChatMessage("user", body.prompt),)
+        tools = () if body.tools is None else tools_wire.parse_tools(body.tools, cfg.ingress)
+        tool_choice = tools_wire.parse_tool_choice(body.tool_choice, tools)
+        response_format = tools_wire.parse_response_format(body.response_format, cfg.ingress)
+    except BadRequest as e:
+        return reject(req_id, reply_to, e)
     deadlines = []
     if body.deadline_ms is not None:
         deadlines.append(received_at_s + body.deadline_ms / 1000.0)
@@ -320,6 +337,9 @@ def parse_request(
         received_at_s=received_at_s,
         deadline_at_s=min(deadlines) if deadlines else None,
         policy=body.policy,
+        tools=tools,
+        tool_choice=tool_choice,
+        response_format=response_format,
     )
 
 
@@ -344,8 +364,18 @@ def _ms(v: float | None) -> float | None:
     return None if v is None else round(v, 3)
 
 
+def encode_tool_calls(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
+    """Tool calls in the OpenAI shape: ``{"id", "type": "function", "function": {"name",
+    "arguments"}}``, ``arguments`` the JSON text of an object."""
+    return [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in calls
+    ]
+
+
 def encode_result(result: Result) -> bytes:
-    """The final reply of a request that succeeded."""
+    """The final reply of a request that succeeded; ``tool_calls`` is always a list (empty
+    when the turn made none)."""
     e = result.energy
     g = result.guardian
     return _dumps(
@@ -353,6 +383,7 @@ def encode_result(result: Result) -> bytes:
             "id": result.id,
             "type": "result",
             "text": result.text,
+            "tool_calls": encode_tool_calls(result.tool_calls),
             "finish_reason": result.finish_reason,
             "route": {"backend": result.route.backend, "reasons": list(result.route.reasons)},
             "usage": {

@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 from edged.config import PowerConfig
 from edged.power.profile import HwProfile, PowerFacts
@@ -74,6 +74,16 @@ class PowerSource(Protocol):
 
     def close(self) -> None:
         """Release files / handles."""
+        ...
+
+
+@runtime_checkable
+class FedSource(Protocol):
+    """A source whose readings arrive as messages (``mqtt_meter``): the app subscribes to
+    ``power.mqtt_topic`` and hands each payload over (on the event loop; must not block)."""
+
+    def feed(self, payload: bytes) -> None:
+        """Take one message from the meter's topic."""
         ...
 
 

@@ -21,6 +21,8 @@ Reason codes (stable; they reach results and telemetry):
 ``budget_spent``   the daily cloud budget is used up
 ``no_cloud``       no cloud backend is configured
 ``local_down``     the local model is not available
+``tools``          the request carries tools or a response format, and only this backend
+                   supports them
 
 Added while serving, by the pipeline (``edged/pipeline.py``), when the chosen backend fails
 before its first token and the other one answers instead:
@@ -58,6 +60,7 @@ DECISION_REASONS = (
     "budget_spent",
     "no_cloud",
     "local_down",
+    "tools",
 )
 #: Prefix of the semantic reasons: ``semantic:<route name>``.
 SEMANTIC_PREFIX = "semantic:"
@@ -87,6 +90,9 @@ class RouteInputs:
     radio_j_per_request: float | None = None
     semantic: Mapping[str, tuple[str, bool]] = field(default_factory=dict)
     # semantic: route name -> (backend it prefers, whether the prompt matched it)
+    needs_tools: bool = False  # the request carries tools or a response_format
+    local_tools: bool = True  # the local backend supports them
+    cloud_tools: bool = True  # the cloud backend supports them
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +142,23 @@ def fallback(
     return RouteDecision(CLOUD, (*route.reasons, "local_failed"))
 
 
+def _tools_cloud_only(
+    inp: RouteInputs, new_state: RouterState
+) -> tuple[RouteDecision, RouterState]:
+    """A request with tools when the local backend cannot take tools: the cloud, or nowhere."""
+    if not inp.cloud_configured or not inp.cloud_tools:
+        raise Unavailable("the request carries tools, and no backend here supports them")
+    if inp.pinned:
+        raise Unavailable(
+            "the request carries tools, the local backend does not support them, and this "
+            "request may not leave the device"
+        )
+    if not (inp.cloud_ok and inp.cloud_budget_left):
+        why = "cloud_down" if not inp.cloud_ok else "budget_spent"
+        raise Unavailable(f"the request carries tools, and only the cloud supports them ({why})")
+    return RouteDecision(CLOUD, ("tools",)), new_state
+
+
 def decide(
     inp: RouteInputs, policy: PolicyConfig, state: RouterState
 ) -> tuple[RouteDecision, RouterState]:
@@ -145,11 +168,18 @@ def decide(
     """
     low = battery_low(inp.power, policy, state.battery_low)
     new_state = RouterState(battery_low=low)
-    cloud_usable = inp.cloud_configured and inp.cloud_ok and inp.cloud_budget_left
+    if inp.needs_tools and not inp.local_tools:
+        return _tools_cloud_only(inp, new_state)
+    cloud_tools_ok = inp.cloud_tools or not inp.needs_tools
+    cloud_usable = (
+        inp.cloud_configured and inp.cloud_ok and inp.cloud_budget_left and cloud_tools_ok
+    )
 
     def why_not_cloud() -> str:
         if not inp.cloud_configured:
             return "no_cloud"
+        if not cloud_tools_ok:
+            return "tools"
         if not inp.cloud_ok:
             return "cloud_down"
         return "budget_spent"

@@ -43,11 +43,22 @@ else:  # pragma: no cover
 log = logging.getLogger("edged.router")
 
 
+def needs_tools(request: Request) -> bool:
+    """Whether ``request`` needs a backend that supports tools (or a response format)."""
+    fmt = request.response_format
+    return bool(request.tools) or (fmt is not None and fmt.type != "text")
+
+
 class BackendView(Protocol):
     """What the router reads from a backend (cached values, no I/O)."""
 
     def healthy(self) -> bool:
         """Whether it may be routed to now."""
+        ...
+
+    @property
+    def supports_tools(self) -> bool:
+        """Whether it honours tools, tool_choice and response_format."""
         ...
 
 
@@ -142,6 +153,7 @@ class Router:
         local = self.backends.get(LOCAL)
         cloud = self.backends.get(CLOUD)
         stats = self._local_stats()
+        tools = needs_tools(request)
         remaining = None
         if request.deadline_at_s is not None:
             remaining = request.deadline_at_s - self._clock()
@@ -161,6 +173,10 @@ class Router:
             local_j_per_token=self.cfg.local_j_per_token,
             radio_j_per_request=self.cfg.radio_j_per_request,
             semantic=semantic or {},
+            needs_tools=tools,
+            # read only for a request that needs them
+            local_tools=not tools or local is None or local.supports_tools,
+            cloud_tools=not tools or cloud is None or cloud.supports_tools,
         )
 
     def policy_for(self, request: Request) -> PolicyConfig:
@@ -184,7 +200,7 @@ class Router:
             and not (request.sensitivity == "private" or verdict.force_local)
         )
         if self._route_vecs and may_use_meaning:
-            text = next(m.content for m in reversed(request.messages) if m.role == "user")
+            text = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
             loop = asyncio.get_running_loop()
             semantic = await loop.run_in_executor(self._pool, self._semantic, text)
         inputs = self.inputs(request, verdict, semantic)
@@ -200,12 +216,13 @@ class Router:
         (:func:`~edged.router.policy.fallback`), else ``failed`` is raised again."""
         local = self.backends.get(LOCAL)
         cloud = self.backends.get(CLOUD)
+        tools = needs_tools(verdict.request)
         decision = fallback(
             route,
             before_first_token=failed.before_first_token,
             pinned=verdict.request.sensitivity == "private" or verdict.force_local,
-            local_ok=local is not None and local.healthy(),
-            cloud_ok=cloud is not None and cloud.healthy(),
+            local_ok=local is not None and local.healthy() and (not tools or local.supports_tools),
+            cloud_ok=cloud is not None and cloud.healthy() and (not tools or cloud.supports_tools),
         )
         if decision is None:
             raise failed

@@ -43,6 +43,9 @@ alarm.
 
 All file I/O goes through aiofiles (worker threads), so the event loop never blocks on the
 disk. A Spool belongs to one event loop and is not safe to share between processes.
+
+The FIFO is here; segment naming, the line codec and the reading back at start (segments,
+both state copies, the next ``seq``) are in :mod:`edged.telemetry.spool_files`.
 """
 
 from __future__ import annotations
@@ -51,10 +54,7 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
-import time
 from collections.abc import AsyncGenerator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,56 +62,21 @@ import aiofiles
 import aiofiles.os
 from aiofiles.threadpool.binary import AsyncFileIO
 
-from edged.store import StateDoc, decode_checked, encode_line
+from edged.store import StateDoc, encode_line
+from edged.telemetry.spool_files import (
+    STATE_BACKUP,
+    STATE_FILE,
+    Segment,
+    decode,
+    recover,
+    remove_segment,
+    segment_name,
+)
 
 log = logging.getLogger("edged.telemetry")
 
 SEGMENT_BYTES = 1 << 20
-STATE_FILE = "state.json"
-STATE_BACKUP = "state.backup.json"
-#: how far ahead an unchecked (legacy) line's neighbour is looked for
-_LOOKAHEAD = 16
-_SEGMENT_RE = re.compile(r"^seg-(\d{8,})\.jsonl$")
 _READ_CHUNK = 64 * 1024
-
-
-@dataclass(eq=False)
-class _Segment:
-    index: int
-    path: Path
-    size: int = 0  # bytes on disk that are whole lines (plus a torn tail found at open)
-    count: int = 0  # readable records in it
-    first_seq: int = 0  # 0: none yet
-    last_seq: int = 0
-    acked: int = 0  # records in it with seq <= acked_seq
-    gone: bool = False  # deleted (committed or dropped); a running replay skips the rest
-    skip: set[int] = field(default_factory=set)  # offsets of intact lines out of order
-
-    def ack_upto(self, seq: int) -> None:
-        if self.count == 0 or seq < self.first_seq:
-            return
-        if seq >= self.last_seq:
-            self.acked = self.count
-        else:
-            # seqs within a segment are consecutive unless a line was corrupt; clamp
-            self.acked = max(self.acked, min(self.count, seq - self.first_seq + 1))
-
-
-def _encode(record: Mapping[str, Any]) -> bytes:
-    """One checksummed line, newline included."""
-    return encode_line(record)
-
-
-def _decode(line: bytes) -> tuple[dict[str, Any] | None, bool]:
-    """``(record, checked)``: a stored record (None for a line that is torn, damaged or not
-    ours), and whether its checksum proved it intact (False for the old plain format)."""
-    ok, rec, checked = decode_checked(line)
-    if not ok or not isinstance(rec, dict):
-        return None, False
-    seq = rec.get("seq")
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq <= 0:
-        return None, False
-    return rec, checked
 
 
 class Spool:
@@ -133,9 +98,9 @@ class Spool:
         self._acked_seq = 0
         self._next_seq = 1
         self._next_index = 1
-        self._segments: list[_Segment] = []
+        self._segments: list[Segment] = []
         self._active: AsyncFileIO | None = None
-        self._active_seg: _Segment | None = None
+        self._active_seg: Segment | None = None
         self._lock = asyncio.Lock()
         self._opened = False
         self._failing = False
@@ -144,7 +109,6 @@ class Spool:
         self._replayed_seq = 0
         self._state = StateDoc(self.path / STATE_FILE)
         self._backup = StateDoc(self.path / STATE_BACKUP)
-        self._state_next_index = 0
 
     # --- numbers ---------------------------------------------------------------------------------
 
@@ -191,46 +155,15 @@ class Spool:
                 self._opened = True
 
     async def _recover(self) -> None:
-        """Read the segments and the state file (open() holds the lock)."""
-        try:
-            await aiofiles.os.makedirs(self.path, exist_ok=True)
-            names = await aiofiles.os.listdir(self.path)
-        except OSError as e:
-            # appends will fail (and be counted) until the directory can be written
-            log.error("event=spool_open_failed path=%s error=%r", self.path, str(e))
-            return
-        last_seq, repair, lost = await self._read_state()
-        found: list[_Segment] = []
-        for name in names:
-            m = _SEGMENT_RE.match(name)
-            if m is not None:
-                found.append(_Segment(int(m.group(1)), self.path / name))
-        found.sort(key=lambda s: s.index)
-        scanned: list[tuple[_Segment, list[tuple[int, int, bool]]]] = []
-        for seg in found:
-            try:
-                scanned.append((seg, await self._scan(seg)))
-            except OSError as e:
-                log.error("event=spool_segment_unreadable path=%s error=%r", seg.path, str(e))
-        self._count_in_order(scanned)
-        for seg, _ in scanned:
-            last_seq = max(last_seq, seg.last_seq)
-            if seg.count == seg.acked:  # empty, wholly committed or all corrupt
-                await self._remove(seg)
-            else:
-                self._segments.append(seg)
-        if lost:
-            floor = int(time.time() * 1000)
-            log.error(
-                "event=spool_state_damaged path=%s last_seq_found=%d resume_at=%d",
-                self.path,
-                last_seq,
-                max(last_seq + 1, floor),
-            )
-            last_seq = max(last_seq, floor - 1)
-        self._next_seq = last_seq + 1
-        self._next_index = max(self._state_next_index, found[-1].index + 1 if found else 1)
-        if repair:
+        """Take over what the files say (open() holds the lock)."""
+        found = await recover(self.path, self._state, self._backup)
+        self._segments = found.segments
+        self._next_seq = found.next_seq
+        self._next_index = found.next_index
+        self._acked_seq = found.acked_seq
+        self._dropped = found.dropped
+        self.corrupt += found.corrupt
+        if found.repair:
             await self._save_state()  # rewrite the damaged copy (and the high-water mark)
         if self._segments or self.corrupt:
             log.info(
@@ -243,86 +176,6 @@ class Spool:
                 self._dropped,
                 self.corrupt,
             )
-
-    async def _read_state(self) -> tuple[int, bool, bool]:
-        """Load both state copies (the newest values of each field win); returns ``(last
-        seq, repair, lost)``: ``repair`` when a copy exists but is damaged, ``lost`` when
-        no copy is intact although one exists (the high-water mark is unknown)."""
-        loop = asyncio.get_running_loop()
-        last = acked = dropped = index = 0
-        intact = damaged = 0
-        for doc in (self._state, self._backup):
-            state = await loop.run_in_executor(None, doc.read)
-            if state is None:
-                if doc.damage is not None:
-                    damaged += 1
-                    log.error(
-                        "event=spool_state_unreadable path=%s reason=%r", doc.path, doc.damage
-                    )
-                continue
-            try:
-                values = [
-                    int(state.get(k, 0)) for k in ("acked_seq", "last_seq", "dropped", "next_index")
-                ]
-            except (ValueError, TypeError, OverflowError) as e:
-                damaged += 1
-                log.error("event=spool_state_unreadable path=%s reason=%r", doc.path, str(e))
-                continue
-            intact += 1
-            acked = max(acked, values[0])
-            last = max(last, values[1])
-            dropped = max(dropped, values[2])
-            index = max(index, values[3])
-        self._acked_seq = acked
-        self._dropped = dropped
-        self._state_next_index = index
-        return max(last, acked), damaged > 0, damaged > 0 and intact == 0
-
-    async def _scan(self, seg: _Segment) -> list[tuple[int, int, bool]]:
-        """Read one segment: ``(offset, seq, checked)`` of each record line; lines that are
-        torn or damaged are counted in ``corrupt``."""
-        async with aiofiles.open(seg.path, "rb") as f:
-            data = await f.read()
-        seg.size = len(data)
-        lines = data.split(b"\n")
-        if lines.pop():  # no newline at the end: a write the process did not finish
-            self.corrupt += 1
-            log.warning("event=spool_torn_line path=%s", seg.path)
-        out: list[tuple[int, int, bool]] = []
-        offset = 0
-        damaged = 0
-        for line in lines:
-            rec, checked = _decode(line)
-            if rec is None:
-                damaged += 1
-            else:
-                out.append((offset, int(rec["seq"]), checked))
-            offset += len(line) + 1
-        if damaged:
-            self.corrupt += damaged
-            log.warning("event=spool_corrupt_lines path=%s lines=%d", seg.path, damaged)
-        return out
-
-    def _count_in_order(self, scanned: list[tuple[_Segment, list[tuple[int, int, bool]]]]) -> None:
-        """Accept the records whose seq rises, oldest segment first: a record at or below
-        the one before it, or an unchecked (old-format) one at or above the next record that
-        fits, is skipped (``skip``) and counted in ``corrupt``."""
-        flat = [(seg, off, seq, ok) for seg, entries in scanned for off, seq, ok in entries]
-        prev = 0
-        for k, (seg, off, seq, checked) in enumerate(flat):
-            nxt = next((e[2] for e in flat[k + 1 : k + 1 + _LOOKAHEAD] if e[2] > prev), None)
-            if seq <= prev or (not checked and nxt is not None and seq >= nxt):
-                seg.skip.add(off)
-                self.corrupt += 1
-                log.warning("event=spool_record_out_of_order path=%s seq=%d", seg.path, seq)
-                continue
-            prev = seq
-            seg.count += 1
-            if not seg.first_seq:
-                seg.first_seq = seq
-            seg.last_seq = seq
-            if seq <= self._acked_seq:
-                seg.acked += 1
 
     # --- appending -------------------------------------------------------------------------------
 
@@ -337,7 +190,7 @@ class Spool:
         async with self._lock:
             seq = self._next_seq
             body = {k: v for k, v in record.items() if k != "seq"}
-            line = _encode({"seq": seq, **body})
+            line = encode_line({"seq": seq, **body})
             if len(line) > self.max_bytes:
                 self._dropped += 1
                 log.warning("event=spool_record_too_large bytes=%d", len(line))
@@ -345,7 +198,7 @@ class Spool:
                 return False
             if self.pending_bytes + len(line) > self.max_bytes:
                 await self._make_room(len(line))
-            seg: _Segment | None = None
+            seg: Segment | None = None
             try:
                 seg = await self._writable_segment()
                 await self._write_all(line)
@@ -365,10 +218,10 @@ class Spool:
                 await self._close_active(sync=True)
             return True
 
-    async def _writable_segment(self) -> _Segment:
+    async def _writable_segment(self) -> Segment:
         if self._active is not None and self._active_seg is not None:
             return self._active_seg
-        seg = _Segment(self._next_index, self.path / f"seg-{self._next_index:08d}.jsonl")
+        seg = Segment(self._next_index, self.path / segment_name(self._next_index))
         await aiofiles.os.makedirs(self.path, exist_ok=True)  # it may have been removed
         self._active = await aiofiles.open(seg.path, "ab", buffering=0)
         self._next_index += 1
@@ -385,7 +238,7 @@ class Spool:
                 raise OSError("short write")
             view = view[n:]
 
-    async def _write_failed(self, seg: _Segment | None, e: OSError) -> None:
+    async def _write_failed(self, seg: Segment | None, e: OSError) -> None:
         self.failed_writes += 1
         if not self._failing:
             self._failing = True
@@ -403,7 +256,7 @@ class Spool:
                 await self._active.truncate(seg.size)
         await self._close_active(sync=False)
         if seg.count == 0:
-            await self._remove(seg)
+            await remove_segment(seg)
             with contextlib.suppress(ValueError):
                 self._segments.remove(seg)
 
@@ -428,7 +281,7 @@ class Spool:
             if seg is self._active_seg:
                 await self._close_active(sync=False)
             lost += seg.count - seg.acked
-            await self._remove(seg)
+            await remove_segment(seg)
         self._dropped += lost
         log.warning(
             "event=spool_dropped records=%d dropped=%d bytes=%d max_bytes=%d",
@@ -438,15 +291,6 @@ class Spool:
             self.max_bytes,
         )
         await self._save_state()
-
-    async def _remove(self, seg: _Segment) -> None:
-        seg.gone = True
-        try:
-            await aiofiles.os.remove(seg.path)
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            log.error("event=spool_remove_failed path=%s error=%r", seg.path, str(e))
 
     async def _save_state(self) -> bool:
         """Replace both state copies (each: unique temporary, fsync, rename); False, logged
@@ -484,7 +328,7 @@ class Spool:
         self._replaying = True
         pos = self._acked_seq
         self._replayed_seq = pos
-        cur: _Segment | None = None
+        cur: Segment | None = None
         offset = 0  # in ``cur``: just past the last whole line consumed
         try:
             while True:
@@ -509,7 +353,7 @@ class Spool:
                             for line in lines:
                                 start = offset
                                 offset += len(line) + 1
-                                rec = None if start in seg.skip else _decode(line)[0]
+                                rec = None if start in seg.skip else decode(line)[0]
                                 if rec is None or rec["seq"] <= pos:
                                     continue
                                 pos = self._replayed_seq = int(rec["seq"])
@@ -549,7 +393,7 @@ class Spool:
             for s in done:
                 if s is self._active_seg:
                     await self._close_active(sync=False)
-                await self._remove(s)
+                await remove_segment(s)
             self._segments = [s for s in self._segments if not s.gone]
 
     async def close(self) -> None:

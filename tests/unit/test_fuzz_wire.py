@@ -7,12 +7,14 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 
 from edged.config import Config
 from edged.errors import WIRE_CODES
 from edged.ingress import wire
 from edged.types import Request
 from tests.strategies import fields, payloads
+from tests.tool_strategies import tool_requests
 
 CFG = Config(device_id="dev1")
 
@@ -30,8 +32,15 @@ def check(payload: bytes, response_topic: str | None) -> None:
     else:
         assert isinstance(out, Request)
         assert 1 <= out.max_tokens <= CFG.ingress.max_tokens_limit
-        assert out.messages and out.messages[-1].role == "user"
+        assert out.messages and out.messages[-1].role in ("user", "tool")
         assert "+" not in out.reply.topic and "#" not in out.reply.topic
+        assert (out.tool_choice is None) == (not out.tools)
+        if out.tool_choice is not None and out.tool_choice.mode == "function":
+            assert out.tool_choice.name in {t.name for t in out.tools}
+        for t in out.tools:  # what was accepted is a schema the validator can use
+            Draft202012Validator(t.parameters).is_valid({})
+        if out.response_format is not None and out.response_format.schema is not None:
+            Draft202012Validator(out.response_format.schema).is_valid({})
 
 
 @settings(max_examples=6000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -44,3 +53,9 @@ def test_generated_requests(body: dict[str, Any], response_topic: str | None) ->
 @given(payloads)
 def test_generated_payloads(payload: bytes) -> None:
     check(payload, "reply/x")
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tool_requests())
+def test_generated_tool_requests(body: dict[str, Any]) -> None:
+    check(json.dumps(body).encode(), "reply/ok")

@@ -17,8 +17,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from edged.guardian import normalize as nz
-from edged.guardian.matcher import Matcher, _anchored, _in_regions, _may_grow, _only_invisible
+from edged.guardian.matcher import Matcher, _only_invisible
 from edged.guardian.pii import DETECTORS, shape
+from edged.guardian.pii_scan import _anchored, _in_regions, may_grow
 from edged.guardian.rules import PII_NAMES, Rule
 from edged.guardian.stream import StreamFilter
 from tests.unit.evasions import PII_TRANSFORMS, TEXT_TRANSFORMS
@@ -346,7 +347,7 @@ def test_heads_begin_every_value_and_hold_the_trigger() -> None:
                 assert not any(m.start() == 0 for m in regex.finditer(d.pattern, broken)), broken
 
 
-COMPILED = {c.name: c for c in FAST["input"]._pii_compiled}
+COMPILED = {c.name: c for c in FAST["input"]._pii.detectors}
 digit_texts = st.one_of(
     st.text(alphabet="0123456789 -.()+AZx\u00e9\u0663\uff15", max_size=70),
     st.lists(st.sampled_from([*_VALUES, "1", "12", "123", " ", "-", "(", ")", "+", ".", "GB",
@@ -407,5 +408,5 @@ def test_the_invisible_regex_is_is_invisible() -> None:
 def test_may_grow_and_only_invisible_match_their_definitions(text: str, end: int) -> None:
     end = min(end, len(text))
     rest = [c for c in text[end:] if not nz.is_invisible(c)]
-    assert _may_grow(text, end) == (len(rest) <= 3)
+    assert may_grow(text, end) == (len(rest) <= 3)
     assert _only_invisible(text, end) == all(nz.is_invisible(c) for c in text[end:])

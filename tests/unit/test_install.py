@@ -1,4 +1,5 @@
-"""edged.service.install: files, modes, no overwrite, a config that loads with the paths."""
+"""edged.service.install (and .layout): files, modes, no overwrite, a config that loads with
+the paths."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from edged.guardian.rules import load_packs
 from edged.models import load_manifest
 from edged.power.profile import load_profiles
 from edged.router.router import load_policies
-from edged.service import install
+from edged.service import install, layout
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -145,11 +146,11 @@ def test_the_unit_and_the_installed_config_agree(source: Path, tmp_path: Path) -
     prefix = tmp_path / "root"
     install.install_service(prefix, source_dir=source, dry_run=False)
     unit = (prefix / "etc/systemd/system/edged.service").read_text()
-    assert f"ExecStart={install.VENV}/bin/edged run --config {install.CONFIG}" in unit
+    assert f"ExecStart={layout.VENV}/bin/edged run --config {layout.CONFIG}" in unit
     assert "WorkingDirectory=%S/edged" in unit and "StateDirectory=edged" in unit
-    for name in install.CREDENTIAL_NAMES:
-        assert f"LoadCredential={name}:{install.CREDENTIALS}/{name}" in unit
-    assert f"EnvironmentFile=-{install.DEFAULTS_FILE}" in unit
+    for name in layout.CREDENTIAL_NAMES:
+        assert f"LoadCredential={name}:{layout.CREDENTIALS}/{name}" in unit
+    assert f"EnvironmentFile=-{layout.DEFAULTS_FILE}" in unit
     assert "Environment=EDGED_TELEMETRY__SPOOL_DIR=%S/edged/spool" in unit
     assert "Environment=EDGED_TELEMETRY__STATE_DIR=%S/edged/state" in unit
 
@@ -210,7 +211,7 @@ def test_lines_are_printed(
 
 
 def test_not_a_source_tree(tmp_path: Path) -> None:
-    with pytest.raises(install.InstallError, match="not found"):
+    with pytest.raises(layout.InstallError, match="not found"):
         install.install_service(tmp_path / "root", source_dir=tmp_path, dry_run=False)
 
 
@@ -220,7 +221,7 @@ def test_config_keys_added_or_rewritten(tmp_path: Path) -> None:
         '[models]\ndir = "models"   # here\n\n[guardian]\npacks = ["configs/guardian/a.toml"]\n'
         '\n[power]\nsource = "auto"\ntrace_file = "hwprofiles/traces/sim.csv"\n'
     )
-    data = tomllib.loads(install.service_config_text(src))
+    data = tomllib.loads(layout.service_config_text(src))
     assert data["models"]["dir"] == "/opt/edged/models"
     assert data["models"]["manifest"] == "/opt/edged/models/manifest.toml"
     assert data["guardian"]["packs"] == ["/etc/edged/guardian/a.toml"]
@@ -230,14 +231,14 @@ def test_config_keys_added_or_rewritten(tmp_path: Path) -> None:
         "profiles_dir": "/etc/edged/hwprofiles",
     }
     assert data["router"]["policy_dir"] == "/etc/edged/policies"
-    assert "# here" in install.service_config_text(src)
+    assert "# here" in layout.service_config_text(src)
 
 
 def test_a_relative_path_outside_the_layout_is_refused(tmp_path: Path) -> None:
     src = tmp_path / "edged.toml"
     src.write_text('[guardian]\npacks = ["somewhere/else.toml"]\n')
-    with pytest.raises(install.InstallError, match=r"guardian\.packs"):
-        install.service_config_text(src)
+    with pytest.raises(layout.InstallError, match=r"guardian\.packs"):
+        layout.service_config_text(src)
 
 
 def test_main_dry_run_on_the_repository(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -269,7 +270,7 @@ def test_build_venv_commands(tmp_path: Path) -> None:
 
 
 def test_build_venv_refuses_a_python_under_home(tmp_path: Path) -> None:
-    with pytest.raises(install.InstallError, match="ProtectHome"):
+    with pytest.raises(layout.InstallError, match="ProtectHome"):
         install.build_venv(
             tmp_path, source_dir=REPO, python="/root/.pyenv/versions/3.11/bin/python3",
             dry_run=True,

@@ -17,7 +17,7 @@ import pytest
 
 from edged.config import PowerConfig, PowerSourceKind
 from edged.errors import ConfigError
-from edged.power.base import factory, source_kinds
+from edged.power.base import FedSource, factory, source_kinds
 from edged.power.build import build_source
 from edged.power.estimate import EstimateSource
 from edged.power.ina3221 import Ina3221Source
@@ -643,3 +643,10 @@ def test_mqtt_meter_parses_common_payloads_and_goes_stale() -> None:
     now[0] = 111.0
     with pytest.raises(OSError, match="silent"):
         src.read()
+
+
+def test_only_the_mqtt_meter_is_fed_messages(tmp_path: Path) -> None:
+    # the app hands power.mqtt_topic's messages to a source that is a FedSource, and only
+    # to such a source (no attribute probing)
+    assert isinstance(MqttMeterSource(topic="meter/x", root=tmp_path), FedSource)
+    assert not isinstance(NullSource(), FedSource)

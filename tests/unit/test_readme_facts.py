@@ -11,7 +11,7 @@ import pytest
 
 from edged.cli.ask import _summary
 from edged.config import Config, load_config
-from edged.service.install import service_config_text
+from edged.service.layout import service_config_text
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -100,6 +100,25 @@ def test_fallback_goes_to_the_other_backend_only_before_the_first_token() -> Non
                     cloud_ok=True) is None  # fmt: skip
 
 
+def test_a_request_with_tools_goes_only_where_tools_are_supported() -> None:
+    tools = replace(BOTH, needs_tools=True)
+    # both support them: the usual decision
+    assert route(tools) == ("local", ("policy",))
+    # only the cloud does
+    assert route(replace(tools, local_tools=False)) == ("cloud", ("tools",))
+    with pytest.raises(Unavailable, match="may not leave"):
+        route(replace(tools, local_tools=False, pinned=True))
+    with pytest.raises(Unavailable, match="cloud_down"):
+        route(replace(tools, local_tools=False, cloud_ok=False))
+    with pytest.raises(Unavailable, match="no backend here supports them"):
+        route(replace(tools, local_tools=False, cloud_tools=False))
+    # only the local model does: a policy that prefers the cloud says why it did not go there
+    assert route(replace(tools, cloud_tools=False), CONTENT) == ("local", ("policy", "tools"))
+    assert route(replace(tools, cloud_tools=False, hint="cloud")) == ("local", ("hint", "tools"))
+    # a request without tools is not affected by what the backends support
+    assert route(replace(BOTH, local_tools=False, cloud_tools=False)) == ("local", ("policy",))
+
+
 def test_battery_saver() -> None:
     low = replace(BOTH, power=PowerState(battery_pct=25, charging=False))
     assert route(low, SAVER) == ("cloud", ("battery_low",))
@@ -176,6 +195,9 @@ inputs = st.builds(
     radio_j_per_request=st.one_of(st.none(), st.floats(0.1, 50)),
     semantic=st.dictionaries(st.sampled_from(["a", "b"]),
                              st.tuples(st.sampled_from(["local", "cloud"]), st.booleans())),
+    needs_tools=st.booleans(),
+    local_tools=st.booleans(),
+    cloud_tools=st.booleans(),
 )  # fmt: skip
 policies = st.sampled_from([VOICE, CONTENT, SAVER])
 
@@ -194,6 +216,8 @@ def test_properties(inp: RouteInputs, policy: PolicyConfig, was_low: bool) -> No
         assert inp.cloud_configured and inp.cloud_ok and inp.cloud_budget_left
     else:
         assert inp.local_ok
+    if inp.needs_tools:
+        assert inp.cloud_tools if d.backend == "cloud" else inp.local_tools
     assert all(isinstance(r, str) and r for r in d.reasons)
 
 

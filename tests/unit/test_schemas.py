@@ -7,6 +7,7 @@ nothing needs the broker or the model.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import typing
@@ -17,20 +18,23 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from edged import __version__
-from edged.config import Config
+from edged.config import Config, IngressConfig
 from edged.energy.meter import NullMeter
 from edged.errors import WIRE_CODES, EdgedError
 from edged.guardian import PassGuardian
 from edged.ingress import wire
 from edged.mqtt.topics import Topics
 from edged.telemetry.presence import status_payload
+from edged.tools import schema as tool_schema
 from edged.types import (
     EnergyReport,
+    FinishReason,
     GuardianReport,
     Request,
     Result,
     RouteDecision,
     Timing,
+    ToolCall,
     Usage,
 )
 from tests.helpers import ROOT
@@ -108,7 +112,8 @@ def test_request_schema_message_items_match_the_message_model() -> None:
     message_list, _ = typing.get_args(wire.RequestBody.model_fields["messages"].annotation)
     (message_model,) = typing.get_args(message_list)
     assert set(items["properties"]) == set(message_model.model_fields)
-    assert set(items["required"]) == set(message_model.model_fields)
+    required = {n for n, f in message_model.model_fields.items() if f.is_required()}
+    assert set(items["required"]) == required == {"role"}
     role = message_model.model_fields["role"].annotation
     assert items["properties"]["role"]["enum"] == list(typing.get_args(role))
 
@@ -124,6 +129,33 @@ def test_request_schema_defaults_enums_and_limits_match_the_code() -> None:
     # (?!\n): Python's re (used by jsonschema) lets $ match before a final newline.
     assert props["id"]["pattern"] == f"^{wire.ID_RE.pattern}$(?!\\n)"
     assert props["deadline_ms"]["maximum"] == wire.MAX_DEADLINE_MS
+
+
+def test_the_request_schemas_subset_is_the_checkers_subset() -> None:
+    """docs/schemas/request.schema.json's subsetSchema names exactly the keywords, types and
+    limits of edged/tools/schema.py, and the limits the description quotes are the
+    defaults."""
+    defs = schema("request")["$defs"]
+    subset = defs["subsetSchema"]["properties"]
+    assert set(subset) == set(tool_schema.KEYWORDS | tool_schema.ANNOTATIONS)
+    assert defs["typeName"]["enum"] == list(tool_schema.TYPES)
+    assert subset["enum"]["maxItems"] == tool_schema.MAX_ENUM_VALUES
+    assert subset["properties"]["maxProperties"] == tool_schema.MAX_PROPERTIES
+    assert subset["anyOf"]["maxItems"] == tool_schema.MAX_ANY_OF
+    described = defs["subsetSchema"]["description"]
+    assert f"deeper than {tool_schema.MAX_SCHEMA_DEPTH} schemas" in described
+    ingress = CFG.ingress
+    text = schema("request")["description"]
+    assert f"ingress.max_tools, default {ingress.max_tools})" in text
+    assert f"ingress.max_schema_bytes, default {ingress.max_schema_bytes} bytes" in text
+    assert f"ingress.max_tool_result_bytes, default {ingress.max_tool_result_bytes})" in text
+    tools = schema("request")["properties"]["tools"]
+    assert tools["maxItems"] == IngressConfig.model_fields["max_tools"].metadata[-1].le
+
+
+def test_result_schema_finish_reasons_are_the_types() -> None:
+    enum = schema("result")["properties"]["finish_reason"]["enum"]
+    assert enum == list(typing.get_args(FinishReason))
 
 
 def test_error_schema_codes_are_the_wire_codes() -> None:
@@ -211,12 +243,30 @@ def test_encoded_results_validate(timing: Timing) -> None:
             assert_valid("result", body)
 
 
+def test_encoded_results_with_tool_calls_validate() -> None:
+    calls = (
+        ToolCall("call_1", "set_alarm", '{"hour":6,"minute":30}'),
+        ToolCall("c2", "get_time", "{}"),
+    )
+    base = _result(MEASURED, GuardianReport(), TIMINGS[1])
+    for n in (1, 2):
+        r = dataclasses.replace(base, text="", finish_reason="tool_calls", tool_calls=calls[:n])
+        body = json.loads(wire.encode_result(r))
+        assert len(body["tool_calls"]) == n
+        assert_valid("result", body)
+    body["tool_calls"][0]["function"]["arguments"] = {"hour": 6}
+    assert not is_valid("result", body)
+
+
 def test_result_schema_rejects_a_missing_or_extra_field() -> None:
     body = json.loads(wire.encode_result(_result(MEASURED, None, TIMINGS[0])))
     del body["guardian"]
     assert not is_valid("result", body)
     body = json.loads(wire.encode_result(_result(MEASURED, None, TIMINGS[0])))
     body["energy"]["watts"] = 3.0
+    assert not is_valid("result", body)
+    body = json.loads(wire.encode_result(_result(MEASURED, None, TIMINGS[0])))
+    del body["tool_calls"]
     assert not is_valid("result", body)
 
 
@@ -250,6 +300,36 @@ def test_offline_status_validates(reason: str) -> None:
 
 # --- (d) the schema and the parser agree on requests ----------------------------------------------
 
+ALARM: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "set_alarm",
+        "description": "Set an alarm.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "hour": {"type": "integer", "minimum": 0, "maximum": 23},
+                "label": {"type": ["string", "null"], "maxLength": 24},
+                "days": {"type": "array", "items": {"enum": ["mon", "tue"]}, "maxItems": 2},
+                "kind": {"anyOf": [{"const": "once"}, {"type": "boolean"}]},
+            },
+            "required": ["hour"],
+            "additionalProperties": False,
+        },
+    },
+}
+CALL = {"id": "call_1", "type": "function", "function": {"name": "set_alarm", "arguments": "{}"}}
+LOOP: list[dict[str, Any]] = [
+    {"role": "user", "content": "Wake me at 6."},
+    {"role": "assistant", "content": None, "tool_calls": [CALL]},
+    {"role": "tool", "tool_call_id": "call_1", "content": "ok"},
+]
+
+
+def _with_params(params: Any) -> dict[str, Any]:
+    return {"type": "function", "function": {"name": "t", "parameters": params}}
+
+
 VALID_REQUESTS: list[dict[str, Any]] = [
     {"prompt": "What is the capital of France?"},
     {"id": "kitchen-42", "prompt": "hi", "max_tokens": 64, "temperature": 0},
@@ -272,6 +352,32 @@ VALID_REQUESTS: list[dict[str, Any]] = [
     },
     {"prompt": None, "messages": [{"role": "user", "content": "hi"}], "route": "cloud"},
     {"prompt": "hi", "reply_to": "edged/dev1/response/kitchen-42"},
+    {"prompt": "hi", "tools": [ALARM, {"type": "function", "function": {"name": "get_time"}}]},
+    {"prompt": "hi", "tools": [ALARM], "tool_choice": "required"},
+    {"prompt": "hi", "tools": [ALARM], "tool_choice": "none"},
+    {"prompt": "hi", "tools": [ALARM], "tool_choice": None, "response_format": None},
+    {
+        "prompt": "hi",
+        "tools": [ALARM],
+        "tool_choice": {"type": "function", "function": {"name": "set_alarm"}},
+    },
+    {"prompt": "hi", "tools": None, "response_format": {"type": "text"}},
+    {"prompt": "hi", "response_format": {"type": "json_object"}},
+    {
+        "prompt": "hi",
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "a", "schema": ALARM["function"]["parameters"], "strict": True},
+        },
+    },
+    {"messages": LOOP, "tools": [ALARM]},
+    {
+        "messages": [
+            *LOOP,
+            {"role": "assistant", "content": "Done."},
+            {"role": "user", "content": "x"},
+        ]
+    },
 ]
 
 INVALID_REQUESTS: list[tuple[str, dict[str, Any]]] = [
@@ -307,6 +413,134 @@ INVALID_REQUESTS: list[tuple[str, dict[str, Any]]] = [
     ("C1 control character in reply_to", {"prompt": "hi", "reply_to": "reply/a\x85b"}),
     ("empty reply_to", {"prompt": "hi", "reply_to": ""}),
     ("number as reply_to", {"prompt": "hi", "reply_to": 5}),
+    ("empty tools", {"prompt": "hi", "tools": []}),
+    ("tools not a list", {"prompt": "hi", "tools": {"a": ALARM}}),
+    ("tool of another type", {"prompt": "hi", "tools": [{**ALARM, "type": "retrieval"}]}),
+    ("tool without function", {"prompt": "hi", "tools": [{"type": "function"}]}),
+    ("unknown tool field", {"prompt": "hi", "tools": [{**ALARM, "x": 1}]}),
+    (
+        "bad tool name",
+        {"prompt": "hi", "tools": [{"type": "function", "function": {"name": "a b"}}]},
+    ),
+    ("unsupported keyword", {"prompt": "hi", "tools": [_with_params({"type": "object", "x": 1})]}),
+    (
+        "pattern",
+        {
+            "prompt": "hi",
+            "tools": [
+                _with_params(
+                    {"type": "object", "properties": {"a": {"type": "string", "pattern": "a"}}}
+                )
+            ],
+        },
+    ),
+    (
+        "$ref",
+        {
+            "prompt": "hi",
+            "tools": [_with_params({"type": "object", "properties": {"a": {"$ref": "#"}}})],
+        },
+    ),
+    (
+        "parameters not an object schema",
+        {"prompt": "hi", "tools": [_with_params({"type": "string"})]},
+    ),
+    (
+        "boolean subschema",
+        {"prompt": "hi", "tools": [_with_params({"type": "object", "properties": {"a": True}})]},
+    ),
+    (
+        "schema additionalProperties",
+        {"prompt": "hi", "tools": [_with_params({"type": "object", "additionalProperties": {}})]},
+    ),
+    (
+        "unknown type name",
+        {
+            "prompt": "hi",
+            "tools": [_with_params({"type": "object", "properties": {"a": {"type": "int"}}})],
+        },
+    ),
+    (
+        "empty enum",
+        {
+            "prompt": "hi",
+            "tools": [_with_params({"type": "object", "properties": {"a": {"enum": []}}})],
+        },
+    ),
+    ("bad tool_choice", {"prompt": "hi", "tools": [ALARM], "tool_choice": "any"}),
+    (
+        "tool_choice of another type",
+        {
+            "prompt": "hi",
+            "tools": [ALARM],
+            "tool_choice": {"type": "tool", "function": {"name": "set_alarm"}},
+        },
+    ),
+    ("bad response_format", {"prompt": "hi", "response_format": {"type": "xml"}}),
+    (
+        "json_schema without schema",
+        {"prompt": "hi", "response_format": {"type": "json_schema", "json_schema": {"name": "a"}}},
+    ),
+    (
+        "json_schema with format",
+        {
+            "prompt": "hi",
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "a", "schema": {"type": "string", "format": "date"}},
+            },
+        },
+    ),
+    (
+        "tool role without tool_call_id",
+        {"messages": [{"role": "user", "content": "x"}, {"role": "tool", "content": "r"}]},
+    ),
+    (
+        "tool_call_id on a user turn",
+        {"messages": [{"role": "user", "content": "x", "tool_call_id": "a"}]},
+    ),
+    (
+        "tool_calls on a user turn",
+        {"messages": [{"role": "user", "content": "x", "tool_calls": [CALL]}]},
+    ),
+    ("null content without tool_calls", {"messages": [{"role": "user", "content": None}]}),
+    (
+        "null content on a tool turn",
+        {"messages": [*LOOP[:2], {"role": "tool", "tool_call_id": "call_1", "content": None}]},
+    ),
+    (
+        "empty tool_calls",
+        {
+            "messages": [
+                {"role": "user", "content": "x"},
+                {"role": "assistant", "content": None, "tool_calls": []},
+                {"role": "user", "content": "y"},
+            ]
+        },
+    ),
+    (
+        "call with object arguments",
+        {
+            "messages": [
+                LOOP[0],
+                {
+                    "role": "assistant",
+                    "tool_calls": [{**CALL, "function": {"name": "a", "arguments": {}}}],
+                },
+                LOOP[2],
+            ]
+        },
+    ),
+    (
+        "call id with a space",
+        {
+            "messages": [
+                LOOP[0],
+                {"role": "assistant", "tool_calls": [{**CALL, "id": "a b"}]},
+                {**LOOP[2], "tool_call_id": "a b"},
+            ]
+        },
+    ),
 ]
 
 

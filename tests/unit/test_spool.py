@@ -16,7 +16,8 @@ import pytest
 
 from edged.store import StateDoc, encode_line
 from edged.telemetry import spool as spool_mod
-from edged.telemetry.spool import STATE_BACKUP, STATE_FILE, Spool
+from edged.telemetry.spool import Spool
+from edged.telemetry.spool_files import STATE_BACKUP, STATE_FILE
 
 T = TypeVar("T")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import typing
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -29,6 +30,7 @@ from edged.telemetry.spool import Spool
 from edged.types import (
     ChatMessage,
     EnergyReport,
+    FinishReason,
     GuardianReport,
     ReplyAddress,
     Request,
@@ -627,3 +629,8 @@ def test_telemetry_doc_names_the_topics_and_the_alarms() -> None:
     for alarm in ("spool_write_failed", "spool_dropped", "power_source_failing",
                   "cloud_breaker_open", "cloud_throttled"):  # fmt: skip
         assert f"`{alarm}`" in text, alarm
+
+
+def test_finish_reasons_in_the_request_event_are_the_types() -> None:
+    enum = schema("request-event")["properties"]["finish_reason"]["enum"]
+    assert enum == list(typing.get_args(FinishReason))
