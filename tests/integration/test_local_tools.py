@@ -8,9 +8,12 @@ never what the model chose to say.
 from __future__ import annotations
 
 import asyncio
+import re
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +39,7 @@ from edged.types import (
     ToolChoice,
     ToolSpec,
 )
-from tests.helpers import TEST_N_THREADS
+from tests.helpers import ROOT, TEST_N_THREADS, Broker, Daemon
 
 pytestmark = pytest.mark.integration
 
@@ -394,3 +397,39 @@ def test_both_backends_stream_a_whole_call_and_a_json_answer(model_file: Path, k
             await b.close()
 
     asyncio.run(main())
+
+
+def test_the_example_tool_loop_runs_a_local_call_through_the_daemon(
+    make_daemon: Callable[..., Daemon], broker: Broker
+) -> None:
+    """The whole path on the real model: wire -> pipeline -> the local worker's grammar ->
+    validation -> the client runs the call -> tool turn -> the next turn. What the model
+    does after the tool turn (answer, or call again) is its business."""
+    d = make_daemon()
+    p = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "tool_loop.py"),
+            "--port",
+            str(broker.port),
+            "--device",
+            d.device_id,
+            "--timeout-s",
+            "60",
+            "--tool-choice",
+            "required",
+            "--max-steps",
+            "2",
+            "--max-tokens",
+            "64",
+            "Wake me at 6:30.",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+    )
+    assert p.returncode in (0, 1), p.stderr
+    assert re.match(r"call (set_alarm|get_time)\(\{.*\}\) -> \{", p.stdout), (p.stdout, p.stderr)
+    assert "error" not in p.stderr, p.stderr
