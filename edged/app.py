@@ -210,8 +210,9 @@ class App:
     def build_router(self, cfg: Config, semantic: bool = True) -> Router:
         """Policies from presets and config; semantic route vectors when ``semantic``
         (blocking: may load the embedding model)."""
-        router_cfg = cfg.router if semantic else cfg.router.model_copy(
-            update={"semantic_routes": []})  # fmt: skip
+        router_cfg = (
+            cfg.router if semantic else cfg.router.model_copy(update={"semantic_routes": []})
+        )
         stored = load_figures(cfg)
         if router_cfg.local_j_per_token is None and stored and stored.j_per_token is not None:
             router_cfg = router_cfg.model_copy(update={"local_j_per_token": stored.j_per_token})
@@ -310,8 +311,9 @@ class App:
     async def _on_sighup(self) -> None:
         self.notifier.reloading("reloading config")
         ok = await self.reload()
-        self.notifier.ready(self._serving_status() if ok else
-                            "serving; reload refused (see the log)")  # fmt: skip
+        self.notifier.ready(
+            self._serving_status() if ok else "serving; reload refused (see the log)"
+        )
 
     def _serving_status(self) -> str:
         state = "" if self.link.connected.is_set() else "; broker unreachable, retrying"
@@ -334,8 +336,11 @@ class App:
             loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._on_sighup()))
         watchdog = asyncio.create_task(
-            systemd.watchdog_loop(self.notifier, systemd.watchdog_interval_s(), self.liveness,
-                                  lag=self.loop_lag), name="watchdog")  # fmt: skip
+            systemd.watchdog_loop(
+                self.notifier, systemd.watchdog_interval_s(), self.liveness, lag=self.loop_lag
+            ),
+            name="watchdog",
+        )
         async with systemd.extending_timeout(self.notifier, 30.0, limit_s=600):
             self.notifier.status("loading guardian rules and routing policies")
             self.pipeline.guardian = await loop.run_in_executor(
@@ -372,8 +377,9 @@ class App:
         link_task = asyncio.create_task(self.link.run(), name="mqtt-link")
         self.notifier.status(f"connecting to {self.cfg.mqtt.host}:{self.cfg.mqtt.port}")
         connected = asyncio.create_task(self.link.connected.wait())
-        await asyncio.wait({connected, link_task}, timeout=30.0,
-                           return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        await asyncio.wait(
+            {connected, link_task}, timeout=30.0, return_when=asyncio.FIRST_COMPLETED
+        )
         connected.cancel()
         self.notifier.ready(self._serving_status())
         side_tasks = [

@@ -49,8 +49,9 @@ class Router(Protocol):
         """Where to serve ``request``; raises Unavailable / Timeout / BadRequest."""
         ...
 
-    def fallback(self, route: RouteDecision, failed: BackendFailed,
-                 verdict: Verdict) -> RouteDecision:  # fmt: skip
+    def fallback(
+        self, route: RouteDecision, failed: BackendFailed, verdict: Verdict
+    ) -> RouteDecision:
         """Where to serve after ``route``'s backend failed; raises ``failed`` when nowhere."""
         ...
 
@@ -142,8 +143,9 @@ class Pipeline:
         if self.observer is not None:
             self.observer(request, result, None)
 
-    async def _serve(self, route: RouteDecision, verdict: Verdict, guardian: Guardian,
-                     reply: ReplySink) -> _Outcome:  # fmt: skip
+    async def _serve(
+        self, route: RouteDecision, verdict: Verdict, guardian: Guardian, reply: ReplySink
+    ) -> _Outcome:
         """Backend -> guardian out -> responder, for one route."""
         events = self.backends[route.backend].generate(verdict.request)  # backend
         events = guardian.filter_stream(events, verdict)  # guardian out

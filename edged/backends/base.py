@@ -96,9 +96,12 @@ LOCAL_KINDS: dict[tuple[BackendKind, str], str] = {
 CLOUD_KIND = "cloud"
 #: The modules whose classes register the kinds (imported on the first look-up; none of
 #: them imports llama.cpp or the OpenAI SDK at module import).
-MODULES = ("edged.backends.fake", "edged.backends.llama.thread",
-           "edged.backends.llama.process",
-           "edged.backends.cloud")  # fmt: skip
+MODULES = (
+    "edged.backends.fake",
+    "edged.backends.llama.thread",
+    "edged.backends.llama.process",
+    "edged.backends.cloud",
+)
 
 
 def _discover() -> None:

@@ -72,8 +72,7 @@ def classify(exc: Exception) -> Failure:
         wait_s = None
         if status in (429, 503):
             wait_s = parse_retry_after(exc.response.headers, time.time())
-        return Failure(f"cloud: HTTP {status}", retryable=True, status=status,
-                       retry_after_s=wait_s)  # fmt: skip
+        return Failure(f"cloud: HTTP {status}", retryable=True, status=status, retry_after_s=wait_s)
     chain = _chain(exc)
     http = transport()
 

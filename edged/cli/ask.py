@@ -41,8 +41,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as e:  # a missing or unreadable CA, certificate or key
             files = {k: getattr(cfg.mqtt, k) for k in ("ca_file", "cert_file", "key_file")}
             named = ", ".join(f"{k}={v}" for k, v in files.items() if v is not None)
-            print(f"edged ask: cannot set up TLS from [mqtt] {named or 'settings'}: {e}",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"edged ask: cannot set up TLS from [mqtt] {named or 'settings'}: {e}",
+                file=sys.stderr,
+            )
             return 2
     req: dict[str, Any] = {
         "id": f"ask-{uuid.uuid4().hex[:12]}",
@@ -102,11 +104,15 @@ def cmd_ask(args: argparse.Namespace) -> int:
         if not cfg.mqtt.username:
             hint = "no [mqtt] username is configured"
         elif password is None:
-            hint = (f"no password: ${cfg.mqtt.password_env} is unset and there is no "
-                    f"{cfg.mqtt.password_credential!r} credential")  # fmt: skip
+            hint = (
+                f"no password: ${cfg.mqtt.password_env} is unset and there is no "
+                f"{cfg.mqtt.password_credential!r} credential"
+            )
         else:
-            hint = (f"check [mqtt] username and the password in ${cfg.mqtt.password_env} "
-                    f"or the {cfg.mqtt.password_credential!r} credential")  # fmt: skip
+            hint = (
+                f"check [mqtt] username and the password in ${cfg.mqtt.password_env} "
+                f"or the {cfg.mqtt.password_credential!r} credential"
+            )
         print(f"edged ask: {e} ({hint})", file=sys.stderr)
         return 2
     except AskError as e:

@@ -40,8 +40,7 @@ async def measure(cfg: Config, runs: int = 4, max_tokens: int = 64) -> DeviceFig
 
     loop = asyncio.get_running_loop()
     entry = load_manifest(cfg.models.manifest).get(cfg.local.model)
-    backend = LlamaBackend(name="local", model_path=resolve(entry, cfg.models.dir),
-                           cfg=cfg.local)  # fmt: skip
+    backend = LlamaBackend(name="local", model_path=resolve(entry, cfg.models.dir), cfg=cfg.local)
     await backend.start()
 
     def build() -> Sampler:
@@ -57,10 +56,17 @@ async def measure(cfg: Config, runs: int = 4, max_tokens: int = 64) -> DeviceFig
     rates, ttfts, jpt = [], [], []
     try:
         for i in range(runs):
-            req = Request(id=f"bench-{i}", messages=(ChatMessage("user", PROMPTS[i % 4]),),
-                          max_tokens=max_tokens, temperature=0.0, stream=True, route="local",
-                          sensitivity="normal", reply=ReplyAddress("reply/bench"),
-                          received_at_s=time.monotonic())  # fmt: skip
+            req = Request(
+                id=f"bench-{i}",
+                messages=(ChatMessage("user", PROMPTS[i % 4]),),
+                max_tokens=max_tokens,
+                temperature=0.0,
+                stream=True,
+                route="local",
+                sensitivity="normal",
+                reply=ReplyAddress("reply/bench"),
+                received_at_s=time.monotonic(),
+            )
             meter.begin(req.id)
             t0 = time.monotonic()
             first = last = None
@@ -103,8 +109,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if f.j_per_token is not None
         else f"J/token unknown (power source: {f.power_source})"
     )
-    print(f"local decode {f.tokens_per_s:.1f} tokens/s, time to first token "
-          f"{f.ttft_s * 1000:.0f} ms, {jpt}")  # fmt: skip
+    print(
+        f"local decode {f.tokens_per_s:.1f} tokens/s, time to first token "
+        f"{f.ttft_s * 1000:.0f} ms, {jpt}"
+    )
     if args.write_profile:
         path = write_figures(cfg, f)
         print(f"stored for the router: {path}")
@@ -117,6 +125,9 @@ def add_parser(sub: Commands[argparse.ArgumentParser]) -> None:
     with_config(b)
     b.add_argument("--runs", type=int, default=4)
     b.add_argument("--max-tokens", type=int, default=64)
-    b.add_argument("--write-profile", action="store_true",
-                   help="store the figures for the router (telemetry.state_dir)")  # fmt: skip
+    b.add_argument(
+        "--write-profile",
+        action="store_true",
+        help="store the figures for the router (telemetry.state_dir)",
+    )
     b.set_defaults(func=cmd_bench)

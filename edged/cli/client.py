@@ -111,16 +111,27 @@ def ask(
         # closed before the CONNACK: e.g. a TLS broker that wants a client certificate
         # (with TLS 1.3 it says so only after the handshake, in the network thread)
         why = last_error[0].removeprefix("failed to receive on socket: ") if last_error else reason
-        hint = ("; does it want a client certificate ([mqtt] cert_file, key_file)?" if tls
-                else "; is it a TLS listener ([mqtt] tls)?")  # fmt: skip
-        inbox.put(("fail", f"the broker at {where} closed the connection before accepting "
-                           f"it: {why}{hint}"))  # fmt: skip
+        hint = (
+            "; does it want a client certificate ([mqtt] cert_file, key_file)?"
+            if tls
+            else "; is it a TLS listener ([mqtt] tls)?"
+        )
+        inbox.put(
+            (
+                "fail",
+                f"the broker at {where} closed the connection before accepting it: {why}{hint}",
+            )
+        )
 
     def on_subscribe(client: Any, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
         refused = [str(r) for r in reasons if getattr(r, "is_failure", False)]
         if refused:  # e.g. an ACL that does not let this user read reply/
-            inbox.put(("fail", f"the broker refused the subscription to {reply_topic}: "
-                               f"{', '.join(refused)}"))  # fmt: skip
+            inbox.put(
+                (
+                    "fail",
+                    f"the broker refused the subscription to {reply_topic}: {', '.join(refused)}",
+                )
+            )
         else:
             inbox.put(("subscribed", None))
 

@@ -177,9 +177,11 @@ def _check_broker(cfg: Config, timeout_s: float = 3.0) -> str | None:
 
     where = f"{cfg.mqtt.host}:{cfg.mqtt.port}{' (TLS)' if cfg.mqtt.tls else ''}"
     answers: queue.Queue[str] = queue.Queue()
-    c = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                    client_id=f"edged-doctor-{uuid.uuid4().hex[:6]}",
-                    protocol=MQTTProtocolVersion.MQTTv5)  # fmt: skip
+    c = paho.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=f"edged-doctor-{uuid.uuid4().hex[:6]}",
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
     if cfg.mqtt.username:
         c.username_pw_set(cfg.mqtt.username, mqtt_password(cfg))
     if cfg.mqtt.tls:
@@ -191,16 +193,20 @@ def _check_broker(cfg: Config, timeout_s: float = 3.0) -> str | None:
         rc = answers.get(timeout=timeout_s)
     except (TimeoutError, OSError, queue.Empty, ValueError) as e:
         print(f"broker: {where}: unreachable ({e or 'no answer'})")
-        return (f"the MQTT broker at {where} does not answer ({e or 'no CONNACK'}). Fix: start "
-                "it (`make broker` starts Mosquitto) or set [mqtt] host and port")  # fmt: skip
+        return (
+            f"the MQTT broker at {where} does not answer ({e or 'no CONNACK'}). Fix: start "
+            "it (`make broker` starts Mosquitto) or set [mqtt] host and port"
+        )
     finally:
         c.loop_stop()
         with contextlib.suppress(Exception):
             c.disconnect()
     if rc != "Success":
         print(f"broker: {where}: refused: {rc}")
-        return (f"the MQTT broker at {where} refused edged: {rc}. "
-                "Fix: check [mqtt] username and the password")  # fmt: skip
+        return (
+            f"the MQTT broker at {where} refused edged: {rc}. "
+            "Fix: check [mqtt] username and the password"
+        )
     print(f"broker: {where}: MQTT v5 ok")
     return None
 

@@ -104,8 +104,9 @@ def observe(
     """
     obs = Observation(device_id, status_topic, telemetry_topic, timeout_s)
     inbox: queue.Queue[tuple[str, Any, bool]] = queue.Queue()
-    c = cli_client(f"edged-status-{uuid.uuid4().hex[:12]}", username=username,
-                         password=password, tls=tls)  # fmt: skip
+    c = cli_client(
+        f"edged-status-{uuid.uuid4().hex[:12]}", username=username, password=password, tls=tls
+    )
 
     def on_connect(client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:

@@ -48,9 +48,16 @@ class NullMeter:
 
     def end(self, key: str, completion_tokens: int) -> EnergyReport:
         """An all-unknown report."""
-        return EnergyReport(joules=None, joules_active=None, tokens_per_joule=None,
-                            mwh_per_1k_tokens=None, source="none", estimated=False,
-                            sample_hz=None, reason=self.reason)  # fmt: skip
+        return EnergyReport(
+            joules=None,
+            joules_active=None,
+            tokens_per_joule=None,
+            mwh_per_1k_tokens=None,
+            source="none",
+            estimated=False,
+            sample_hz=None,
+            reason=self.reason,
+        )
 
 
 def _interp(p: Point, q: Point, t: float) -> float | None:
@@ -119,9 +126,14 @@ def _counter_at(pts: list[Point], t: float) -> float:
 class EnergyMeter:
     """Named, overlapping windows over the sampler's buffer."""
 
-    def __init__(self, sampler: Sampler, *, idle_w: float | None = None,
-                 idle_window_s: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self,
+        sampler: Sampler,
+        *,
+        idle_w: float | None = None,
+        idle_window_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.sampler = sampler
         self._fixed_idle_w = idle_w
         self._idle_window_s = idle_window_s
@@ -151,8 +163,10 @@ class EnergyMeter:
         if self._idle_at is not None and now - self._idle_at < 5.0 and self.idle_w is not None:
             return self.idle_w
         self._idle_at = now
-        spans = sorted([(a - 0.1, b + 0.1) for _, a, b in self._closed]
-                       + [(t0 - 0.1, now + 0.1) for t0 in self._open.values()])  # fmt: skip
+        spans = sorted(
+            [(a - 0.1, b + 0.1) for _, a, b in self._closed]
+            + [(t0 - 0.1, now + 0.1) for t0 in self._open.values()]
+        )
         busy: list[tuple[float, float]] = []
         for a, b in spans:  # merged, so one forward sweep decides each reading
             if busy and a <= busy[-1][1]:
@@ -198,8 +212,11 @@ class EnergyMeter:
             n = 1 + sum(1 for x, y in others if x <= mid <= y)
             e = integrate(points, a, b, self._max_gap())
             if e is None:
-                return self._unknown(self.sampler.why_not() if not self.sampler.healthy()
-                                     else "power readings missing during the request")  # fmt: skip
+                return self._unknown(
+                    self.sampler.why_not()
+                    if not self.sampler.healthy()
+                    else "power readings missing during the request"
+                )
             joules += e / n
             if idle is not None:
                 active += (e - idle * (b - a)) / n
@@ -221,6 +238,13 @@ class EnergyMeter:
 
     def _unknown(self, reason: str) -> EnergyReport:
         src = self.sampler.source
-        return EnergyReport(joules=None, joules_active=None, tokens_per_joule=None,
-                            mwh_per_1k_tokens=None, source=src.name, estimated=src.estimated,
-                            sample_hz=None, reason=reason)  # fmt: skip
+        return EnergyReport(
+            joules=None,
+            joules_active=None,
+            tokens_per_joule=None,
+            mwh_per_1k_tokens=None,
+            source=src.name,
+            estimated=src.estimated,
+            sample_hz=None,
+            reason=reason,
+        )

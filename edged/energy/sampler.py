@@ -32,8 +32,13 @@ class Point:
 class Sampler:
     """Reads ``source`` at ``hz`` into a ring buffer, on its own thread."""
 
-    def __init__(self, source: PowerSource, hz: float, buffer_s: float = 600.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self,
+        source: PowerSource,
+        hz: float,
+        buffer_s: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.source = source
         self.hz = min(hz, source.max_rate_hz)
         self.period_s = 1.0 / self.hz
@@ -90,14 +95,19 @@ class Sampler:
             self.failures += 1
             self.last_error = f"{type(e).__name__}: {e}"
             if self.failures in (1, 10, 100) or self.failures % 1000 == 0:
-                log.warning("event=power_read_failed source=%s failures=%d error=%r",
-                            self.source.name, self.failures, self.last_error)  # fmt: skip
+                log.warning(
+                    "event=power_read_failed source=%s failures=%d error=%r",
+                    self.source.name,
+                    self.failures,
+                    self.last_error,
+                )
             with self._lock:
                 self._points.append(Point(self._clock(), None, None))
             return
         if self.failures:
-            log.info("event=power_read_recovered source=%s after=%d", self.source.name,
-                     self.failures)  # fmt: skip
+            log.info(
+                "event=power_read_recovered source=%s after=%d", self.source.name, self.failures
+            )
         self.failures = 0
         self.reads += 1
         self.last_ok_s = s.t_s

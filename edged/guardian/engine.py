@@ -53,8 +53,9 @@ class _Semantic:
 class RuleGuardian:
     """Guardian over rule packs. Cheap to rebuild: a reload builds a new one and swaps it."""
 
-    def __init__(self, packs: Sequence[Pack], embedder: Embedder | None = None,
-                 max_workers: int = 1) -> None:  # fmt: skip
+    def __init__(
+        self, packs: Sequence[Pack], embedder: Embedder | None = None, max_workers: int = 1
+    ) -> None:
         self.packs = list(packs)
         rules = [r for p in packs for r in p.rule]
         self.rules = rules
@@ -95,8 +96,9 @@ class RuleGuardian:
         findings, _ = matcher.scan(text)
         findings += self._semantic_hits(text, direction)
         if direction == "output":  # force_local means nothing for an answer: record it
-            findings = [replace(f, action="flag") if f.action == "force_local" else f
-                        for f in findings]  # fmt: skip
+            findings = [
+                replace(f, action="flag") if f.action == "force_local" else f for f in findings
+            ]
         action = max((f.action for f in findings), key=STRENGTH.__getitem__, default="allow")
         ids = sorted({f.rule_id for f in findings})
         new_text = "" if action == "block" else redact(text, findings)
@@ -113,15 +115,15 @@ class RuleGuardian:
         for m in request.messages:
             # a tool's result is untrusted input, read like a user turn
             if self._semantic["input"] and m.role in ("user", "tool"):
-                outcomes.append(await loop.run_in_executor(
-                    self._pool, self.check_text, m.content, "input"))  # fmt: skip
+                outcomes.append(
+                    await loop.run_in_executor(self._pool, self.check_text, m.content, "input")
+                )
             else:
                 outcomes.append(self.check_text(m.content, "input"))
         counts: Counter[str] = Counter()
         for o in outcomes:
             counts.update(f.rule_id for f in o.findings)
-        blockers = sorted({f.rule_id for o in outcomes for f in o.findings
-                           if f.action == "block"})  # fmt: skip
+        blockers = sorted({f.rule_id for o in outcomes for f in o.findings if f.action == "block"})
         if blockers:
             raise Blocked(f"refused by guardian rule(s): {', '.join(blockers)}")
         force_local = any(f.action == "force_local" for o in outcomes for f in o.findings)

@@ -172,8 +172,7 @@ class Matcher:
             for _added, k, rule in self._at(texts, i, by_len):
                 last = ws[i + k - 1]
                 final = not (end_open and i + k == n)
-                out.append(Finding(rule.id, rule.action, ws[i].start, last.end,
-                                   rule.id, final))  # fmt: skip
+                out.append(Finding(rule.id, rule.action, ws[i].start, last.end, rule.id, final))
         if not stream or n == 0:
             return len(text)
         hold = self._phrase_begins(texts, end_open, lambda j: ws[j].start, len(text))
@@ -205,8 +204,7 @@ class Matcher:
         for i in self._starts(texts):
             for _added, k, rule in self._at(texts, i, first[texts[i]]):
                 final = not (end_open and i + k == n)
-                out.append(Finding(rule.id, rule.action, *spans.span(i, i + k - 1),
-                                   rule.id, final))  # fmt: skip
+                out.append(Finding(rule.id, rule.action, *spans.span(i, i + k - 1), rule.id, final))
         hold = self._phrase_begins(texts, end_open, lambda j: spans.span(j, j)[0], len(text))
         # Spaced-out letters at the end (s e c r ...) may still join into any word
         k = n
@@ -266,8 +264,7 @@ class Matcher:
             for _added, k, rule in self._at(texts, i, first[texts[i]]):
                 if spans is None:
                     spans = nz.WordSpans(view, split, merged=texts is not split)
-                out.append(Finding(rule.id, rule.action, *spans.span(i, i + k - 1),
-                                   rule.id))  # fmt: skip
+                out.append(Finding(rule.id, rule.action, *spans.span(i, i + k - 1), rule.id))
 
     def _scan_pii(self, view: nz.View, stream: bool, out: list[Finding]) -> int:
         """The PII detectors' values (:meth:`PiiScanner.scan`), one finding per rule that
@@ -279,8 +276,9 @@ class Matcher:
         return hold
 
     @staticmethod
-    def _scan_regex(view: nz.View, compiled: Any, rule: Rule, stream: bool,
-                    out: list[Finding]) -> int:  # fmt: skip
+    def _scan_regex(
+        view: nz.View, compiled: Any, rule: Rule, stream: bool, out: list[Finding]
+    ) -> int:
         hold = view.original_length
         for m in compiled.finditer(view.text, partial=stream):
             if m.start() == m.end():

@@ -68,8 +68,7 @@ for _pair in _CONFUSABLE_PAIRS.split():
         CONFUSABLES[_pair[0]] = _pair[1]
 CONFUSABLES["ү"] = "y"
 
-_LEET_ALWAYS = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b",
-                "9": "g", "l": "i"}  # fmt: skip
+_LEET_ALWAYS = dict(zip("01345789l", "oieastbgi", strict=True))  # digit (or l) -> letter
 _LEET_SYMBOLS = {"@": "a", "$": "s", "!": "i", "|": "i"}
 
 
@@ -160,10 +159,13 @@ class Word(NamedTuple):
 # --- skeleton ---------------------------------------------------------------------------------
 
 _ASCII_SKELETON = str.maketrans(
-    {**{c: " " for c in map(chr, range(128)) if not c.isalnum()},
-     **{c: c.lower() for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"},
-     **_LEET_ALWAYS, "L": "i"}
-)  # fmt: skip
+    {
+        **{c: " " for c in map(chr, range(128)) if not c.isalnum()},
+        **{c: c.lower() for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"},
+        **_LEET_ALWAYS,
+        "L": "i",
+    }
+)
 _SYMBOL_LEET_RE = re.compile(r"[@$!|](?=[A-Za-z0-9])")
 _SYMBOL_LEET_ANY_RE = re.compile(r"[@$!|](?=[^\W_])")  # before any letter or digit
 _NON_ASCII_RE = re.compile(r"[^\x00-\x7f]+")

@@ -33,9 +33,18 @@ Action = Literal["block", "redact", "force_local", "flag"]
 Kind = Literal["phrase", "regex", "pii", "semantic"]
 Direction = Literal["input", "output"]
 PII_NAMES = (
-    "email", "phone", "payment_card", "iban", "ipv4", "ipv6", "us_ssn",
-    "aws_access_key", "github_token", "private_key_block", "jwt",
-)  # fmt: skip
+    "email",
+    "phone",
+    "payment_card",
+    "iban",
+    "ipv4",
+    "ipv6",
+    "us_ssn",
+    "aws_access_key",
+    "github_token",
+    "private_key_block",
+    "jwt",
+)
 #: The strongest action wins: block > force_local > redact > flag > allow.
 STRENGTH = {"allow": 0, "flag": 1, "redact": 2, "force_local": 3, "block": 4}
 
@@ -57,8 +66,12 @@ class Rule(BaseModel):
 
     @model_validator(mode="after")
     def _fields_for_kind(self) -> Rule:
-        needs = {"phrase": {"phrases"}, "regex": {"pattern"}, "pii": {"detectors"},
-                 "semantic": {"examples", "threshold"}}[self.kind]  # fmt: skip
+        needs = {
+            "phrase": {"phrases"},
+            "regex": {"pattern"},
+            "pii": {"detectors"},
+            "semantic": {"examples", "threshold"},
+        }[self.kind]
         kind_fields = {"phrases", "pattern", "detectors", "examples", "threshold"}
         for name in kind_fields:
             present = getattr(self, name) is not None

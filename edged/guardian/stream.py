@@ -30,8 +30,9 @@ class Step:
 
 def redact(text: str, findings: list[Finding], offset: int = 0) -> str:
     """Replace each redact finding's span (minus ``offset``) with ``[REDACTED:<label>]``."""
-    spans = sorted((f.start - offset, f.end - offset, f.label)
-                   for f in findings if f.action == "redact")  # fmt: skip
+    spans = sorted(
+        (f.start - offset, f.end - offset, f.label) for f in findings if f.action == "redact"
+    )
     out: list[str] = []
     pos = 0
     for start, e, label in spans:

@@ -115,8 +115,7 @@ class Ingress:
             # Only a retained message the broker hands over at subscription time arrives with
             # the retain flag (MQTT v5, Retain As Published off): a stale copy that would be
             # served again at every reconnect. What was published live was served then.
-            log.warning("event=retained_request_ignored mid=%d bytes=%d", msg.mid,
-                        len(msg.payload))  # fmt: skip
+            log.warning("event=retained_request_ignored mid=%d bytes=%d", msg.mid, len(msg.payload))
             done()
             return
         self.counts["received"] += 1
@@ -179,16 +178,20 @@ class Ingress:
         )
         self._tasks[req.id] = task
 
-    def _journalled(self, fut: asyncio.Future[None], request_id: str,
-                    ack: Callable[[], None]) -> None:  # fmt: skip
+    def _journalled(
+        self, fut: asyncio.Future[None], request_id: str, ack: Callable[[], None]
+    ) -> None:
         err = None if fut.cancelled() else fut.exception()
         if err is None and not fut.cancelled():
             ack()
             return
         assert self._journal is not None
         self._journal.failed_writes += 1
-        log.warning("event=journal_write_failed op=admit id=%s error=%r ack=after_final_reply",
-                    request_id, str(err))  # fmt: skip
+        log.warning(
+            "event=journal_write_failed op=admit id=%s error=%r ack=after_final_reply",
+            request_id,
+            str(err),
+        )
 
     def resume(self) -> None:
         """Serve the requests the journal held at start (once; call on the event loop before
@@ -221,8 +224,9 @@ class Ingress:
             return
         Responder(self._pub, request_id, reply, self._cfg.mqtt.reply_qos).error(err)
 
-    async def _serve(self, req: Request, responder: Responder, done: Callable[[], None],
-                     journalled: bool = False) -> None:  # fmt: skip
+    async def _serve(
+        self, req: Request, responder: Responder, done: Callable[[], None], journalled: bool = False
+    ) -> None:
         try:
             await self._handler(req, responder)
         except asyncio.CancelledError:
@@ -232,9 +236,12 @@ class Ingress:
             self._tasks.pop(req.id, None)
             if self._answered_file is not None and responder.final is not None:
                 asyncio.get_running_loop().run_in_executor(
-                    None, _append_answered, self._answered_file, req.id,
+                    None,
+                    _append_answered,
+                    self._answered_file,
+                    req.id,
                     self._cfg.ingress.dedupe_window,
-                )  # fmt: skip
+                )
             if responder.final is None:  # a handler bug; the rule is one final reply
                 log.error("event=no_final_reply id=%s", req.id)
             if journalled and self._journal is not None:

@@ -117,8 +117,14 @@ class ThermalReader:
         thermal_dir = self.root / "sys/class/thermal"
         zones = [key for key, where in self._missing if where == thermal_dir]
         if zones:
-            out.append(SensorInfo("thermal zones", str(thermal_dir), "thermal",
-                                  problem=f"not found: {', '.join(zones)}"))  # fmt: skip
+            out.append(
+                SensorInfo(
+                    "thermal zones",
+                    str(thermal_dir),
+                    "thermal",
+                    problem=f"not found: {', '.join(zones)}",
+                )
+            )
         for key, where in self._missing:
             if where != thermal_dir:
                 out.append(SensorInfo(key, str(where), "thermal", problem="not found"))

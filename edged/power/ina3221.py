@@ -312,5 +312,6 @@ class Ina3221Source:
 
     def close(self) -> None:
         """Close the rail files kept open between reads."""
-        close_kept_open(p for c in self._channels for p in (c.volt_mv, c.curr_ma, c.power_mw)
-                        if p is not None)  # fmt: skip
+        close_kept_open(
+            p for c in self._channels for p in (c.volt_mv, c.curr_ma, c.power_mw) if p is not None
+        )

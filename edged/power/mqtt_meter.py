@@ -58,8 +58,14 @@ class MqttMeterSource:
             raise ConfigError("power.source 'mqtt' needs power.mqtt_topic (the meter's topic)")
         return cls(topic=ctx.cfg.mqtt_topic, root=ctx.root)
 
-    def __init__(self, *, topic: str, root: Path = Path("/"), stale_s: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        topic: str,
+        root: Path = Path("/"),
+        stale_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.topic = topic
         self._stale_s = stale_s
         self._clock = clock
@@ -95,8 +101,11 @@ class MqttMeterSource:
         with self._lock:
             last = self._last
         if last is None:
-            return [SensorInfo("meter", self.topic, "total", None,
-                               self.last_problem or "no message yet")]  # fmt: skip
+            return [
+                SensorInfo(
+                    "meter", self.topic, "total", None, self.last_problem or "no message yet"
+                )
+            ]
         return [SensorInfo("meter", self.topic, "total", f"{last[1]:.2f} W")]
 
     def close(self) -> None:

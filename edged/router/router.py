@@ -85,8 +85,10 @@ def load_policies(cfg: RouterConfig) -> dict[str, PolicyConfig]:
                 raise ConfigError(format_validation_error(e, str(path))) from e
     out.update(cfg.policies)
     if cfg.default_policy not in out:
-        raise ConfigError(f"router.default_policy: no policy {cfg.default_policy!r}; known: "
-                          f"{sorted(out)} (presets in {cfg.policy_dir})")  # fmt: skip
+        raise ConfigError(
+            f"router.default_policy: no policy {cfg.default_policy!r}; known: "
+            f"{sorted(out)} (presets in {cfg.policy_dir})"
+        )
     return out
 
 
@@ -133,22 +135,32 @@ class Router:
         today = self._today()
         if today != self._day:
             self._day, self.cloud_requests_today, self.cloud_tokens_today = today, 0, 0
-        if (self.cfg.cloud_daily_requests is not None
-                and self.cloud_requests_today >= self.cfg.cloud_daily_requests):  # fmt: skip
+        if (
+            self.cfg.cloud_daily_requests is not None
+            and self.cloud_requests_today >= self.cfg.cloud_daily_requests
+        ):
             return False
-        return not (self.cfg.cloud_daily_tokens is not None
-                    and self.cloud_tokens_today >= self.cfg.cloud_daily_tokens)  # fmt: skip
+        return not (
+            self.cfg.cloud_daily_tokens is not None
+            and self.cloud_tokens_today >= self.cfg.cloud_daily_tokens
+        )
 
     def _semantic(self, text: str) -> dict[str, tuple[str, bool]]:
         import numpy as np
 
         assert self._embedder is not None
         v = np.asarray(self._embedder.embed([text]), dtype=np.float32)[0]
-        return {name: (backend, float(np.max(vecs @ v)) >= threshold)
-                for name, backend, threshold, vecs in self._route_vecs}  # fmt: skip
+        return {
+            name: (backend, float(np.max(vecs @ v)) >= threshold)
+            for name, backend, threshold, vecs in self._route_vecs
+        }
 
-    def inputs(self, request: Request, verdict: Verdict,
-               semantic: Mapping[str, tuple[str, bool]] | None = None) -> RouteInputs:  # fmt: skip
+    def inputs(
+        self,
+        request: Request,
+        verdict: Verdict,
+        semantic: Mapping[str, tuple[str, bool]] | None = None,
+    ) -> RouteInputs:
         """The snapshot the policy sees for this request (no I/O)."""
         local = self.backends.get(LOCAL)
         cloud = self.backends.get(CLOUD)
@@ -185,8 +197,9 @@ class Router:
         try:
             return self.policies[name]
         except KeyError:
-            raise BadRequest(f"policy: no policy {name!r} on this device; known: "
-                             f"{sorted(self.policies)}") from None  # fmt: skip
+            raise BadRequest(
+                f"policy: no policy {name!r} on this device; known: {sorted(self.policies)}"
+            ) from None
 
     async def route(self, request: Request, verdict: Verdict) -> RouteDecision:
         """Decide where ``request`` is served (semantic embedding off the event loop)."""
@@ -210,8 +223,9 @@ class Router:
         self.record(decision)
         return decision
 
-    def fallback(self, route: RouteDecision, failed: BackendFailed,
-                 verdict: Verdict) -> RouteDecision:  # fmt: skip
+    def fallback(
+        self, route: RouteDecision, failed: BackendFailed, verdict: Verdict
+    ) -> RouteDecision:
         """After ``route``'s backend failed: the other backend if it may serve
         (:func:`~edged.router.policy.fallback`), else ``failed`` is raised again."""
         local = self.backends.get(LOCAL)
@@ -226,8 +240,12 @@ class Router:
         )
         if decision is None:
             raise failed
-        log.warning("event=%s_fallback_%s error=%r", "cloud_failed" if decision.backend == LOCAL
-                    else "local_failed", decision.backend, failed.message)  # fmt: skip
+        log.warning(
+            "event=%s_fallback_%s error=%r",
+            "cloud_failed" if decision.backend == LOCAL else "local_failed",
+            decision.backend,
+            failed.message,
+        )
         return decision
 
     def record(self, decision: RouteDecision) -> None:

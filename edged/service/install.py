@@ -267,11 +267,26 @@ def build_venv(
         )
     steps = [
         [python, "-m", "venv", str(venv)],
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-         "--disable-pip-version-check", "--upgrade", "pip"],
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-         "--disable-pip-version-check", str(source_dir.resolve())],
-    ]  # fmt: skip
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "--upgrade",
+            "pip",
+        ],
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            str(source_dir.resolve()),
+        ],
+    ]
     runner = run or subprocess.run
     lines = []
     for cmd in steps:

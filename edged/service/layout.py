@@ -140,16 +140,27 @@ def service_config_text(source_config: Path) -> str:
     state_note = "edged.service sets the same with Environment= (StateDirectory=edged)"
     wanted: list[tuple[str, str, str | list[str], str]] = [
         ("models", "dir", str(MODELS), ""),
-        ("models", "manifest", runtime_path(
-            get("models", "manifest", "models/manifest.toml"), "models.manifest"), ""),
-        ("router", "policy_dir", runtime_path(
-            get("router", "policy_dir", "configs/policies"), "router.policy_dir"), ""),
-        ("power", "profiles_dir", runtime_path(
-            get("power", "profiles_dir", "hwprofiles"), "power.profiles_dir"),
-            "Board profiles: power.profile = 'auto' picks the detected board's from here."),
+        (
+            "models",
+            "manifest",
+            runtime_path(get("models", "manifest", "models/manifest.toml"), "models.manifest"),
+            "",
+        ),
+        (
+            "router",
+            "policy_dir",
+            runtime_path(get("router", "policy_dir", "configs/policies"), "router.policy_dir"),
+            "",
+        ),
+        (
+            "power",
+            "profiles_dir",
+            runtime_path(get("power", "profiles_dir", "hwprofiles"), "power.profiles_dir"),
+            "Board profiles: power.profile = 'auto' picks the detected board's from here.",
+        ),
         ("telemetry", "spool_dir", str(STATE / "spool"), ""),
         ("telemetry", "state_dir", str(STATE / "state"), state_note),
-    ]  # fmt: skip
+    ]
     packs = get("guardian", "packs", None)
     if packs is not None:
         wanted.append(("guardian", "packs", [runtime_path(p, "guardian.packs") for p in packs], ""))

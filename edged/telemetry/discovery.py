@@ -240,11 +240,19 @@ def discovery_messages(
     }
     origin = {"name": "edged", "sw_version": version}
     availability = [
-        {"topic": status_topic, "value_template": STATUS_AVAILABILITY,
-         "payload_available": "online", "payload_not_available": "offline"},
-        {"topic": telemetry_topic, "value_template": TELEMETRY_AVAILABILITY,
-         "payload_available": "online", "payload_not_available": "offline"},
-    ]  # fmt: skip
+        {
+            "topic": status_topic,
+            "value_template": STATUS_AVAILABILITY,
+            "payload_available": "online",
+            "payload_not_available": "offline",
+        },
+        {
+            "topic": telemetry_topic,
+            "value_template": TELEMETRY_AVAILABILITY,
+            "payload_available": "online",
+            "payload_not_available": "offline",
+        },
+    ]
     base = object_base(device_id)
     out: list[tuple[str, bytes]] = []
     for spec in SENSORS:
@@ -350,8 +358,9 @@ class Announcer:
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as e:
-            log.warning("event=discovery_record_unreadable path=%s error=%r",
-                        self.state_file, str(e))  # fmt: skip
+            log.warning(
+                "event=discovery_record_unreadable path=%s error=%r", self.state_file, str(e)
+            )
             return None
 
     def save(self, topics: Collection[str]) -> None:
@@ -371,9 +380,14 @@ class Announcer:
         """The config messages to announce now (none when discovery is off)."""
         if not self.enabled:
             return []
-        return discovery_messages(self.device_id, self.prefix, self.telemetry_topic,
-                                  self.status_topic, self.version,
-                                  expire_after_s=self.expire_after_s)  # fmt: skip
+        return discovery_messages(
+            self.device_id,
+            self.prefix,
+            self.telemetry_topic,
+            self.status_topic,
+            self.version,
+            expire_after_s=self.expire_after_s,
+        )
 
     def plan(self, recorded: set[str] | None) -> list[tuple[str, bytes]]:
         """Removals first (empty payloads), then the configs; publish each retained, QoS 1."""

@@ -132,8 +132,7 @@ class Reporter:
             if r.timing.ttft_ms is not None and r.usage.completion_tokens > 1:
                 gen_s = (r.timing.total_ms - r.timing.ttft_ms) / 1000
             if gen_s and gen_s > 0:
-                self.tokens_per_s = _ema(self.tokens_per_s,
-                                         (r.usage.completion_tokens - 1) / gen_s)  # fmt: skip
+                self.tokens_per_s = _ema(self.tokens_per_s, (r.usage.completion_tokens - 1) / gen_s)
             self.tokens_per_joule = _ema(self.tokens_per_joule, r.energy.tokens_per_joule)
             if r.guardian is not None:
                 for k, v in r.guardian.input.items():
@@ -150,29 +149,48 @@ class Reporter:
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
 
-    def event(self, request: Request, result: Result | None,
-              error: EdgedError | None) -> dict[str, Any]:  # fmt: skip
+    def event(
+        self, request: Request, result: Result | None, error: EdgedError | None
+    ) -> dict[str, Any]:
         """The per-request event: no prompt or answer text."""
-        ev: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "device_id": self.device_id,
-                              "id": request.id, "ts_unix_s": round(time.time(), 3)}  # fmt: skip
+        ev: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "device_id": self.device_id,
+            "id": request.id,
+            "ts_unix_s": round(time.time(), 3),
+        }
         if result is not None:
             r = result
             e = r.energy
-            ev.update({
-                "outcome": "result", "finish_reason": r.finish_reason,
-                "route": {"backend": r.route.backend, "reasons": list(r.route.reasons)},
-                "usage": {"prompt_tokens": r.usage.prompt_tokens,
-                          "completion_tokens": r.usage.completion_tokens},
-                "timing_ms": {"queue": _r(r.timing.queue_ms), "ttft": _r(r.timing.ttft_ms),
-                              "total": _r(r.timing.total_ms)},
-                "energy": {"joules": e.joules, "joules_active": e.joules_active,
-                           "tokens_per_joule": e.tokens_per_joule,
-                           "mwh_per_1k_tokens": e.mwh_per_1k_tokens, "source": e.source,
-                           "estimated": e.estimated, "sample_hz": e.sample_hz,
-                           "reason": e.reason},
-                "guardian": None if r.guardian is None else {"input": r.guardian.input,
-                                                             "output": r.guardian.output},
-            })  # fmt: skip
+            ev.update(
+                {
+                    "outcome": "result",
+                    "finish_reason": r.finish_reason,
+                    "route": {"backend": r.route.backend, "reasons": list(r.route.reasons)},
+                    "usage": {
+                        "prompt_tokens": r.usage.prompt_tokens,
+                        "completion_tokens": r.usage.completion_tokens,
+                    },
+                    "timing_ms": {
+                        "queue": _r(r.timing.queue_ms),
+                        "ttft": _r(r.timing.ttft_ms),
+                        "total": _r(r.timing.total_ms),
+                    },
+                    "energy": {
+                        "joules": e.joules,
+                        "joules_active": e.joules_active,
+                        "tokens_per_joule": e.tokens_per_joule,
+                        "mwh_per_1k_tokens": e.mwh_per_1k_tokens,
+                        "source": e.source,
+                        "estimated": e.estimated,
+                        "sample_hz": e.sample_hz,
+                        "reason": e.reason,
+                    },
+                    "guardian": None
+                    if r.guardian is None
+                    else {"input": r.guardian.input, "output": r.guardian.output},
+                }
+            )
         else:
             ev.update({"outcome": "error", "code": error.code if error else "internal"})
         return ev
@@ -210,8 +228,13 @@ class Reporter:
         self._accumulate(now)
         s = self.sampler.latest if self.sampler is not None else None
         healthy = self.sampler is not None and self.sampler.healthy()
-        reason = None if healthy else (self.sampler.why_not() if self.sampler is not None
-                                       else "no power source configured")  # fmt: skip
+        reason = (
+            None
+            if healthy
+            else (
+                self.sampler.why_not() if self.sampler is not None else "no power source configured"
+            )
+        )
         power: dict[str, Any] = {
             "source": self.sampler.source.name if self.sampler else "none",
             "estimated": bool(self.sampler and self.sampler.source.estimated),

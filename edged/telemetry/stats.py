@@ -34,7 +34,9 @@ def build_stats(
         "in_flight": in_flight,
         "idle_w": idle_w,
         "ingress": dict(ingress),
-        "cloud": None if cloud is None else {
+        "cloud": None
+        if cloud is None
+        else {
             "breaker": cloud.breaker,
             "requests_today": cloud_usage.requests_today,
             "tokens_today": cloud_usage.tokens_today,
@@ -45,11 +47,12 @@ def build_stats(
         "spool_corrupt": outbox.spool.corrupt if outbox else 0,
         "profile": profile,
         "alarms": alarms(outbox=outbox, sampler=sampler, cloud=cloud),
-    }  # fmt: skip
+    }
 
 
-def alarms(*, outbox: Outbox | None, sampler: Sampler | None,
-           cloud: BackendStats | None) -> list[str]:  # fmt: skip
+def alarms(
+    *, outbox: Outbox | None, sampler: Sampler | None, cloud: BackendStats | None
+) -> list[str]:
     """Conditions an operator should see (stable codes; telemetry's ``alarms``)."""
     out = []
     if outbox is not None and outbox.spool.failed_writes:

@@ -49,8 +49,9 @@ STUCK_GRACE_S = 5.0
 STUCK_NO_DEADLINE_S = 600.0
 
 
-def stuck_reason(started_at_s: float, deadline_at_s: float | None, now_s: float,
-                 grace_s: float = STUCK_GRACE_S) -> str | None:  # fmt: skip
+def stuck_reason(
+    started_at_s: float, deadline_at_s: float | None, now_s: float, grace_s: float = STUCK_GRACE_S
+) -> str | None:
     """Why a job started at ``started_at_s`` looks stuck (past its request's deadline plus
     ``grace_s``; ``STUCK_NO_DEADLINE_S`` for one without a deadline), or None."""
     limit = deadline_at_s if deadline_at_s is not None else started_at_s + STUCK_NO_DEADLINE_S

@@ -12,7 +12,8 @@ so the router's fallback rules apply to them. A decode stuck past its deadline i
 same way: the child is killed and restarted.
 
 The decode itself is :class:`~.engine.LlamaEngine`'s, the same the thread variant runs, in
-the child unchanged (it reports only through ``emit`` and checks a cancel flag).
+the child unchanged (it reports only through ``emit`` and checks a cancel flag); the child's
+side of the pipe is :mod:`.worker`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import contextlib
 import itertools
 import logging
 import multiprocessing as mp
-import queue
 import threading
 import time
 from collections.abc import AsyncGenerator
@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from edged.backends.base import BackendSpec, register
-from edged.backends.llama.engine import STUCK_GRACE_S, LlamaEngine, Merged, stuck_reason
+from edged.backends.llama.engine import STUCK_GRACE_S, Merged, stuck_reason
+from edged.backends.llama.worker import worker_main
 from edged.config import LocalModelConfig
 from edged.errors import BackendFailed, Unavailable
 from edged.types import BackendStats, Finished, Request, Started, StreamEvent, TextDelta
@@ -45,81 +46,6 @@ RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 HEALTHY_RESET_S = 60.0
 #: How often one queued request is sent again to a restarted worker.
 MAX_REPLAYS = 2
-
-
-# --- the child -------------------------------------------------------------------------------
-
-
-def worker_main(conn: Connection, name: str, model_path: str, cfg: dict[str, Any],
-                log: tuple[str, str] = ("info", "logfmt")) -> None:  # fmt: skip
-    """The worker process: load the model, then serve jobs from the pipe in order."""
-    from edged.logs import setup as setup_logging  # the child imports llama.cpp, not the parent
-
-    setup_logging(*log)  # same stdout (the journal) as the daemon
-
-    engine = LlamaEngine(name=name, model_path=Path(model_path),
-                         cfg=LocalModelConfig.model_validate(cfg))  # fmt: skip
-    # The decode thread only queues what it emits; a sender thread pickles and writes it,
-    # so pipe writes never sit between two tokens.
-    outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
-
-    def sender() -> None:
-        while (msg := outbox.get()) is not None:
-            try:
-                conn.send(msg)
-            except (OSError, ValueError):
-                return
-
-    send = outbox.put
-
-    threading.Thread(target=sender, name="worker-send", daemon=True).start()
-    t0 = time.monotonic()
-    try:
-        engine.load()
-    except BaseException as e:  # the parent reports it
-        send(("load_failed", f"{type(e).__name__}: {e}"))
-        send(None)
-        time.sleep(0.5)  # let the sender write it
-        return
-    send(("ready", time.monotonic() - t0, engine.rss_before_load_mb, engine.rss_after_load_mb))
-    jobs: queue.Queue[tuple[int, Request] | None] = queue.Queue()
-    cancels: dict[int, threading.Event] = {}
-    lock = threading.Lock()
-
-    def reader() -> None:
-        while True:
-            try:
-                msg = conn.recv()
-            except (EOFError, OSError):
-                jobs.put(None)
-                return
-            if msg[0] == "job":
-                with lock:
-                    cancels[msg[1]] = threading.Event()
-                jobs.put((msg[1], msg[2]))
-            elif msg[0] == "cancel":
-                with lock:
-                    ev = cancels.get(msg[1])
-                if ev is not None:
-                    ev.set()
-            elif msg[0] == "stop":
-                jobs.put(None)
-                return
-
-    threading.Thread(target=reader, name="worker-pipe", daemon=True).start()
-    while (item := jobs.get()) is not None:
-        job_id, request = item
-        with lock:
-            cancel = cancels[job_id]
-
-        def emit(ev: Any, job_id: int = job_id) -> None:
-            send(("ev", job_id, ev))
-
-        engine.decode(request, cancel, emit)
-        send(("stats", job_id, engine.tokens_per_s, engine.ttft_s))
-        with lock:
-            cancels.pop(job_id, None)
-    send(None)
 
 
 # --- the parent ------------------------------------------------------------------------------
@@ -150,8 +76,17 @@ class Backoff:
 
 
 class _Job:
-    __slots__ = ("conn", "deadline_at_s", "got_text", "loop", "queue", "replays", "request",
-                 "started_at_s", "waiting_restart")  # fmt: skip
+    __slots__ = (
+        "conn",
+        "deadline_at_s",
+        "got_text",
+        "loop",
+        "queue",
+        "replays",
+        "request",
+        "started_at_s",
+        "waiting_restart",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, request: Request) -> None:
         self.loop = loop
@@ -177,11 +112,23 @@ class ProcessLlamaBackend:
     def from_spec(cls, spec: BackendSpec) -> ProcessLlamaBackend:
         """The model file in ``spec``, run as ``[local]`` says; the worker logs as ``[log]``."""
         assert spec.model_path is not None
-        return cls(name=spec.name, model_path=spec.model_path, cfg=spec.cfg.local,
-                   log_level=spec.cfg.log.level, log_format=spec.cfg.log.format)  # fmt: skip
+        return cls(
+            name=spec.name,
+            model_path=spec.model_path,
+            cfg=spec.cfg.local,
+            log_level=spec.cfg.log.level,
+            log_format=spec.cfg.log.format,
+        )
 
-    def __init__(self, *, name: str, model_path: Path, cfg: LocalModelConfig,
-                 log_level: str = "info", log_format: str = "logfmt") -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        name: str,
+        model_path: Path,
+        cfg: LocalModelConfig,
+        log_level: str = "info",
+        log_format: str = "logfmt",
+    ) -> None:
         self.name = name
         self._log = (log_level, log_format)
         self.model_path = model_path
@@ -239,8 +186,9 @@ class ProcessLlamaBackend:
             msg = parent.recv()
         except (EOFError, OSError):
             proc.join(1)
-            raise Unavailable(f"the local model worker died while loading (exit "
-                              f"{proc.exitcode})") from None  # fmt: skip
+            raise Unavailable(
+                f"the local model worker died while loading (exit {proc.exitcode})"
+            ) from None
         if msg[0] != "ready":
             proc.join(5)
             raise Unavailable(f"the local model failed to load: {msg[1]}")
@@ -248,12 +196,20 @@ class ProcessLlamaBackend:
         self._backoff.up(time.monotonic())
         self.start_s = time.monotonic() - t_spawn
         self._proc, self._conn, self._ready = proc, parent, True
-        threading.Thread(target=self._reader, args=(parent, proc), name="worker-reader",
-                         daemon=True).start()  # fmt: skip
-        log.info("event=model_loaded backend=%s path=%s load_s=%.2f worker_pid=%d "
-                 "spawn_s=%.2f rss_before_mb=%.1f rss_after_mb=%.1f", self.name, self.model_path,
-                 self.load_s, proc.pid, time.monotonic() - t0, self.rss_before_load_mb,
-                 self.rss_after_load_mb)  # fmt: skip
+        threading.Thread(
+            target=self._reader, args=(parent, proc), name="worker-reader", daemon=True
+        ).start()
+        log.info(
+            "event=model_loaded backend=%s path=%s load_s=%.2f worker_pid=%d "
+            "spawn_s=%.2f rss_before_mb=%.1f rss_after_mb=%.1f",
+            self.name,
+            self.model_path,
+            self.load_s,
+            proc.pid,
+            time.monotonic() - t0,
+            self.rss_before_load_mb,
+            self.rss_after_load_mb,
+        )
 
     def _reader(self, conn: Connection, proc: Any) -> None:
         """Reader thread: hands every message to the event loop, and the worker's death."""
@@ -306,17 +262,28 @@ class ProcessLlamaBackend:
         for job in self._jobs.values():
             if job.waiting_restart:
                 kept += 1
-            elif (job.started_at_s is None and job.replays < MAX_REPLAYS
-                    and (job.deadline_at_s is None or ready_at_s < job.deadline_at_s)):  # fmt: skip
+            elif (
+                job.started_at_s is None
+                and job.replays < MAX_REPLAYS
+                and (job.deadline_at_s is None or ready_at_s < job.deadline_at_s)
+            ):
                 job.waiting_restart = True
                 kept += 1
             else:
-                job.queue.put_nowait(BackendFailed(
-                    f"the local model worker died ({self.last_exit})",
-                    before_first_token=not job.got_text))  # fmt: skip
-        log.error("event=worker_died backend=%s %s in_flight=%d requeued=%d restart_in_s=%.1f",
-                  self.name, self.last_exit.replace(" ", "_"), len(self._jobs) - kept, kept,
-                  delay)  # fmt: skip
+                job.queue.put_nowait(
+                    BackendFailed(
+                        f"the local model worker died ({self.last_exit})",
+                        before_first_token=not job.got_text,
+                    )
+                )
+        log.error(
+            "event=worker_died backend=%s %s in_flight=%d requeued=%d restart_in_s=%.1f",
+            self.name,
+            self.last_exit.replace(" ", "_"),
+            len(self._jobs) - kept,
+            kept,
+            delay,
+        )
         self._schedule_restart(delay)
 
     def _schedule_restart(self, delay: float) -> None:
@@ -361,8 +328,12 @@ class ProcessLlamaBackend:
                 continue
             job.conn = conn
             self.replayed += 1
-            log.info("event=request_replayed backend=%s id=%s replays=%d", self.name,
-                     job.request.id, job.replays)  # fmt: skip
+            log.info(
+                "event=request_replayed backend=%s id=%s replays=%d",
+                self.name,
+                job.request.id,
+                job.replays,
+            )
 
     def _fail_waiting(self, why: str) -> None:
         for job in self._jobs.values():
@@ -376,8 +347,12 @@ class ProcessLlamaBackend:
 
     def stats(self) -> BackendStats:
         """Queue depth, measured speeds, and whether a decode is stuck."""
-        return BackendStats(queue_depth=self.waiting, tokens_per_s=self.tokens_per_s,
-                            ttft_s=self.ttft_s, stuck=self.stuck())  # fmt: skip
+        return BackendStats(
+            queue_depth=self.waiting,
+            tokens_per_s=self.tokens_per_s,
+            ttft_s=self.ttft_s,
+            stuck=self.stuck(),
+        )
 
     @property
     def waiting(self) -> int:
@@ -423,8 +398,9 @@ class ProcessLlamaBackend:
         """Stream one generation from the worker; closing the stream cancels it."""
         conn = self._conn
         if not self._ready or conn is None:
-            raise BackendFailed(f"the local model worker is restarting ({self.last_exit})",
-                                before_first_token=True)  # fmt: skip
+            raise BackendFailed(
+                f"the local model worker is restarting ({self.last_exit})", before_first_token=True
+            )
         loop = asyncio.get_running_loop()
         job_id = next(self._ids)
         job = _Job(loop, request)

@@ -101,8 +101,12 @@ class LlamaBackend:
 
     def stats(self) -> BackendStats:
         """Queue depth, measured speeds, and whether a decode is stuck."""
-        return BackendStats(queue_depth=self.waiting, tokens_per_s=self.engine.tokens_per_s,
-                            ttft_s=self.engine.ttft_s, stuck=self.stuck())  # fmt: skip
+        return BackendStats(
+            queue_depth=self.waiting,
+            tokens_per_s=self.engine.tokens_per_s,
+            ttft_s=self.engine.ttft_s,
+            stuck=self.stuck(),
+        )
 
     @property
     def waiting(self) -> int:
