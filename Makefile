@@ -19,9 +19,14 @@ run: deps model broker
 	@echo ""
 	exec $(EDGED) run --config $(CONFIG)
 
+# The suite waits on brokers, daemons and models far more than it computes, so it runs in
+# TEST_WORKERS processes (pytest-xdist), a test file to each at a time (a file's tests share
+# its daemons and brokers); TEST_WORKERS=0 runs it in one process. docs/testing.md.
+TEST_WORKERS ?= 3
+
 test: dev-deps model
 	scripts/bootstrap.sh mosquitto
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 deps: $(VENV)/.stamp-base
 dev-deps: $(VENV)/.stamp-dev

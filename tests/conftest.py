@@ -6,6 +6,8 @@ The suite is meant to pass on any machine, in any order, under load:
   backends built in tests) decode on 2 threads instead of 1; the test cloud keeps 1.
 - ``pytest -p randomly``: shuffled order (pytest-randomly, in the dev extra; off by default
   so that ``make test`` runs in file order). ``--randomly-seed=N`` repeats an order.
+- ``pytest --hypothesis-profile=thorough``: the big fuzz tests at their full example counts
+  (tests/fuzzing.py; the default profile runs fewer, to keep ``make test`` within budget).
 - No test compares two generations or expects a model's words: at temperature 0 decoding is
   greedy but not repeatable bit for bit (docs/protocol.md). The fake backend
   (``EDGED_LOCAL__BACKEND=fake``) echoes, so tests that need exact text use it.
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+import tests.fuzzing  # noqa: F401  (registers the hypothesis profiles before they are loaded)
 from tests.helpers import DEFAULT_MODEL_FILE, Broker, CloudServer, Daemon
 
 

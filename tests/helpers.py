@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import functools
 import getpass
 import json
 import os
 import queue
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -35,16 +38,23 @@ MANIFEST = ROOT / "models" / "manifest.toml"
 DEFAULT_MODEL_FILE = MODELS_DIR / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+# Where the value is kept for the processes pytest starts (pytest-xdist's workers, which
+# import this module after the main process took EDGED_TEST_N_THREADS out): a name edged
+# does not read.
+_N_THREADS_CARRIED = "PYTEST_EDGED_N_THREADS"
+
+
 def _test_n_threads() -> int:
     # taken out of the environment: edged reads every EDGED_* variable as a setting, and a
     # daemon or CLI that a test starts would refuse this one as an unknown key
-    raw = os.environ.pop("EDGED_TEST_N_THREADS", "1")
+    raw = os.environ.pop("EDGED_TEST_N_THREADS", None) or os.environ.get(_N_THREADS_CARRIED, "1")
     try:
         n = int(raw)
     except ValueError:
         n = 0
     if n < 1:
         raise RuntimeError(f"EDGED_TEST_N_THREADS must be a whole number >= 1, not {raw!r}")
+    os.environ[_N_THREADS_CARRIED] = str(n)
     return n
 
 
@@ -90,10 +100,50 @@ def cloud_env(cloud: CloudServer, **overrides: str) -> dict[str, str]:
     }
 
 
+# Ports the tests listen on: below the kernel's ephemeral range, so that no outgoing
+# connection (a client, another test process) is ever given one, and each claimed with a lock
+# file held for the life of the process that took it, so that two processes (pytest-xdist
+# workers, another checkout's suite) never get the same one; a port is handed out once per
+# process. Binding to port 0 and closing, as this did before, let a second process be given
+# the port in between, and then its test talked to the first one's broker.
+_PORT_LOCKS = Path(tempfile.gettempdir()) / "edged-test-ports"
+_PORT_RANGE = (20000, 32000)
+_claimed: dict[int, int] = {}  # port -> the fd holding its lock
+_rng = random.SystemRandom()  # not `random`: pytest-randomly seeds that alike in every worker
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback TCP port that nothing listens on and that no other test process holds."""
+    low, high = _PORT_RANGE
+    high = min(high, _ephemeral_low() - 1)
+    _PORT_LOCKS.mkdir(parents=True, exist_ok=True)
+    for _ in range(200):
+        port = _rng.randint(low, high)
+        if port in _claimed:
+            continue
+        fd = os.open(_PORT_LOCKS / str(port), os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            os.close(fd)  # someone else's listener: leave it alone
+            continue
+        _claimed[port] = fd
+        return port
+    raise RuntimeError(f"no free port in {low}..{high} after 200 tries")
 
 
 def mosquitto_binary() -> str:

@@ -68,6 +68,10 @@ def cfg(server: CloudServer, **kw: Any) -> CloudConfig:
         "base_url": server.base_url,
         "connect_timeout_s": 3.0,
         "read_timeout_s": 20.0,
+        # not the 5 s default: on a loaded machine the test cloud's first token of a cold
+        # prompt took longer (test_cloud_saw_records_what_arrived failed so); the tests of
+        # the first-token timeout set their own
+        "first_token_timeout_s": 30.0,
         "retries": 1,
         "breaker_failures": 3,
         "breaker_cooldown_s": 0.5,

@@ -35,7 +35,8 @@ def test_bench_measures_and_stores_figures_the_router_uses(model_file: Path,
     assert "tokens/s" in out.stdout and "J/token (trace, estimated)" in out.stdout
     figures = json.loads((tmp_path / "device-profile.json").read_text())
     assert figures["model"] == "smollm2-135m-instruct" and figures["runs"] == 2
-    assert figures["tokens_per_s"] > 5 and 0 < figures["ttft_s"] < 5
+    # bounds for sane units, not speed: 2 decode threads on a loaded 2-core machine made 1.4
+    assert figures["tokens_per_s"] > 0.5 and 0 < figures["ttft_s"] < 5
     # 6 W for the time of one token (plus a share of prompt evaluation)
     per_token_s = 1 / figures["tokens_per_s"]
     assert 6.0 * per_token_s * 0.8 < figures["j_per_token"] < 6.0 * (per_token_s + 0.5)

@@ -1,5 +1,6 @@
 """Hostile and careless clients against the real daemon on real Mosquitto: generated
-payloads by the ten thousand, and MQTT 3.1.1 and 5 clients mixed.
+payloads by the thousand (ten thousand under the thorough profile), and MQTT 3.1.1 and 5
+clients mixed.
 
 The rule checked (docs/reliability.md): every request that has a safe reply address gets
 exactly one final reply there, with a stable code when it is an error; nothing is published
@@ -24,12 +25,19 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edged.errors import WIRE_CODES
+from edged.telemetry import discovery
+from tests.fuzzing import examples
 from tests.helpers import Broker, Client, Daemon, rss_mb
 from tests.strategies import payloads
 
 pytestmark = pytest.mark.integration
 
 RSS_BOUND_MB = 40.0  # growth of the daemon's RSS over a whole run
+# Most of the time goes to generating the payloads (about 6 ms each, see test_fuzz_wire):
+# 10,000 took 70 s. 2,500 still send hundreds of each kind (too large, invalid UTF-8, deep
+# JSON, bad reply addresses) through both protocols; `--hypothesis-profile=thorough` sends
+# the full 10,000 (tests/fuzzing.py).
+N_PAYLOADS = examples(default=2_500, thorough=10_000)
 
 
 def published_by_the_daemon_ok(topic: str, device_id: str) -> bool:
@@ -41,11 +49,16 @@ def published_by_the_daemon_ok(topic: str, device_id: str) -> bool:
     if topic.startswith(own):
         first = topic[len(own) :].partition("/")[0]
         return first in ("response", "telemetry", "status", "events")
+    # its Home Assistant discovery configs (removed at start when discovery is off): the spy
+    # sees them when the daemon is slow to get to them, as on a loaded machine
+    ha = f"homeassistant/sensor/{discovery.node_id(device_id)}/"
+    if topic.startswith(ha) and topic.endswith("/config"):
+        return topic[len(ha) : -len("/config")].isidentifier()
     return topic.startswith("reply/")
 
 
 @pytest.mark.slow
-def test_ten_thousand_generated_payloads_through_the_daemon(
+def test_thousands_of_generated_payloads_through_the_daemon(
     make_daemon: Callable[..., Daemon], broker: Broker
 ) -> None:
     """Hypothesis payloads (tests/strategies.py), each published by an MQTT v5 client with a
@@ -101,7 +114,7 @@ def test_ten_thousand_generated_payloads_through_the_daemon(
                     finals[m.correlation_data] += 1
                     codes[str(body.get("code", "result"))] += 1
 
-        @settings(max_examples=10_000, deadline=None, database=None,
+        @settings(max_examples=N_PAYLOADS, deadline=None, database=None,
                   suppress_health_check=list(HealthCheck))  # fmt: skip
         @given(payloads, st.booleans())
         def publish(payload: bytes, as_v5: bool) -> None:
@@ -121,7 +134,7 @@ def test_ten_thousand_generated_payloads_through_the_daemon(
         rss_end = rss_mb(d.proc.pid)
 
     total = len(sent) + sent_v3
-    assert total >= 10_000
+    assert total >= N_PAYLOADS
     print(
         f"\n{len(sent)} by MQTT v5, {sent_v3} by 3.1.1; finals: {dict(codes)}; "
         f"3.1.1 replies seen: {seen_v3_replies}; RSS {rss_start:.0f} -> {rss_end:.0f} MB"
@@ -134,7 +147,7 @@ def test_ten_thousand_generated_payloads_through_the_daemon(
     assert set(codes) - {"result"} <= set(WIRE_CODES), codes
     assert codes["result"] > 0 and codes["bad_request"] > 0 and codes["too_large"] > 0
     assert not bad_topics, f"published outside the allowed topics: {sorted(set(bad_topics))[:5]}"
-    assert sent_v3 > 1000 and seen_v3_replies > 0  # 3.1.1 clients were served as well
+    assert sent_v3 > N_PAYLOADS // 10 and seen_v3_replies > 0  # 3.1.1 clients were served as well
     assert d.proc.poll() is None
     assert rss_end < rss_start + RSS_BOUND_MB, (rss_start, rss_end)
     # and it still answers an ordinary request

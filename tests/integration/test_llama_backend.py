@@ -90,10 +90,16 @@ def test_closing_the_stream_cancels_and_the_next_request_is_served(model_file: P
             await gen.aclose()
             t0 = time.monotonic()
             events = [ev async for ev in b.generate(request("Say hi.", 4))]
-            # the cancelled job stopped within a token or two, not after 500 tokens
-            assert time.monotonic() - t0 < 2.0
+            took = time.monotonic() - t0
             assert isinstance(events[-1], Finished)
             assert b.waiting == 0
+            # the cancelled job stopped within a token or two, not after 500 tokens: the
+            # next answer took about as long as the same answer alone. (A fixed 2 s failed
+            # on a loaded machine, where 4 tokens alone took several seconds.)
+            t0 = time.monotonic()
+            [ev async for ev in b.generate(request("Say hi.", 4))]
+            alone = time.monotonic() - t0
+            assert took < max(2.0, 5 * alone), (took, alone)
         finally:
             await b.close()
 

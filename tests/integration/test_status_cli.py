@@ -202,8 +202,11 @@ def test_default_timeout_covers_one_telemetry_interval() -> None:
 # --- the command against the real daemon ----------------------------------------------------
 
 
-def status_cmd(broker: Broker, device: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGED_")}
+def status_cmd(
+    broker: Broker, device: str, *args: str, **settings: str
+) -> subprocess.CompletedProcess[str]:
+    """``edged status`` for ``device``; ``settings``: ``EDGED_*`` overrides for it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGED_")} | settings
     return subprocess.run(
         [
             sys.executable,
@@ -245,7 +248,9 @@ def test_status_online_then_offline(make_daemon: Callable[..., Daemon], broker: 
     assert body["telemetry"]["device_id"] == d.device_id and "power" in body["telemetry"]
 
     assert d.stop() == 0
-    p = status_cmd(broker, d.device_id)
+    # no telemetry comes now: it waits its default, one interval plus slack; the daemon's
+    # interval, not the configured 10 s, so that this takes 2.5 s and not 12
+    p = status_cmd(broker, d.device_id, EDGED_TELEMETRY__INTERVAL_S="0.5")
     assert p.returncode == 1
     assert lines_of(p.stdout)["state"].startswith("offline (edged stopped)")
 

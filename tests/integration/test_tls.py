@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import getpass
 import hashlib
 import json
 import os
 import secrets
+import socket
 import ssl
 import subprocess
 import sys
@@ -97,12 +99,21 @@ class TlsBroker:
             f"cafile {ca.with_suffix('.pem')}\ncertfile {server.with_suffix('.pem')}\n"
             f"keyfile {server.with_suffix('.key')}\n"
             f"require_certificate {'true' if require_client_cert else 'false'}\n"
-            "user root\n"
+            f"user {getpass.getuser()}\n"
         )  # fmt: skip
-        self.log = open(d / f"mosq-{self.port}.log", "ab")  # noqa: SIM115
+        log_path = d / f"mosq-{self.port}.log"
+        self.log = open(log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=self.log,
                                      stderr=subprocess.STDOUT)  # fmt: skip
-        time.sleep(0.4)
+        deadline = time.monotonic() + 10  # listening, however long that takes on a busy machine
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                break
+            except OSError:
+                assert self.proc.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, "mosquitto (TLS) did not start listening"
+                time.sleep(0.05)
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -13,6 +13,7 @@ from edged.config import Config
 from edged.errors import WIRE_CODES
 from edged.ingress import wire
 from edged.types import Request
+from tests.fuzzing import examples
 from tests.strategies import fields, payloads
 from tests.tool_strategies import tool_requests
 
@@ -43,13 +44,17 @@ def check(payload: bytes, response_topic: str | None) -> None:
             Draft202012Validator(out.response_format.schema).is_valid({})
 
 
-@settings(max_examples=6000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# about 5 ms an example: 1,200 already give each optional field, wrong type and range
+# hundreds of times; the thorough profile (tests/fuzzing.py) runs the full 6,000
+@settings(max_examples=examples(default=1200, thorough=6000), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
 @given(fields, st.one_of(st.none(), st.text(max_size=20), st.just("reply/ok")))
 def test_generated_requests(body: dict[str, Any], response_topic: str | None) -> None:
     check(json.dumps(body).encode(), response_topic)
 
 
-@settings(max_examples=4000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(default=1000, thorough=4000), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
 @given(payloads)
 def test_generated_payloads(payload: bytes) -> None:
     check(payload, "reply/x")

@@ -12,6 +12,7 @@ from edged.config import PolicyConfig
 from edged.errors import Timeout, Unavailable
 from edged.router.policy import RouteInputs, RouterState, battery_low, decide, fallback
 from edged.types import PowerState, RouteDecision
+from tests.fuzzing import examples
 
 VOICE = PolicyConfig(prefer="local", offload_on=["deadline", "queue_full"])
 CONTENT = PolicyConfig(
@@ -202,7 +203,8 @@ inputs = st.builds(
 policies = st.sampled_from([VOICE, CONTENT, SAVER])
 
 
-@settings(max_examples=3000, deadline=None)
+# 10 ms an example (the policies' rule tables); the thorough profile runs 3,000
+@settings(max_examples=examples(default=600, thorough=3000), deadline=None)
 @given(inputs, policies, st.booleans())
 def test_properties(inp: RouteInputs, policy: PolicyConfig, was_low: bool) -> None:
     try:
@@ -221,7 +223,7 @@ def test_properties(inp: RouteInputs, policy: PolicyConfig, was_low: bool) -> No
     assert all(isinstance(r, str) and r for r in d.reasons)
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=examples(default=300, thorough=1000), deadline=None)
 @given(st.lists(st.floats(0, 100), min_size=2, max_size=40))
 def test_hysteresis_property(levels: list[float]) -> None:
     """The low state only changes on crossing the threshold (down) or threshold +
