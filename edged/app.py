@@ -377,8 +377,10 @@ class App:
         link_task = asyncio.create_task(self.link.run(), name="mqtt-link")
         self.notifier.status(f"connecting to {self.cfg.mqtt.host}:{self.cfg.mqtt.port}")
         connected = asyncio.create_task(self.link.connected.wait())
+        stop_task = asyncio.create_task(self._stop.wait(), name="stop")
+        # a SIGTERM while the broker is still unreachable stops at once, not after 30 s
         await asyncio.wait(
-            {connected, link_task}, timeout=30.0, return_when=asyncio.FIRST_COMPLETED
+            {connected, link_task, stop_task}, timeout=30.0, return_when=asyncio.FIRST_COMPLETED
         )
         connected.cancel()
         self.notifier.ready(self._serving_status())
@@ -394,7 +396,6 @@ class App:
             self.cfg.mqtt.host,
             self.cfg.mqtt.port,
         )
-        stop_task = asyncio.create_task(self._stop.wait(), name="stop")
         done, _ = await asyncio.wait({link_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
         if link_task in done:  # the link never returns unless it crashed
             stop_task.cancel()

@@ -15,7 +15,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 
-from tests.helpers import ROOT, Broker, Client, Daemon
+from tests.helpers import ROOT, Broker, Client, Daemon, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -402,3 +402,24 @@ def test_reconnects_after_the_broker_restarts(model_file: Path, tmp_path: Path) 
             d.stop()
     finally:
         own.stop()
+
+
+def test_sigterm_before_the_broker_was_ever_reached_stops_at_once(tmp_path: Path) -> None:
+    # nothing listens on this port: the link keeps retrying; SIGTERM must not wait for the
+    # 30 s first-connection wait to run out (systemd would wait with it)
+    d = Daemon(
+        broker_port=free_port(),
+        device_id=f"t{uuid.uuid4().hex[:10]}",
+        log_path=tmp_path / "edged.log",
+        extra_env={"EDGED_LOCAL__BACKEND": "fake"},
+    )
+    d.start(wait_online=False)
+    deadline = time.monotonic() + 60
+    while "event=mqtt_connect_failed" not in d.logs():
+        assert d.proc is not None and d.proc.poll() is None, d.logs()
+        assert time.monotonic() < deadline, d.logs()
+        time.sleep(0.1)
+    t0 = time.monotonic()
+    assert d.stop(signal.SIGTERM, timeout_s=25) == 0
+    assert time.monotonic() - t0 < 10, d.logs()
+    assert "event=stopped" in d.logs()
