@@ -508,9 +508,12 @@ class TcpRecorder:
         self._live.clear()
 
     async def _answer(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: int,
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        status: int,
         headers: dict[str, str],
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Read one HTTP request (recorded like passed-on bytes) and answer it ourselves."""
         try:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -526,8 +529,11 @@ class TcpRecorder:
         with self._lock:
             self._received += head + body
         self.faulted += 1
-        reason = {429: "Too Many Requests", 500: "Internal Server Error",
-                  503: "Service Unavailable"}.get(status, "Error")  # fmt: skip
+        reason = {
+            429: "Too Many Requests",
+            500: "Internal Server Error",
+            503: "Service Unavailable",
+        }.get(status, "Error")
         payload = json.dumps(
             {"error": {"message": f"injected {status}", "type": "server_error", "code": status}}
         ).encode()

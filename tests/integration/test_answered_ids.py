@@ -28,8 +28,12 @@ def stored_ids(d: Daemon) -> list[Any]:
 
 
 def request(c: Client, d: Daemon, rid: str, reply: str) -> None:
-    c.publish(f"edged/{d.device_id}/request", json.dumps({"id": rid, "prompt": "hi"}),
-              response_topic=reply, wait=False)  # fmt: skip
+    c.publish(
+        f"edged/{d.device_id}/request",
+        json.dumps({"id": rid, "prompt": "hi"}),
+        response_topic=reply,
+        wait=False,
+    )
 
 
 def finals(c: Client, n: int, timeout_s: float = 60.0) -> list[dict[str, Any]]:
@@ -73,8 +77,9 @@ def test_a_damaged_answered_ids_file_starts_serves_and_answered_ids_are_not_serv
     # none is served again: each reuse is refused without the id, never a second result
     assert [b["type"] for b in got] == ["error"] * 3
     assert all(b["id"] is None for b in got)
-    assert sorted(next(r for r in ("old-1", "ans-1", "new-1") if r in b["message"])
-                  for b in got) == ["ans-1", "new-1", "old-1"]  # fmt: skip
+    assert sorted(
+        next(r for r in ("old-1", "ans-1", "new-1") if r in b["message"]) for b in got
+    ) == ["ans-1", "new-1", "old-1"]
 
 
 def test_requests_finishing_in_bursts_lose_no_answered_id(

@@ -51,8 +51,9 @@ PIECES = [f"p{i:02d} " for i in range(30)]  # 6 s of streaming
 ANSWER = "".join(PIECES)
 
 
-def wait_until(cond: Callable[[], object], timeout_s: float, what: str,
-               logs: Callable[[], str] = str) -> None:  # fmt: skip
+def wait_until(
+    cond: Callable[[], object], timeout_s: float, what: str, logs: Callable[[], str] = str
+) -> None:
     deadline = time.monotonic() + timeout_s
     while not cond():
         assert time.monotonic() < deadline, f"timed out waiting for {what}\n{logs()[-6000:]}"
@@ -88,8 +89,9 @@ class SessionClient:
         c.loop_start()
         self._c = c
 
-    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any,
-                    properties: Any) -> None:  # fmt: skip
+    def _on_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
         if reason.is_failure:
             return
         with self._lock:
@@ -111,8 +113,9 @@ class SessionClient:
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         props.ResponseTopic = f"reply/{device_id}"
         body = {"id": rid, "prompt": json.dumps(pieces), "max_tokens": len(pieces)}
-        info = self._c.publish(f"edged/{device_id}/request", json.dumps(body), qos=1,
-                               properties=props)  # fmt: skip
+        info = self._c.publish(
+            f"edged/{device_id}/request", json.dumps(body), qos=1, properties=props
+        )
         info.wait_for_publish(10)
         assert info.is_published()
 
@@ -142,14 +145,18 @@ class SessionClient:
             if time.monotonic() > deadline:
                 return False
 
-    def wait_for(self, cond: Callable[[], object], timeout_s: float, what: str,
-                 logs: Callable[[], str] = str) -> None:  # fmt: skip
+    def wait_for(
+        self, cond: Callable[[], object], timeout_s: float, what: str, logs: Callable[[], str] = str
+    ) -> None:
         assert self.poll(cond, timeout_s), f"timed out waiting for {what}\n{logs()[-6000:]}"
 
     def telemetry(self, after_unix_s: float) -> list[dict[str, Any]]:
         """Live telemetry records composed after ``after_unix_s``."""
-        return [b for b in self.messages if "ingress" in b and not b.get("historical")
-                and b["ts_unix_s"] > after_unix_s]  # fmt: skip
+        return [
+            b
+            for b in self.messages
+            if "ingress" in b and not b.get("historical") and b["ts_unix_s"] > after_unix_s
+        ]
 
     def close(self) -> None:
         self._c.disconnect()
@@ -162,10 +169,17 @@ def rig(tmp_path: Path) -> Iterator[tuple[Broker, Daemon, SessionClient]]:
     a client subscribed to the daemon's replies and telemetry; all stopped afterwards."""
     broker = Broker(tmp_path / "broker", extra_conf="log_type all")
     broker.start()
-    env = {"EDGED_LOCAL__BACKEND": "fake", "EDGED_LOCAL__FAKE_DELAY_S": str(DELAY_S),
-           "EDGED_TELEMETRY__INTERVAL_S": "0.5"}  # fmt: skip
-    d = Daemon(broker_port=broker.port, device_id=f"bf{uuid.uuid4().hex[:8]}",
-               log_path=tmp_path / "edged.log", extra_env=env)  # fmt: skip
+    env = {
+        "EDGED_LOCAL__BACKEND": "fake",
+        "EDGED_LOCAL__FAKE_DELAY_S": str(DELAY_S),
+        "EDGED_TELEMETRY__INTERVAL_S": "0.5",
+    }
+    d = Daemon(
+        broker_port=broker.port,
+        device_id=f"bf{uuid.uuid4().hex[:8]}",
+        log_path=tmp_path / "edged.log",
+        extra_env=env,
+    )
     client: SessionClient | None = None
     try:
         d.start()
@@ -208,8 +222,14 @@ def answered_on_device(d: Daemon, rid: str) -> bool:
     return path.exists() and rid in [decode_line(x)[1] for x in path.read_bytes().splitlines()]
 
 
-def outage(broker: Broker, d: Daemon, sig: int, *, save_first: str | None = None,
-           while_down: Callable[[], object] | None = None) -> int:  # fmt: skip
+def outage(
+    broker: Broker,
+    d: Daemon,
+    sig: int,
+    *,
+    save_first: str | None = None,
+    while_down: Callable[[], object] | None = None,
+) -> int:
     """Take the broker down with ``sig`` (after making it save its state to disk with
     SIGUSR1, waiting until ``save_first`` is in the file), wait until edged has
     noticed and failed to reconnect at least once (and ``while_down`` holds), start it again
@@ -220,8 +240,12 @@ def outage(broker: Broker, d: Daemon, sig: int, *, save_first: str | None = None
         wait_until(lambda: saved(broker, save_first), 10, f"{save_first} saved by the broker")
     mark = len(d.logs())
     broker.stop(sig)
-    wait_until(lambda: events(d, "mqtt_connection_lost", mark) and
-               events(d, "mqtt_connect_failed", mark), 15, "edged to retry", d.logs)  # fmt: skip
+    wait_until(
+        lambda: events(d, "mqtt_connection_lost", mark) and events(d, "mqtt_connect_failed", mark),
+        15,
+        "edged to retry",
+        d.logs,
+    )
     if while_down is not None:
         wait_until(while_down, 15, "the condition while the broker is down", d.logs)
     broker.start()
@@ -358,18 +382,19 @@ def test_broker_killed_with_three_requests_in_flight(tmp_path: Path) -> None:
     with its whole text."""
     with rig(tmp_path) as (broker, d, client):
         rids = [f"many-{i}" for i in range(3)]
-        answers = {rid: [f"{rid}/{p}" for p in PIECES[: 20 + 3 * i]]
-                   for i, rid in enumerate(rids)}  # fmt: skip
+        answers = {rid: [f"{rid}/{p}" for p in PIECES[: 20 + 3 * i]] for i, rid in enumerate(rids)}
         for rid in rids:
             client.request(d.device_id, rid, answers[rid])
-        client.wait_for(lambda: all(len(client.chunks(r)) >= 2 for r in rids), 10,
-                        "all three streaming", d.logs)  # fmt: skip
+        client.wait_for(
+            lambda: all(len(client.chunks(r)) >= 2 for r in rids), 10, "all three streaming", d.logs
+        )
         mark = outage(broker, d, signal.SIGKILL, save_first=f"edged-{d.device_id}")
         assert not any(request_saved(broker, r) for r in rids)
         assert reconnected(d, mark)
         client.wait_subscribed(2)
-        client.wait_for(lambda: all(client.finals(r) for r in rids), 20, "three final replies",
-                        d.logs)  # fmt: skip
+        client.wait_for(
+            lambda: all(client.finals(r) for r in rids), 20, "three final replies", d.logs
+        )
         serves_another(client, d, "many-after")
         counts = served(client, d)
         for rid in rids:
@@ -407,12 +432,18 @@ def test_request_of_the_new_session_is_acknowledged_once_by_itself_and_served_on
         d.stop(signal.SIGKILL)
         assert not answered_on_device(d, "r2")  # edged died while serving r2
         to_edged = f"Sending PUBLISH to edged-{d.device_id} "
-        mids = [line.split(", ")[3] for line in broker_log.splitlines()
-                if to_edged in line and f"'edged/{d.device_id}/request'" in line]  # fmt: skip
+        mids = [
+            line.split(", ")[3]
+            for line in broker_log.splitlines()
+            if to_edged in line and f"'edged/{d.device_id}/request'" in line
+        ]
         assert mids == ["m1", "m1"], mids  # r1 and r2 were sent to edged with one packet id
         _, _, after_r2 = broker_log.rpartition(to_edged)
-        early_acks = [line for line in after_r2.splitlines()
-                      if f"Received PUBACK from edged-{d.device_id} (Mid: 1," in line]  # fmt: skip
+        early_acks = [
+            line
+            for line in after_r2.splitlines()
+            if f"Received PUBACK from edged-{d.device_id} (Mid: 1," in line
+        ]
         d.start()
         client.poll(lambda: client.finals("r2"), 20)  # r2 served again, from the journal
         finals = client.finals("r2")

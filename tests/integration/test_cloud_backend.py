@@ -361,8 +361,9 @@ def test_read_timeout_is_per_read_not_per_answer(server: CloudServer) -> None:
 def test_a_hung_server_fails_at_the_first_token_timeout_and_counts(server: CloudServer) -> None:
     """Connections accepted, nothing answered: the first-token timeout (retry included) ends
     the wait long before the read timeout, and the breaker counts it."""
-    config = cfg(server, read_timeout_s=20.0, first_token_timeout_s=0.5, retries=1,
-                 breaker_failures=2)  # fmt: skip
+    config = cfg(
+        server, read_timeout_s=20.0, first_token_timeout_s=0.5, retries=1, breaker_failures=2
+    )
 
     async def body(b: CloudBackend) -> list[tuple[str, bool, float]]:
         out = []

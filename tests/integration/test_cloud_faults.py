@@ -37,9 +37,11 @@ def ask_timed(
     with Client(port) as c:
         c.subscribe("reply/cf")
         t0 = time.monotonic()
-        c.publish(f"edged/{d.device_id}/request",
-                  json.dumps({"id": rid, "max_tokens": MAX_TOKENS, "temperature": 0, **body}),
-                  response_topic="reply/cf")  # fmt: skip
+        c.publish(
+            f"edged/{d.device_id}/request",
+            json.dumps({"id": rid, "max_tokens": MAX_TOKENS, "temperature": 0, **body}),
+            response_topic="reply/cf",
+        )
         msgs = [m.json() for m in c.collect(rid, timeout_s=60)]
         took = time.monotonic() - t0
     finals = [m for m in msgs if m["type"] in ("result", "error")]
@@ -235,8 +237,9 @@ def test_a_hung_cloud_is_given_up_at_the_first_token_timeout_then_avoided(
         # this had, and 1.8 s of 3.6 s were too little for 8 local tokens on a loaded machine
         # decoding on 2 threads)
         time.sleep(2.1)  # the breaker's cool-down: this one is the trial
-        final, chunks, took = ask_timed(daemon, broker.port,
-                                        {"prompt": PROMPT, "deadline_ms": 5600})  # fmt: skip
+        final, chunks, took = ask_timed(
+            daemon, broker.port, {"prompt": PROMPT, "deadline_ms": 5600}
+        )
         served(final, chunks, "local", ["policy", "cloud_failed"])
         assert 2.8 <= took < 5.6, took
     finally:

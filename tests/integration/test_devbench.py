@@ -16,21 +16,43 @@ from tests.helpers import MANIFEST, MODELS_DIR, ROOT, TEST_N_THREADS
 pytestmark = pytest.mark.integration
 
 
-def test_bench_measures_and_stores_figures_the_router_uses(model_file: Path,
-                                                           tmp_path: Path) -> None:  # fmt: skip
+def test_bench_measures_and_stores_figures_the_router_uses(
+    model_file: Path, tmp_path: Path
+) -> None:
     trace = tmp_path / "t.csv"
     trace.write_text("t_s,power_w\n0,6.0\n1000,6.0\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGED_")}
-    env.update({
-        "EDGED_MODELS__DIR": str(MODELS_DIR), "EDGED_MODELS__MANIFEST": str(MANIFEST),
-        "EDGED_LOCAL__N_THREADS": str(TEST_N_THREADS), "EDGED_POWER__SOURCE": "trace",
-        "EDGED_POWER__TRACE_FILE": str(trace), "EDGED_TELEMETRY__STATE_DIR": str(tmp_path),
-    })  # fmt: skip
+    env.update(
+        {
+            "EDGED_MODELS__DIR": str(MODELS_DIR),
+            "EDGED_MODELS__MANIFEST": str(MANIFEST),
+            "EDGED_LOCAL__N_THREADS": str(TEST_N_THREADS),
+            "EDGED_POWER__SOURCE": "trace",
+            "EDGED_POWER__TRACE_FILE": str(trace),
+            "EDGED_TELEMETRY__STATE_DIR": str(tmp_path),
+        }
+    )
     out = subprocess.run(
-        [sys.executable, "-m", "edged.cli", "bench", "--runs", "2", "--max-tokens", "24",
-         "--write-profile", "--config", "configs/edged.toml"],
-        capture_output=True, text=True, timeout=120, check=False, cwd=ROOT, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "edged.cli",
+            "bench",
+            "--runs",
+            "2",
+            "--max-tokens",
+            "24",
+            "--write-profile",
+            "--config",
+            "configs/edged.toml",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     assert "tokens/s" in out.stdout and "J/token (trace, estimated)" in out.stdout
     figures = json.loads((tmp_path / "device-profile.json").read_text())
@@ -43,8 +65,10 @@ def test_bench_measures_and_stores_figures_the_router_uses(model_file: Path,
     # the daemon picks them up: the router's local figures and J per token
     from edged.app import App
 
-    cfg = load_config(ROOT / "configs" / "edged.toml", environ={
-        "EDGED_TELEMETRY__STATE_DIR": str(tmp_path), "EDGED_LOCAL__BACKEND": "fake"})  # fmt: skip
+    cfg = load_config(
+        ROOT / "configs" / "edged.toml",
+        environ={"EDGED_TELEMETRY__STATE_DIR": str(tmp_path), "EDGED_LOCAL__BACKEND": "fake"},
+    )
     app = App(cfg)
     stats = app._local_stats()
     assert stats.tokens_per_s == figures["tokens_per_s"] and stats.ttft_s == figures["ttft_s"]

@@ -64,8 +64,12 @@ def test_doctor_names_a_missing_pack_and_fails(model_file: Path) -> None:
 
 def test_doctor_fails_when_a_configured_source_cannot_read(tmp_path: Path) -> None:
     # power.source asks for INA3221 rails, the tree has none: one problem line, exit 1
-    r = doctor("--sysfs-root", "tests/fixtures/sysfs/coral-dev-board",
-               EDGED_POWER__SOURCE="ina3221", EDGED_LOCAL__BACKEND="fake")  # fmt: skip
+    r = doctor(
+        "--sysfs-root",
+        "tests/fixtures/sysfs/coral-dev-board",
+        EDGED_POWER__SOURCE="ina3221",
+        EDGED_LOCAL__BACKEND="fake",
+    )
     assert r.returncode == 1, r.stdout + r.stderr
     problems = [line for line in r.stdout.splitlines() if line.startswith("problem:")]
     assert problems and all("Fix:" in p for p in problems)
@@ -81,7 +85,11 @@ def test_doctor_names_an_unreachable_broker() -> None:
 
 
 def test_doctor_reports_the_broker_and_cloud(model_file: Path) -> None:
-    r = doctor("--sysfs-root", NANO, EDGED_CLOUD__ENABLED="true",
-               EDGED_CLOUD__BASE_URL="http://127.0.0.1:9/v1")  # fmt: skip
+    r = doctor(
+        "--sysfs-root",
+        NANO,
+        EDGED_CLOUD__ENABLED="true",
+        EDGED_CLOUD__BASE_URL="http://127.0.0.1:9/v1",
+    )
     assert "MQTT v5 ok" in r.stdout
     assert "cloud: http://127.0.0.1:9/v1: unreachable" in r.stdout  # not fatal: stays local

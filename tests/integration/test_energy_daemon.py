@@ -40,21 +40,25 @@ def trace_daemon(make: Callable[..., Daemon], tmp_path: Path, watts: float, **en
     )
 
 
-def test_result_energy_events_and_telemetry(make_daemon: Callable[..., Daemon], broker: Broker,
-                                            tmp_path: Path) -> None:  # fmt: skip
+def test_result_energy_events_and_telemetry(
+    make_daemon: Callable[..., Daemon], broker: Broker, tmp_path: Path
+) -> None:
     d = trace_daemon(make_daemon, tmp_path, 5.0)
     secret_prompt = f"Say the word marmalade-{uuid.uuid4().hex[:6]}."
     with Client(broker.port) as c:
         c.subscribe(f"edged/{d.device_id}/events/request")
         c.subscribe(f"edged/{d.device_id}/telemetry")
         c.subscribe("reply/e")
-        c.publish(f"edged/{d.device_id}/request",
-                  json.dumps({"id": "e1", "prompt": secret_prompt, "max_tokens": 24}),
-                  response_topic="reply/e")  # fmt: skip
+        c.publish(
+            f"edged/{d.device_id}/request",
+            json.dumps({"id": "e1", "prompt": secret_prompt, "max_tokens": 24}),
+            response_topic="reply/e",
+        )
         seen: dict[str, list[dict[str, Any]]] = {"result": [], "event": [], "telemetry": []}
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (seen["result"] and seen["event"]
-                                                     and len(seen["telemetry"]) >= 2):  # fmt: skip
+        while time.monotonic() < deadline and not (
+            seen["result"] and seen["event"] and len(seen["telemetry"]) >= 2
+        ):
             m = c.get(timeout_s=10)
             body = m.json()
             if m.topic == "reply/e" and body["type"] == "result":
@@ -88,8 +92,9 @@ def test_result_energy_events_and_telemetry(make_daemon: Callable[..., Daemon], 
     assert t["energy"]["total_j"] >= first
 
 
-def test_energy_counter_survives_a_restart(make_daemon: Callable[..., Daemon], broker: Broker,
-                                           tmp_path: Path) -> None:  # fmt: skip
+def test_energy_counter_survives_a_restart(
+    make_daemon: Callable[..., Daemon], broker: Broker, tmp_path: Path
+) -> None:
     d = trace_daemon(make_daemon, tmp_path, 10.0)
     with Client(broker.port) as c:
         c.subscribe(f"edged/{d.device_id}/telemetry")
@@ -118,18 +123,26 @@ def test_telemetry_from_an_outage_arrives_afterwards_in_order(
     own = Broker(tmp_path / "own")
     own.start()
     inbox: queue.Queue[dict[str, Any]] = queue.Queue()
-    tap = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="tap-outage",
-                      protocol=MQTTProtocolVersion.MQTTv5)  # fmt: skip
+    tap = paho.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id="tap-outage",
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
     tap.on_message = lambda c, u, m: inbox.put(json.loads(m.payload))
     props = props_for(PacketTypes.CONNECT)
     props.SessionExpiryInterval = 3600  # the broker keeps the tap's subscription
-    d = Daemon(broker_port=own.port, device_id=f"o{uuid.uuid4().hex[:8]}",
-               log_path=tmp_path / "edged.log",
-               extra_env={"EDGED_POWER__SOURCE": "trace",
-                          "EDGED_POWER__TRACE_FILE": str(constant_trace(tmp_path, 4.0)),
-                          "EDGED_TELEMETRY__INTERVAL_S": "0.2",
-                          "EDGED_MQTT__KEEPALIVE_S": "5",
-                          "EDGED_MQTT__RECONNECT_MAX_S": "1"})  # fmt: skip
+    d = Daemon(
+        broker_port=own.port,
+        device_id=f"o{uuid.uuid4().hex[:8]}",
+        log_path=tmp_path / "edged.log",
+        extra_env={
+            "EDGED_POWER__SOURCE": "trace",
+            "EDGED_POWER__TRACE_FILE": str(constant_trace(tmp_path, 4.0)),
+            "EDGED_TELEMETRY__INTERVAL_S": "0.2",
+            "EDGED_MQTT__KEEPALIVE_S": "5",
+            "EDGED_MQTT__RECONNECT_MAX_S": "1",
+        },
+    )
     try:
         tap.connect("127.0.0.1", own.port, clean_start=False, properties=props)
         tap.loop_start()

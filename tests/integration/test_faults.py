@@ -55,8 +55,9 @@ def hostile_payloads(rng: random.Random, n: int) -> list[tuple[str, bytes]]:
     return out
 
 
-def test_hostile_input_each_gets_one_final_reply(make_daemon: Callable[..., Daemon],
-                                                 broker: Broker) -> None:  # fmt: skip
+def test_hostile_input_each_gets_one_final_reply(
+    make_daemon: Callable[..., Daemon], broker: Broker
+) -> None:
     d = make_daemon(EDGED_LOCAL__BACKEND="fake", EDGED_INGRESS__QUEUE_LIMIT="64")
     assert d.proc is not None
     rng = random.Random(7)
@@ -67,8 +68,12 @@ def test_hostile_input_each_gets_one_final_reply(make_daemon: Callable[..., Daem
     with Client(broker.port) as c:
         c.subscribe("reply/h")
         for i, (rid, payload) in enumerate(cases):
-            c.publish(f"edged/{d.device_id}/request", payload, response_topic="reply/h",
-                      correlation_data=rid.encode())  # fmt: skip
+            c.publish(
+                f"edged/{d.device_id}/request",
+                payload,
+                response_topic="reply/h",
+                correlation_data=rid.encode(),
+            )
             if i % 50 == 49:
                 time.sleep(0.05)
         deadline = time.monotonic() + 60
@@ -96,9 +101,11 @@ def test_burst_published_while_down_is_all_answered_or_refused(
     with Client(broker.port) as c:
         c.subscribe("reply/burst")
         for rid in ids:
-            c.publish(f"edged/{d.device_id}/request",
-                      json.dumps({"id": rid, "prompt": "hi", "max_tokens": 2}),
-                      response_topic="reply/burst")  # fmt: skip
+            c.publish(
+                f"edged/{d.device_id}/request",
+                json.dumps({"id": rid, "prompt": "hi", "max_tokens": 2}),
+                response_topic="reply/burst",
+            )
         d.start()
         finals: dict[str, str] = {}
         deadline = time.monotonic() + 60
@@ -123,9 +130,11 @@ def test_killed_mid_request_is_redelivered_and_answered_once(
     rid = f"k{uuid.uuid4().hex[:6]}"
     with Client(broker.port) as c:
         c.subscribe("reply/kill")
-        c.publish(f"edged/{d.device_id}/request",
-                  json.dumps({"id": rid, "prompt": json.dumps(chunks), "max_tokens": 400}),
-                  response_topic="reply/kill")  # fmt: skip
+        c.publish(
+            f"edged/{d.device_id}/request",
+            json.dumps({"id": rid, "prompt": json.dumps(chunks), "max_tokens": 400}),
+            response_topic="reply/kill",
+        )
         first = c.get(timeout_s=10).json()
         assert first["type"] == "chunk"  # it is streaming: kill it before it finishes
         d.stop(signal.SIGKILL)
@@ -151,8 +160,11 @@ def test_answered_then_killed_before_the_ack_is_not_served_twice(
     d = make_daemon(EDGED_LOCAL__BACKEND="fake")
     with Client(broker.port) as c:
         c.subscribe("reply/once")
-        c.publish(f"edged/{d.device_id}/request", json.dumps({"id": "once-1", "prompt": "hi"}),
-                  response_topic="reply/once")  # fmt: skip
+        c.publish(
+            f"edged/{d.device_id}/request",
+            json.dumps({"id": "once-1", "prompt": "hi"}),
+            response_topic="reply/once",
+        )
         assert c.collect("once-1")[-1].json()["type"] == "result"
         time.sleep(0.3)  # the id reaches the disk
         d.stop(signal.SIGKILL)
@@ -160,8 +172,11 @@ def test_answered_then_killed_before_the_ack_is_not_served_twice(
         assert "once-1" in [decode_line(line)[1] for line in answered.splitlines()]
         # redelivery of the same id (DUP set by the broker, or a client retrying) after start
         d.start()
-        c.publish(f"edged/{d.device_id}/request", json.dumps({"id": "once-1", "prompt": "hi"}),
-                  response_topic="reply/once")  # fmt: skip
+        c.publish(
+            f"edged/{d.device_id}/request",
+            json.dumps({"id": "once-1", "prompt": "hi"}),
+            response_topic="reply/once",
+        )
         body = c.get(timeout_s=10).json()
     # not served again: a non-DUP reuse of the id is refused (id null), never a second result
     assert body["type"] == "error" and body["id"] is None and "once-1" in body["message"]
@@ -175,19 +190,36 @@ def test_network_cut_is_detected_and_late_requests_end_as_timeout(
     `timeout`, never as a late answer."""
     own = Broker(tmp_path / "frozen")
     own.start()
-    env = {"EDGED_LOCAL__BACKEND": "fake", "EDGED_LOCAL__FAKE_DELAY_S": "0.05",
-           "EDGED_MQTT__KEEPALIVE_S": "5", "EDGED_MQTT__RECONNECT_MAX_S": "1"}  # fmt: skip
-    d = Daemon(broker_port=own.port, device_id=f"n{uuid.uuid4().hex[:8]}",
-               log_path=tmp_path / "edged.log", extra_env=env)  # fmt: skip
+    env = {
+        "EDGED_LOCAL__BACKEND": "fake",
+        "EDGED_LOCAL__FAKE_DELAY_S": "0.05",
+        "EDGED_MQTT__KEEPALIVE_S": "5",
+        "EDGED_MQTT__RECONNECT_MAX_S": "1",
+    }
+    d = Daemon(
+        broker_port=own.port,
+        device_id=f"n{uuid.uuid4().hex[:8]}",
+        log_path=tmp_path / "edged.log",
+        extra_env=env,
+    )
     assert own.proc is not None
     try:
         d.start()
         with Client(own.port) as c:
             c.subscribe("reply/cut")
             chunks = [f"w{i} " for i in range(100)]  # 5 s of streaming, deadline 2 s
-            c.publish(f"edged/{d.device_id}/request",
-                      json.dumps({"id": "cut-1", "prompt": json.dumps(chunks), "max_tokens": 100,
-                                  "deadline_ms": 2000}), response_topic="reply/cut")  # fmt: skip
+            c.publish(
+                f"edged/{d.device_id}/request",
+                json.dumps(
+                    {
+                        "id": "cut-1",
+                        "prompt": json.dumps(chunks),
+                        "max_tokens": 100,
+                        "deadline_ms": 2000,
+                    }
+                ),
+                response_topic="reply/cut",
+            )
             assert c.get(timeout_s=10).json()["type"] == "chunk"
             own.proc.send_signal(signal.SIGSTOP)
             t_cut = time.monotonic()

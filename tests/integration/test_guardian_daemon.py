@@ -66,9 +66,11 @@ def test_stream_filter_leaks_nothing_onto_the_broker(
         tap.subscribe("#")
         app.subscribe("reply/wire")
         for n, (_, _, chunks) in enumerate(cases):
-            app.publish(request_topic, json.dumps(
-                {"id": f"w{n}", "prompt": json.dumps(chunks), "max_tokens": 10}),
-                response_topic="reply/wire")  # fmt: skip
+            app.publish(
+                request_topic,
+                json.dumps({"id": f"w{n}", "prompt": json.dumps(chunks), "max_tokens": 10}),
+                response_topic="reply/wire",
+            )
             if n % 50 == 49 or n == len(cases) - 1:  # keep under the queue limit
                 while len(finals) < n + 1:
                     body = app.get(timeout_s=30).json()
@@ -104,14 +106,17 @@ def ask(d: Daemon, port: int, prompt: str, **extra: object) -> list[dict[str, ob
     rid = uuid.uuid4().hex[:10]
     with Client(port) as c:
         c.subscribe("reply/g")
-        c.publish(f"edged/{d.device_id}/request",
-                  json.dumps({"id": rid, "prompt": prompt, "max_tokens": 8, **extra}),
-                  response_topic="reply/g")  # fmt: skip
+        c.publish(
+            f"edged/{d.device_id}/request",
+            json.dumps({"id": rid, "prompt": prompt, "max_tokens": 8, **extra}),
+            response_topic="reply/g",
+        )
         return [m.json() for m in c.collect(rid)]
 
 
-def test_input_rules_with_the_real_model(make_daemon: Callable[..., Daemon],
-                                         broker: Broker) -> None:  # fmt: skip
+def test_input_rules_with_the_real_model(
+    make_daemon: Callable[..., Daemon], broker: Broker
+) -> None:
     d = make_daemon(EDGED_GUARDIAN__PACKS=json.dumps([DEFAULT_PACK]))
     # personal data pins the request to the device and is reported
     email = "jane.doe@example.org"
@@ -146,8 +151,10 @@ def test_sighup_reloads_packs_and_a_bad_pack_keeps_the_old_rules(
     make_daemon: Callable[..., Daemon], broker: Broker, tmp_path: Path
 ) -> None:
     pack = tmp_path / "p.toml"
-    pack.write_text('name = "p"\n[[rule]]\nid = "no-bananas"\nkind = "phrase"\n'
-                    'action = "block"\napplies_to = "input"\nphrases = ["banana"]\n')  # fmt: skip
+    pack.write_text(
+        'name = "p"\n[[rule]]\nid = "no-bananas"\nkind = "phrase"\n'
+        'action = "block"\napplies_to = "input"\nphrases = ["banana"]\n'
+    )
     d = make_daemon(EDGED_LOCAL__BACKEND="fake", EDGED_GUARDIAN__PACKS=json.dumps([str(pack)]))
     assert ask(d, broker.port, "I like banana bread")[-1]["code"] == "blocked"
     pack.write_text(pack.read_text().replace("banana", "cherry"))
@@ -192,7 +199,10 @@ def test_guard_check_cli(tmp_path: Path) -> None:
     results = [json.loads(x) for x in out.stdout.splitlines()]
     assert results[0] == {"action": "allow", "rules": [], "text": "Hello there"}
     assert results[1]["action"] == "force_local" and results[1]["rules"] == ["pii.input.local"]
-    assert results[2] == {"action": "redact", "rules": ["pii.output.redact"],
-                          "text": "mail me at [REDACTED:email]"}  # fmt: skip
+    assert results[2] == {
+        "action": "redact",
+        "rules": ["pii.output.redact"],
+        "text": "mail me at [REDACTED:email]",
+    }
     assert results[3]["action"] == "block" and results[3]["text"] == ""
     assert "line 5" in results[4]["error"]

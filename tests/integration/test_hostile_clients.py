@@ -42,8 +42,7 @@ N_PAYLOADS = examples(default=2_500, thorough=10_000)
 
 def published_by_the_daemon_ok(topic: str, device_id: str) -> bool:
     """Where edged may publish: its own topics (never a request topic) or a reply prefix."""
-    if any(c in topic for c in "+#") or any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F
-                                            for c in topic):  # fmt: skip
+    if any(c in topic for c in "+#") or any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in topic):
         return False
     own = f"edged/{device_id}/"
     if topic.startswith(own):
@@ -114,16 +113,25 @@ def test_thousands_of_generated_payloads_through_the_daemon(
                     finals[m.correlation_data] += 1
                     codes[str(body.get("code", "result"))] += 1
 
-        @settings(max_examples=N_PAYLOADS, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))  # fmt: skip
+        @settings(
+            max_examples=N_PAYLOADS,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
         @given(payloads, st.booleans())
         def publish(payload: bytes, as_v5: bool) -> None:
             nonlocal sent_v3
             if as_v5 or sent_v3 * 4 >= len(sent):  # about one in five by 3.1.1
                 corr = f"f{len(sent)}".encode()
                 sent[corr] = payload
-                v5.publish(request_topic, payload, response_topic="reply/fz",
-                           correlation_data=corr, wait=False)  # fmt: skip
+                v5.publish(
+                    request_topic,
+                    payload,
+                    response_topic="reply/fz",
+                    correlation_data=corr,
+                    wait=False,
+                )
             else:
                 sent_v3 += 1
                 v3.publish(request_topic, payload, wait=False)
@@ -153,8 +161,11 @@ def test_thousands_of_generated_payloads_through_the_daemon(
     # and it still answers an ordinary request
     with Client(broker.port) as c:
         c.subscribe("reply/after")
-        c.publish(request_topic, json.dumps({"id": "after", "prompt": "still here?"}),
-                  response_topic="reply/after")  # fmt: skip
+        c.publish(
+            request_topic,
+            json.dumps({"id": "after", "prompt": "still here?"}),
+            response_topic="reply/after",
+        )
         assert c.collect("after")[-1].json()["text"] == "still here?"
 
 
@@ -173,9 +184,12 @@ def test_mqtt_311_and_5_clients_mixed(make_daemon: Callable[..., Daemon], broker
             c.subscribe(f"reply/{tag}/v5/{n}")
             for i in range(20):
                 rid = f"{tag}-5-{n}-{i}"
-                c.publish(topic, json.dumps({"id": rid, "prompt": f"five {n} {i}"}),
-                          response_topic=f"reply/{tag}/v5/{n}",
-                          correlation_data=rid.encode())  # fmt: skip
+                c.publish(
+                    topic,
+                    json.dumps({"id": rid, "prompt": f"five {n} {i}"}),
+                    response_topic=f"reply/{tag}/v5/{n}",
+                    correlation_data=rid.encode(),
+                )
                 msgs = c.collect(rid, timeout_s=30)
                 final = msgs[-1]
                 if (
@@ -200,8 +214,11 @@ def test_mqtt_311_and_5_clients_mixed(make_daemon: Callable[..., Daemon], broker
                 c.publish(topic, json.dumps(body))
                 msgs = c.collect(rid, timeout_s=30)
                 final = msgs[-1]
-                if (final.json().get("text") != f"three {n} {i}" or final.topic != where
-                        or {m.topic for m in msgs} != {where}):  # fmt: skip
+                if (
+                    final.json().get("text") != f"three {n} {i}"
+                    or final.topic != where
+                    or {m.topic for m in msgs} != {where}
+                ):
                     failures.append(f"v3 {rid}: {final.topic} {final.payload[:200]!r}")
                 answered["v3"] += 1
 
@@ -254,8 +271,12 @@ def test_a_retained_request_is_not_served_again_at_every_reconnect(
     rid = f"ret-{uuid.uuid4().hex[:6]}"
     with Client(broker.port, protocol=paho.MQTTv311) as c:
         c.subscribe(f"reply/{rid}")
-        c._c.publish(topic, json.dumps({"id": rid, "prompt": "once", "reply_to": f"reply/{rid}"}),
-                     qos=1, retain=True).wait_for_publish(10)  # fmt: skip
+        c._c.publish(
+            topic,
+            json.dumps({"id": rid, "prompt": "once", "reply_to": f"reply/{rid}"}),
+            qos=1,
+            retain=True,
+        ).wait_for_publish(10)
         assert c.collect(rid, timeout_s=10)[-1].json()["text"] == "once"  # served live
         d.stop()
         d.start()  # subscribes again: the broker sends the retained copy
@@ -281,9 +302,12 @@ def test_requests_published_at_qos_0_and_2_are_answered_once(
         c.subscribe(f"reply/{rid}")
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         props.ResponseTopic = f"reply/{rid}"
-        c._c.publish(f"edged/{d.device_id}/request",
-                     json.dumps({"id": rid, "prompt": f"qos {qos}"}), qos=qos,
-                     properties=props).wait_for_publish(10)  # fmt: skip
+        c._c.publish(
+            f"edged/{d.device_id}/request",
+            json.dumps({"id": rid, "prompt": f"qos {qos}"}),
+            qos=qos,
+            properties=props,
+        ).wait_for_publish(10)
         msgs = c.collect(rid, timeout_s=10)
         assert msgs[-1].json()["type"] == "result" and msgs[-1].json()["text"] == f"qos {qos}"
         with pytest.raises(queue.Empty):  # and nothing more

@@ -82,10 +82,19 @@ def test_busy_is_said_at_once_while_long_requests_fill_the_queue(
     Before the journal, 56 got ``busy`` and the other 44 waited until the long requests
     ended (about 10 s here): PUBACKs went out in arrival order after each final reply, and
     the broker stops delivering at 64 unacknowledged messages."""
-    d = make_daemon(EDGED_LOCAL__BACKEND="fake", EDGED_LOCAL__FAKE_DELAY_S="0.5",
-                    EDGED_INGRESS__QUEUE_LIMIT="8")  # fmt: skip
-    o = run_scenario(broker.port, d.device_id, long_n=8, long_s=12.0, chunk_s=0.5,
-                     short_n=100, rate_per_s=50.0, timeout_s=40)  # fmt: skip
+    d = make_daemon(
+        EDGED_LOCAL__BACKEND="fake", EDGED_LOCAL__FAKE_DELAY_S="0.5", EDGED_INGRESS__QUEUE_LIMIT="8"
+    )
+    o = run_scenario(
+        broker.port,
+        d.device_id,
+        long_n=8,
+        long_s=12.0,
+        chunk_s=0.5,
+        short_n=100,
+        rate_per_s=50.0,
+        timeout_s=40,
+    )
     codes = [code for _, code in o.short_final.values()]
     assert len(o.short_final) == 100, f"{100 - len(o.short_final)} got no reply\n{d.logs()[-3000:]}"
     assert codes == ["busy"] * 100
@@ -108,9 +117,12 @@ def test_killed_mid_request_is_served_once_from_the_journal(
     rid = f"jk{uuid.uuid4().hex[:6]}"
     with Client(broker.port) as c:
         c.subscribe("reply/journal")
-        c.publish(f"edged/{d.device_id}/request",
-                  json.dumps({"id": rid, "prompt": json.dumps(pieces), "max_tokens": 40}),
-                  response_topic="reply/journal", correlation_data=b"corr-1")  # fmt: skip
+        c.publish(
+            f"edged/{d.device_id}/request",
+            json.dumps({"id": rid, "prompt": json.dumps(pieces), "max_tokens": 40}),
+            response_topic="reply/journal",
+            correlation_data=b"corr-1",
+        )
         first = c.get(timeout_s=10).json()
         assert first["type"] == "chunk"
         time.sleep(0.3)  # still streaming (4 s); its PUBACK went out once it was journalled
@@ -153,10 +165,13 @@ def test_a_journalled_request_whose_deadline_passed_while_down_ends_as_timeout(
     rid = f"jt{uuid.uuid4().hex[:6]}"
     with Client(broker.port) as c:
         c.subscribe("reply/journal-t")
-        c.publish(f"edged/{d.device_id}/request",
-                  json.dumps({"id": rid, "prompt": json.dumps(pieces), "max_tokens": 40,
-                              "deadline_ms": 2500}),
-                  response_topic="reply/journal-t")  # fmt: skip
+        c.publish(
+            f"edged/{d.device_id}/request",
+            json.dumps(
+                {"id": rid, "prompt": json.dumps(pieces), "max_tokens": 40, "deadline_ms": 2500}
+            ),
+            response_topic="reply/journal-t",
+        )
         assert c.get(timeout_s=10).json()["type"] == "chunk"
         d.stop(signal.SIGKILL)
         assert rid in journal_live(d)

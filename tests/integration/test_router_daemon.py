@@ -18,9 +18,11 @@ def ask(d: Daemon, port: int, body: dict[str, object]) -> dict[str, object]:
     rid = uuid.uuid4().hex[:10]
     with Client(port) as c:
         c.subscribe("reply/r")
-        c.publish(f"edged/{d.device_id}/request",
-                  json.dumps({"id": rid, "max_tokens": 6, "temperature": 0, **body}),
-                  response_topic="reply/r")  # fmt: skip
+        c.publish(
+            f"edged/{d.device_id}/request",
+            json.dumps({"id": rid, "max_tokens": 6, "temperature": 0, **body}),
+            response_topic="reply/r",
+        )
         return c.collect(rid, timeout_s=60)[-1].json()
 
 
@@ -39,8 +41,9 @@ def test_forced_cloud_private_stays_local_and_never_reaches_the_cloud(
     assert cloud_server.cloud_saw(marker)  # the cloud side got it
 
     secret = f"okapi-{uuid.uuid4().hex[:8]}"
-    final = ask(d, broker.port, {"prompt": f"Say {secret}.", "route": "cloud",
-                                 "sensitivity": "private"})  # fmt: skip
+    final = ask(
+        d, broker.port, {"prompt": f"Say {secret}.", "route": "cloud", "sensitivity": "private"}
+    )
     assert final["type"] == "result"
     assert final["route"] == {"backend": "local", "reasons": ["private"]}
     assert not cloud_server.cloud_saw(secret)  # and the cloud side never saw this one
@@ -55,14 +58,21 @@ def test_forced_cloud_private_stays_local_and_never_reaches_the_cloud(
     assert final["type"] == "error" and final["code"] == "bad_request"
 
 
-def test_cloud_dies_then_comes_back(make_daemon: Callable[..., Daemon], broker: Broker,
-                                    cloud_server: CloudServer) -> None:  # fmt: skip
+def test_cloud_dies_then_comes_back(
+    make_daemon: Callable[..., Daemon], broker: Broker, cloud_server: CloudServer
+) -> None:
     # the breaker stays open 3 s: the request that must find it open is sent within that
     # after two local fallbacks, also on a loaded machine
-    d = cloud_daemon(make_daemon, cloud_server, EDGED_ROUTER__DEFAULT_POLICY="content-pipeline",
-                     EDGED_CLOUD__BREAKER_COOLDOWN_S="3")  # fmt: skip
+    d = cloud_daemon(
+        make_daemon,
+        cloud_server,
+        EDGED_ROUTER__DEFAULT_POLICY="content-pipeline",
+        EDGED_CLOUD__BREAKER_COOLDOWN_S="3",
+    )
     assert ask(d, broker.port, {"prompt": "Hi."})["route"] == {
-        "backend": "cloud", "reasons": ["policy"]}  # fmt: skip
+        "backend": "cloud",
+        "reasons": ["policy"],
+    }
     cloud_server.stop()
     try:
         # failures before the first token are served locally, with the reason
@@ -85,11 +95,14 @@ def test_cloud_dies_then_comes_back(make_daemon: Callable[..., Daemon], broker: 
         assert time.monotonic() < deadline, route
         time.sleep(0.3)
     assert ask(d, broker.port, {"prompt": "Hi."})["route"] == {
-        "backend": "cloud", "reasons": ["policy"]}  # fmt: skip
+        "backend": "cloud",
+        "reasons": ["policy"],
+    }
 
 
-def test_api_key_is_sent_and_never_logged(make_daemon: Callable[..., Daemon], broker: Broker,
-                                          cloud_server: CloudServer) -> None:  # fmt: skip
+def test_api_key_is_sent_and_never_logged(
+    make_daemon: Callable[..., Daemon], broker: Broker, cloud_server: CloudServer
+) -> None:
     key = f"sk-test-{uuid.uuid4().hex}"
     d = cloud_daemon(make_daemon, cloud_server, EDGED_CLOUD_API_KEY=key)
     final = ask(d, broker.port, {"prompt": "Hi.", "route": "cloud"})
@@ -98,17 +111,33 @@ def test_api_key_is_sent_and_never_logged(make_daemon: Callable[..., Daemon], br
     assert key not in d.logs()
 
 
-def test_semantic_routes(make_daemon: Callable[..., Daemon], broker: Broker,
-                         cloud_server: CloudServer) -> None:  # fmt: skip
+def test_semantic_routes(
+    make_daemon: Callable[..., Daemon], broker: Broker, cloud_server: CloudServer
+) -> None:
     routes = [
-        {"name": "fresh-facts", "backend": "cloud", "threshold": 0.5,
-         "examples": ["what is the latest news", "who won the game last night",
-                      "today's stock price of apple"]},
-        {"name": "smalltalk", "backend": "local", "threshold": 0.5,
-         "examples": ["how are you", "tell me a joke", "good morning"]},
-    ]  # fmt: skip
-    d = cloud_daemon(make_daemon, cloud_server, EDGED_ROUTER__SEMANTIC_ROUTES=json.dumps(routes),
-                     EDGED_ROUTER__DEFAULT_POLICY="content-pipeline")  # fmt: skip
+        {
+            "name": "fresh-facts",
+            "backend": "cloud",
+            "threshold": 0.5,
+            "examples": [
+                "what is the latest news",
+                "who won the game last night",
+                "today's stock price of apple",
+            ],
+        },
+        {
+            "name": "smalltalk",
+            "backend": "local",
+            "threshold": 0.5,
+            "examples": ["how are you", "tell me a joke", "good morning"],
+        },
+    ]
+    d = cloud_daemon(
+        make_daemon,
+        cloud_server,
+        EDGED_ROUTER__SEMANTIC_ROUTES=json.dumps(routes),
+        EDGED_ROUTER__DEFAULT_POLICY="content-pipeline",
+    )
     final = ask(d, broker.port, {"prompt": "Who won yesterday's football match?"})
     assert final["route"] == {"backend": "cloud", "reasons": ["semantic:fresh-facts"]}
     final = ask(d, broker.port, {"prompt": "Tell me something funny, please."})

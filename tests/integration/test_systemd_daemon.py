@@ -16,8 +16,9 @@ from tests.helpers import Daemon
 pytestmark = pytest.mark.integration
 
 
-def test_ready_status_watchdog_and_stopping(make_daemon: Callable[..., Daemon],
-                                            tmp_path: Path) -> None:  # fmt: skip
+def test_ready_status_watchdog_and_stopping(
+    make_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
     path = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(path))

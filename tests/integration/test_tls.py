@@ -39,40 +39,65 @@ def _key() -> ec.EllipticCurvePrivateKey:
 
 def _write(path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
     path.with_suffix(".pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    path.with_suffix(".key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))  # fmt: skip
+    path.with_suffix(".key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
 
 
 def make_ca(d: Path, name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = _key()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(NOW - dt.timedelta(days=1))
-            .not_valid_after(NOW + dt.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))  # fmt: skip
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     _write(d / name, cert, key)
     return cert, key
 
 
-def make_leaf(d: Path, name: str, ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
-              *, expired: bool = False, server: bool = True) -> Path:  # fmt: skip
+def make_leaf(
+    d: Path,
+    name: str,
+    ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
+    *,
+    expired: bool = False,
+    server: bool = True,
+) -> Path:
     key = _key()
-    start, end = ((NOW - dt.timedelta(days=10), NOW - dt.timedelta(days=1)) if expired
-                  else (NOW - dt.timedelta(days=1), NOW + dt.timedelta(days=30)))  # fmt: skip
-    b = (x509.CertificateBuilder()
-         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-         .issuer_name(ca[0].subject).public_key(key.public_key())
-         .serial_number(x509.random_serial_number()).not_valid_before(start)
-         .not_valid_after(end))  # fmt: skip
+    start, end = (
+        (NOW - dt.timedelta(days=10), NOW - dt.timedelta(days=1))
+        if expired
+        else (NOW - dt.timedelta(days=1), NOW + dt.timedelta(days=30))
+    )
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca[0].subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+    )
     if server:
         import ipaddress
 
-        b = b.add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False)  # fmt: skip
+        b = b.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
     _write(d / name, b.sign(ca[1], hashes.SHA256()), key)
     return d / name
 
@@ -85,8 +110,14 @@ def password_line(user: str, password: str) -> str:
 
 
 class TlsBroker:
-    def __init__(self, d: Path, server: Path, ca: Path, require_client_cert: bool,
-                 users: dict[str, str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        d: Path,
+        server: Path,
+        ca: Path,
+        require_client_cert: bool,
+        users: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         conf = d / f"mosq-{self.port}.conf"
         auth = "allow_anonymous true\n"
@@ -100,11 +131,12 @@ class TlsBroker:
             f"keyfile {server.with_suffix('.key')}\n"
             f"require_certificate {'true' if require_client_cert else 'false'}\n"
             f"user {getpass.getuser()}\n"
-        )  # fmt: skip
+        )
         log_path = d / f"mosq-{self.port}.log"
         self.log = open(log_path, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=self.log,
-                                     stderr=subprocess.STDOUT)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [mosquitto_binary(), "-c", str(conf)], stdout=self.log, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + 10  # listening, however long that takes on a busy machine
         while True:
             try:
@@ -143,11 +175,16 @@ def tls_env(ca: Path, client: Path | None) -> dict[str, str]:
     return env
 
 
-def daemon(tmp_path: Path, port: int, ca: Path, client: Path | None, name: str,
-           **extra: str) -> Daemon:  # fmt: skip
+def daemon(
+    tmp_path: Path, port: int, ca: Path, client: Path | None, name: str, **extra: str
+) -> Daemon:
     env = {"EDGED_LOCAL__BACKEND": "fake", **tls_env(ca, client), **extra}
-    d = Daemon(broker_port=port, device_id=f"tls{uuid.uuid4().hex[:6]}",
-               log_path=tmp_path / f"{name}.log", extra_env=env)  # fmt: skip
+    d = Daemon(
+        broker_port=port,
+        device_id=f"tls{uuid.uuid4().hex[:6]}",
+        log_path=tmp_path / f"{name}.log",
+        extra_env=env,
+    )
     d.start(wait_online=False)
     return d
 
@@ -181,8 +218,9 @@ def test_tls_with_client_certificates(tmp_path: Path) -> None:
         c.loop_start()
         c.subscribe(f"edged/{d.device_id}/response/t1", qos=1)
         time.sleep(0.3)
-        c.publish(f"edged/{d.device_id}/request", json.dumps({"id": "t1", "prompt": "over tls"}),
-                  qos=1)  # fmt: skip
+        c.publish(
+            f"edged/{d.device_id}/request", json.dumps({"id": "t1", "prompt": "over tls"}), qos=1
+        )
         end = time.monotonic() + 10
         while time.monotonic() < end and not any(m.get("type") == "result" for m in got):
             time.sleep(0.05)
@@ -218,13 +256,20 @@ def edged_ask(
     port: int, device: str, prompt: str, env: dict[str, str]
 ) -> subprocess.CompletedProcess[str]:
     """``edged ask`` as a user runs it, configured only through the environment."""
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith("EDGED_") and k != "CREDENTIALS_DIRECTORY"}  # fmt: skip
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("EDGED_") and k != "CREDENTIALS_DIRECTORY"
+    }
     return subprocess.run(
         [str(EDGED), "ask", "--timeout-s", "20", prompt],
-        check=False, capture_output=True, text=True, timeout=60, cwd=ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
         env={**clean, "EDGED_DEVICE_ID": device, "EDGED_MQTT__PORT": str(port), **env},
-    )  # fmt: skip
+    )
 
 
 def assert_fails_cleanly(r: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -244,18 +289,27 @@ def test_ask_over_tls_with_a_password(tmp_path: Path) -> None:
     make_ca(tmp_path, "other-ca")
     server = make_leaf(tmp_path, "server", ca)
     client = make_leaf(tmp_path, "client", ca, server=False)
-    broker = TlsBroker(tmp_path, server, tmp_path / "ca", require_client_cert=True,
-                       users={"edged": "s3cret pass"})  # fmt: skip
-    d = daemon(tmp_path, broker.port, tmp_path / "ca", client, "ask-daemon",
-               EDGED_MQTT__USERNAME="edged", EDGED_MQTT_PASSWORD="s3cret pass",
-               EDGED_LOG__LEVEL="debug")  # fmt: skip
+    broker = TlsBroker(
+        tmp_path, server, tmp_path / "ca", require_client_cert=True, users={"edged": "s3cret pass"}
+    )
+    d = daemon(
+        tmp_path,
+        broker.port,
+        tmp_path / "ca",
+        client,
+        "ask-daemon",
+        EDGED_MQTT__USERNAME="edged",
+        EDGED_MQTT_PASSWORD="s3cret pass",
+        EDGED_LOG__LEVEL="debug",
+    )
     try:
         assert wait_log(d, "event=mqtt_connected"), d.logs()
         good = {**tls_env(tmp_path / "ca", client), "EDGED_MQTT__USERNAME": "edged"}
 
         # the password from $EDGED_MQTT_PASSWORD: answered (the fake backend echoes)
-        r = edged_ask(broker.port, d.device_id, "over tls",
-                      {**good, "EDGED_MQTT_PASSWORD": "s3cret pass"})  # fmt: skip
+        r = edged_ask(
+            broker.port, d.device_id, "over tls", {**good, "EDGED_MQTT_PASSWORD": "s3cret pass"}
+        )
         assert r.returncode == 0, r.stderr
         assert r.stdout.strip() == "over tls"
         assert "route=local" in r.stderr and "Traceback" not in r.stderr
@@ -264,8 +318,12 @@ def test_ask_over_tls_with_a_password(tmp_path: Path) -> None:
         creds = tmp_path / "credentials"
         creds.mkdir()
         (creds / "mqtt-password").write_text("s3cret pass\n")
-        r = edged_ask(broker.port, d.device_id, "from the credential",
-                      {**good, "CREDENTIALS_DIRECTORY": str(creds)})  # fmt: skip
+        r = edged_ask(
+            broker.port,
+            d.device_id,
+            "from the credential",
+            {**good, "CREDENTIALS_DIRECTORY": str(creds)},
+        )
         assert r.returncode == 0, r.stderr
         assert r.stdout.strip() == "from the credential"
 
@@ -277,20 +335,30 @@ def test_ask_over_tls_with_a_password(tmp_path: Path) -> None:
         assert_fails_cleanly(r, "refused the login", "no password")
 
         # the wrong CA: the broker's certificate is not trusted
-        wrong_ca = {**good, **tls_env(tmp_path / "other-ca", client),
-                    "EDGED_MQTT_PASSWORD": "s3cret pass"}  # fmt: skip
+        wrong_ca = {
+            **good,
+            **tls_env(tmp_path / "other-ca", client),
+            "EDGED_MQTT_PASSWORD": "s3cret pass",
+        }
         r = edged_ask(broker.port, d.device_id, "x", wrong_ca)
         assert_fails_cleanly(r, "TLS", "not trusted", f"127.0.0.1:{broker.port}")
 
         # no client certificate where the broker requires one: the broker hangs up
-        no_cert = {**tls_env(tmp_path / "ca", None), "EDGED_MQTT__USERNAME": "edged",
-                   "EDGED_MQTT_PASSWORD": "s3cret pass"}  # fmt: skip
+        no_cert = {
+            **tls_env(tmp_path / "ca", None),
+            "EDGED_MQTT__USERNAME": "edged",
+            "EDGED_MQTT_PASSWORD": "s3cret pass",
+        }
         r = edged_ask(broker.port, d.device_id, "x", no_cert)
         assert_fails_cleanly(r, f"127.0.0.1:{broker.port} (TLS)", "client certificate")
 
         # a CA file that is not there: named before any connection
-        r = edged_ask(broker.port, d.device_id, "x",
-                      {**good, "EDGED_MQTT__CA_FILE": str(tmp_path / "nope.pem")})  # fmt: skip
+        r = edged_ask(
+            broker.port,
+            d.device_id,
+            "x",
+            {**good, "EDGED_MQTT__CA_FILE": str(tmp_path / "nope.pem")},
+        )
         assert_fails_cleanly(r, "cannot set up TLS", "nope.pem")
 
         # without TLS, to the TLS listener: no answer either, and no traceback
@@ -299,8 +367,9 @@ def test_ask_over_tls_with_a_password(tmp_path: Path) -> None:
         assert_fails_cleanly(r, f"127.0.0.1:{broker.port}")
 
         # the refused clients did not disturb the daemon: it still answers
-        r = edged_ask(broker.port, d.device_id, "still here",
-                      {**good, "EDGED_MQTT_PASSWORD": "s3cret pass"})  # fmt: skip
+        r = edged_ask(
+            broker.port, d.device_id, "still here", {**good, "EDGED_MQTT_PASSWORD": "s3cret pass"}
+        )
         assert r.returncode == 0 and r.stdout.strip() == "still here", r.stderr
         assert "s3cret" not in d.logs()  # the password is never logged
     finally:

@@ -46,16 +46,21 @@ def ask(c: Client, d: Daemon, body: dict[str, object]) -> list[dict[str, object]
     return [m.json() for m in c.collect(rid, timeout_s=60)]
 
 
-def test_worker_killed_mid_answer_then_restarted(make_daemon: Callable[..., Daemon],
-                                                 broker: Broker) -> None:  # fmt: skip
+def test_worker_killed_mid_answer_then_restarted(
+    make_daemon: Callable[..., Daemon], broker: Broker
+) -> None:
     d = make_daemon(EDGED_LOCAL__ISOLATION="process")
     assert d.proc is not None
     with Client(broker.port) as c:
         c.subscribe("reply/w")
         rid = "crash-1"
-        c.publish(f"edged/{d.device_id}/request",
-                  json.dumps({"id": rid, "prompt": "Write a long story about a dragon.",
-                              "max_tokens": 400}), response_topic="reply/w")  # fmt: skip
+        c.publish(
+            f"edged/{d.device_id}/request",
+            json.dumps(
+                {"id": rid, "prompt": "Write a long story about a dragon.", "max_tokens": 400}
+            ),
+            response_topic="reply/w",
+        )
         assert c.get(timeout_s=30).json()["type"] == "chunk"
         os.kill(worker_pid(d.proc.pid), signal.SIGKILL)  # llama.cpp "aborts"
         final = [m.json() for m in c.collect(rid, timeout_s=30)][-1]
@@ -78,8 +83,11 @@ def test_worker_killed_mid_answer_then_restarted(make_daemon: Callable[..., Daem
 def test_while_the_worker_restarts_requests_go_to_the_cloud_but_private_ones_do_not(
     make_daemon: Callable[..., Daemon], broker: Broker, cloud_server: CloudServer
 ) -> None:
-    d = make_daemon(EDGED_LOCAL__ISOLATION="process", EDGED_CLOUD__ENABLED="true",
-                    EDGED_CLOUD__BASE_URL=cloud_server.base_url)  # fmt: skip
+    d = make_daemon(
+        EDGED_LOCAL__ISOLATION="process",
+        EDGED_CLOUD__ENABLED="true",
+        EDGED_CLOUD__BASE_URL=cloud_server.base_url,
+    )
     assert d.proc is not None
     with Client(broker.port) as c:
         c.subscribe("reply/w")
@@ -96,8 +104,7 @@ def test_while_the_worker_restarts_requests_go_to_the_cloud_but_private_ones_do_
         assert final["route"]["backend"] == "cloud"  # type: ignore[index]
         assert {"local_down", "local_failed"} & set(final["route"]["reasons"])  # type: ignore[index]
         secret = f"pangolin-{uuid.uuid4().hex[:6]}"
-        private = ask(c, d, {"prompt": f"Say {secret}.", "max_tokens": 4,
-                             "sensitivity": "private"})  # fmt: skip
+        private = ask(c, d, {"prompt": f"Say {secret}.", "max_tokens": 4, "sensitivity": "private"})
         assert private[-1]["type"] in ("error", "result")
         if private[-1]["type"] == "result":  # the worker was already back
             assert private[-1]["route"]["backend"] == "local"  # type: ignore[index]
@@ -117,8 +124,13 @@ def test_requests_queued_behind_the_dying_one_are_served_by_the_restarted_worker
     with Client(broker.port) as c:
         c.subscribe("reply/q")
         topic = f"edged/{d.device_id}/request"
-        c.publish(topic, json.dumps({"id": "long", "prompt": "Write a long story about a dragon.",
-                                     "max_tokens": 400}), response_topic="reply/q")  # fmt: skip
+        c.publish(
+            topic,
+            json.dumps(
+                {"id": "long", "prompt": "Write a long story about a dragon.", "max_tokens": 400}
+            ),
+            response_topic="reply/q",
+        )
         first = c.get(timeout_s=30).json()
         assert first["type"] == "chunk" and first["id"] == "long"
         queued = {"q1": 60_000, "q2": 60_000, "q3": None}  # deadline_ms
@@ -155,10 +167,18 @@ def test_requests_queued_behind_the_dying_one_are_served_by_the_restarted_worker
 
 
 def request(prompt: str, max_tokens: int, deadline_at_s: float | None = None) -> Request:
-    return Request(id=uuid.uuid4().hex[:6], messages=(ChatMessage("user", prompt),),
-                   max_tokens=max_tokens, temperature=0.0, stream=True, route="auto",
-                   sensitivity="normal", reply=ReplyAddress("reply/x"),
-                   received_at_s=time.monotonic(), deadline_at_s=deadline_at_s)  # fmt: skip
+    return Request(
+        id=uuid.uuid4().hex[:6],
+        messages=(ChatMessage("user", prompt),),
+        max_tokens=max_tokens,
+        temperature=0.0,
+        stream=True,
+        route="auto",
+        sensitivity="normal",
+        reply=ReplyAddress("reply/x"),
+        received_at_s=time.monotonic(),
+        deadline_at_s=deadline_at_s,
+    )
 
 
 async def drain(events: AsyncGenerator[StreamEvent, None]) -> list[StreamEvent]:
@@ -180,8 +200,9 @@ def test_a_queued_request_whose_deadline_the_restart_cannot_meet_fails_at_once(
     once, before its first token, so the pipeline may serve it elsewhere."""
 
     async def main() -> None:
-        b = ProcessLlamaBackend(name="local", model_path=model_file,
-                                cfg=LocalModelConfig(n_threads=1, n_ctx=1024))  # fmt: skip
+        b = ProcessLlamaBackend(
+            name="local", model_path=model_file, cfg=LocalModelConfig(n_threads=1, n_ctx=1024)
+        )
         await b.start()
         try:
             long = b.generate(request("Write a long story about a dragon.", 400))
@@ -189,7 +210,8 @@ def test_a_queued_request_whose_deadline_the_restart_cannot_meet_fails_at_once(
                 pass
             patient = asyncio.create_task(drain(b.generate(request("Say hi.", 4))))
             hurried = asyncio.create_task(
-                drain(b.generate(request("Say hi.", 4, time.monotonic() + 0.3))))  # fmt: skip
+                drain(b.generate(request("Say hi.", 4, time.monotonic() + 0.3)))
+            )
             await asyncio.sleep(0.1)  # both sent to the worker, behind "long"
             assert b.waiting == 3
             os.kill(b._proc.pid, signal.SIGKILL)
@@ -220,8 +242,9 @@ def test_the_restart_back_off_resets_after_a_healthy_run(
     monkeypatch.setattr(llama_proc, "HEALTHY_RESET_S", 3.0)
 
     async def main() -> None:
-        b = ProcessLlamaBackend(name="local", model_path=model_file,
-                                cfg=LocalModelConfig(n_threads=1, n_ctx=256))  # fmt: skip
+        b = ProcessLlamaBackend(
+            name="local", model_path=model_file, cfg=LocalModelConfig(n_threads=1, n_ctx=256)
+        )
         await b.start()
 
         async def crash() -> float | None:
@@ -259,8 +282,9 @@ def test_a_failed_restart_is_tried_again(
     link.symlink_to(model_file)
 
     async def main() -> None:
-        b = ProcessLlamaBackend(name="local", model_path=link,
-                                cfg=LocalModelConfig(n_threads=1, n_ctx=256))  # fmt: skip
+        b = ProcessLlamaBackend(
+            name="local", model_path=link, cfg=LocalModelConfig(n_threads=1, n_ctx=256)
+        )
         await b.start()
         try:
             long = b.generate(request("Write a long story about a dragon.", 400))

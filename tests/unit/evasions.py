@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 ZW = "\u200b"
-CYRILLIC = {"a": "а", "c": "с", "e": "е", "o": "о", "p": "р", "x": "х", "y": "у", "i": "і",
-            "s": "ѕ", "A": "А", "C": "С", "E": "Е", "O": "О", "P": "Р", "T": "Т", "H": "Н",
-            "K": "К", "M": "М", "B": "В", "X": "Х"}  # fmt: skip
-GREEK = {"o": "ο", "i": "ι", "a": "α", "t": "τ", "u": "υ", "n": "η", "k": "κ", "v": "ν",
-         "O": "Ο", "A": "Α", "E": "Ε", "T": "Τ", "K": "Κ", "N": "Ν"}  # fmt: skip
+CYRILLIC = dict(zip("aceopxyisACEOPTHKMBX", "асеорхуіѕАСЕОРТНКМВХ", strict=True))
+GREEK = dict(zip("oiatunkvOAETKN", "οιατυηκνΟΑΕΤΚΝ", strict=True))
 LEET = {"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7", "l": "1"}
-DIGIT_SCRIPTS = {"arabic-indic": 0x0660, "devanagari": 0x0966, "fullwidth": 0xFF10,
-                 "bengali": 0x09E6, "math-bold": 0x1D7CE}  # fmt: skip
+DIGIT_SCRIPTS = {
+    "arabic-indic": 0x0660,
+    "devanagari": 0x0966,
+    "fullwidth": 0xFF10,
+    "bengali": 0x09E6,
+    "math-bold": 0x1D7CE,
+}
 
 
 def fullwidth(s: str) -> str:

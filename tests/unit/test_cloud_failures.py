@@ -39,7 +39,8 @@ def test_timeouts_by_kind() -> None:
 def test_connection_failures() -> None:
     refused = raised(http.ConnectError("x"), ConnectionRefusedError(111, "refused"))
     assert classify(raised(openai.APIConnectionError(request=REQ), refused)).message == (
-        "cloud: connection refused")  # fmt: skip
+        "cloud: connection refused"
+    )
     dns = raised(openai.APIConnectionError(request=REQ), http.ConnectError("dns"))
     assert classify(dns).message == "cloud: connection failed"
     eof = raised(openai.APIConnectionError(request=REQ), http.RemoteProtocolError("eof"))

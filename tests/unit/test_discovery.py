@@ -59,18 +59,50 @@ REQUIRED = {
 #: The keys Home Assistant documents for an MQTT sensor (integrations/sensor.mqtt), in full
 #: (not abbreviated); a key outside these is rejected by its discovery schema.
 HA_SENSOR_KEYS = {
-    "availability", "availability_mode", "availability_template", "availability_topic",
-    "device", "device_class", "enabled_by_default", "encoding", "entity_category",
-    "entity_picture", "expire_after", "force_update", "icon", "json_attributes_template",
-    "json_attributes_topic", "last_reset_value_template", "name", "object_id", "options",
-    "origin", "payload_available", "payload_not_available", "platform",
-    "suggested_display_precision", "qos", "state_class", "state_topic", "unique_id",
-    "unit_of_measurement", "value_template",
-}  # fmt: skip
+    "availability",
+    "availability_mode",
+    "availability_template",
+    "availability_topic",
+    "device",
+    "device_class",
+    "enabled_by_default",
+    "encoding",
+    "entity_category",
+    "entity_picture",
+    "expire_after",
+    "force_update",
+    "icon",
+    "json_attributes_template",
+    "json_attributes_topic",
+    "last_reset_value_template",
+    "name",
+    "object_id",
+    "options",
+    "origin",
+    "payload_available",
+    "payload_not_available",
+    "platform",
+    "suggested_display_precision",
+    "qos",
+    "state_class",
+    "state_topic",
+    "unique_id",
+    "unit_of_measurement",
+    "value_template",
+}
 HA_DEVICE_KEYS = {
-    "configuration_url", "connections", "hw_version", "identifiers", "manufacturer",
-    "model", "name", "serial_number", "suggested_area", "sw_version", "via_device",
-}  # fmt: skip
+    "configuration_url",
+    "connections",
+    "hw_version",
+    "identifiers",
+    "manufacturer",
+    "model",
+    "name",
+    "serial_number",
+    "suggested_area",
+    "sw_version",
+    "via_device",
+}
 HA_AVAILABILITY_KEYS = {"topic", "payload_available", "payload_not_available", "value_template"}
 HA_ORIGIN_KEYS = {"name", "sw_version", "support_url"}
 #: Jinja2 as Home Assistant uses it: a sandbox; StrictUndefined here so that a template
@@ -119,8 +151,14 @@ def test_one_retained_config_per_sensor_on_well_formed_topics() -> None:
     for topic in topics:
         assert TOPIC_RE.match(topic), topic
         assert topic.split("/")[2] == "edged_kitchen-1"
-    assert {t.split("/")[3] for t in topics} == {"battery", "power", "energy",
-        "tokens_per_joule", "tokens_per_second", "queue_depth"}  # fmt: skip
+    assert {t.split("/")[3] for t in topics} == {
+        "battery",
+        "power",
+        "energy",
+        "tokens_per_joule",
+        "tokens_per_second",
+        "queue_depth",
+    }
 
 
 def test_payloads_are_json_with_the_required_keys() -> None:
@@ -169,8 +207,11 @@ def test_payloads_use_only_keys_home_assistant_documents() -> None:
         assert body["qos"] in (0, 1, 2)
         assert re.fullmatch(r"[a-z0-9_]+", body["object_id"])
         for key in ("value_template", *(f"availability.{i}" for i in range(2))):
-            tpl = (body["availability"][int(key[-1])]["value_template"]
-                   if key.startswith("availability") else body[key])  # fmt: skip
+            tpl = (
+                body["availability"][int(key[-1])]["value_template"]
+                if key.startswith("availability")
+                else body[key]
+            )
             JINJA.parse(tpl)  # valid Jinja2
 
 
@@ -224,8 +265,9 @@ def test_device_ids_that_slug_alike_get_distinct_ids_everywhere() -> None:
     assert len(nodes) == len(COLLIDING)
     # a device id that is already a slug keeps a readable entity id; the others get a hash
     assert configs("kitchen_1")["power"]["object_id"] == "edged_kitchen_1_power"
-    assert re.fullmatch(r"edged_kitchen_1_[0-9a-f]{8}_power",
-                        configs("kitchen-1")["power"]["object_id"])  # fmt: skip
+    assert re.fullmatch(
+        r"edged_kitchen_1_[0-9a-f]{8}_power", configs("kitchen-1")["power"]["object_id"]
+    )
     assert configs("kitchen.1")["power"]["device"]["identifiers"] == ["edged_kitchen.1"]
     assert node_id("kitchen-1") == "edged_kitchen-1"  # topics of safe ids are unchanged
 
@@ -316,8 +358,15 @@ def test_replayed_records_render_empty_which_home_assistant_ignores(tmp_path: Pa
 
 def test_availability_reads_the_status_messages() -> None:
     cfg = Config(device_id="kitchen-1")
-    online = status_payload(cfg, "online", version=__version__, model="m",
-                            started_unix_s=1.0, pid=1, request_topic=TOPICS.request)  # fmt: skip
+    online = status_payload(
+        cfg,
+        "online",
+        version=__version__,
+        model="m",
+        started_unix_s=1.0,
+        pid=1,
+        request_topic=TOPICS.request,
+    )
     offline = status_payload(cfg, "offline", reason="connection_lost")
     for body in configs().values():
         status = body["availability"][0]
@@ -387,8 +436,15 @@ def test_a_replayed_record_neither_revives_an_expired_sensor_nor_changes_its_sta
     tmp_path: Path,
 ) -> None:
     cfg = Config(device_id="kitchen-1")
-    online = status_payload(cfg, "online", version=__version__, model="m",
-                            started_unix_s=1.0, pid=1, request_topic=TOPICS.request)  # fmt: skip
+    online = status_payload(
+        cfg,
+        "online",
+        version=__version__,
+        model="m",
+        started_unix_s=1.0,
+        pid=1,
+        request_topic=TOPICS.request,
+    )
     _clock, _source, _sampler, reporter = board_rig(tmp_path)
     record = wire(reporter.snapshot())
 
@@ -442,12 +498,19 @@ def test_every_sensor_keeps_its_state_on_replayed_records(tmp_path: Path) -> Non
 # --- what is announced and cleared at each connection -----------------------------------------
 
 
-def announcer(tmp_path: Path, enabled: bool, prefix: str = "homeassistant",
-              device_id: str = "kitchen-1") -> Announcer:  # fmt: skip
+def announcer(
+    tmp_path: Path, enabled: bool, prefix: str = "homeassistant", device_id: str = "kitchen-1"
+) -> Announcer:
     t = Topics("edged", device_id)
-    return Announcer(tmp_path / "discovery.json", enabled=enabled, device_id=device_id,
-                     prefix=prefix, telemetry_topic=t.telemetry, status_topic=t.status,
-                     version=__version__)  # fmt: skip
+    return Announcer(
+        tmp_path / "discovery.json",
+        enabled=enabled,
+        device_id=device_id,
+        prefix=prefix,
+        telemetry_topic=t.telemetry,
+        status_topic=t.status,
+        version=__version__,
+    )
 
 
 def test_announcer_plans_removals_before_configs(tmp_path: Path) -> None:
@@ -461,7 +524,7 @@ def test_announcer_plans_removals_before_configs(tmp_path: Path) -> None:
     assert off.plan(old) == [(t, b"") for t in sorted(old)]
     plan = on.plan(old | set(current))
     assert plan[: len(old)] == [(t, b"") for t in sorted(old)]
-    assert [t for t, _ in plan[len(old):]] == current  # fmt: skip
+    assert [t for t, _ in plan[len(old) :]] == current
     assert off.plan(set()) == []  # recorded: nothing announced, nothing to clear
 
 
@@ -481,8 +544,9 @@ def test_announce_refuses_a_bad_prefix_without_raising(tmp_path: Path) -> None:
             self.connected = asyncio.Event()
             self.sent: list[tuple[str, bytes]] = []
 
-        def publish(self, topic: str, payload: bytes, *, qos: int = 1,
-                    retain: bool = False) -> None:  # fmt: skip
+        def publish(
+            self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+        ) -> None:
             assert qos == 1 and retain
             self.sent.append((topic, payload))
 

@@ -30,8 +30,9 @@ class FnSource:
     estimated = False
     max_rate_hz = 1000.0
 
-    def __init__(self, clock: Clock, w: Callable[[float], float],
-                 e: Callable[[float], float] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, clock: Clock, w: Callable[[float], float], e: Callable[[float], float] | None = None
+    ) -> None:
         self.clock, self.w, self.e = clock, w, e
         self.fail = False
 
@@ -48,8 +49,11 @@ class FnSource:
         pass
 
 
-def rig(w: Callable[[float], float], e: Callable[[float], float] | None = None,
-        idle_w: float | None = None) -> tuple[Clock, FnSource, Sampler, EnergyMeter]:  # fmt: skip
+def rig(
+    w: Callable[[float], float],
+    e: Callable[[float], float] | None = None,
+    idle_w: float | None = None,
+) -> tuple[Clock, FnSource, Sampler, EnergyMeter]:
     clock = Clock()
     src = FnSource(clock, w, e)
     sampler = Sampler(src, HZ, clock=clock)
@@ -81,22 +85,32 @@ SHAPES: dict[str, tuple[Callable[[float], float], Callable[[float], float], floa
     # power(t), exact energy from 0 to t, the size of its steps (0: smooth)
     "constant": (lambda t: 5.0, lambda t: 5.0 * t, 0.0),
     "ramp": (lambda t: 2.0 + 0.5 * (t - 1000), lambda t: 2.0 * t + 0.25 * (t - 1000) ** 2, 0.0),
-    "step": (lambda t: 3.0 if t < 1000.537 else 8.0,
-             lambda t: 3.0 * t if t < 1000.537 else 3.0 * 1000.537 + 8.0 * (t - 1000.537), 5.0),
-    "square-1s": (lambda t: 8.0 if (t % 1.0) < 0.5 else 3.0,
-                  lambda t: (t // 1.0) * 5.5 + min(t % 1.0, 0.5) * 8 + max(t % 1.0 - 0.5, 0) * 3,
-                  5.0),
-    "square-0.13s": (lambda t: 8.0 if (t % 0.13) < 0.065 else 3.0,
-                     lambda t: (t // 0.13) * 0.13 * 5.5 + min(t % 0.13, 0.065) * 8
-                     + max(t % 0.13 - 0.065, 0) * 3, 5.0),
-}  # fmt: skip
+    "step": (
+        lambda t: 3.0 if t < 1000.537 else 8.0,
+        lambda t: 3.0 * t if t < 1000.537 else 3.0 * 1000.537 + 8.0 * (t - 1000.537),
+        5.0,
+    ),
+    "square-1s": (
+        lambda t: 8.0 if (t % 1.0) < 0.5 else 3.0,
+        lambda t: (t // 1.0) * 5.5 + min(t % 1.0, 0.5) * 8 + max(t % 1.0 - 0.5, 0) * 3,
+        5.0,
+    ),
+    "square-0.13s": (
+        lambda t: 8.0 if (t % 0.13) < 0.065 else 3.0,
+        lambda t: (
+            (t // 0.13) * 0.13 * 5.5 + min(t % 0.13, 0.065) * 8 + max(t % 0.13 - 0.065, 0) * 3
+        ),
+        5.0,
+    ),
+}
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 @pytest.mark.parametrize("length_s", [0.2, 0.5, 1.0, 3.7])
 @pytest.mark.parametrize("phase", [0.0, 0.37, 0.81])
-def test_window_energy_against_the_exact_integral(shape: str, length_s: float,
-                                                  phase: float) -> None:  # fmt: skip
+def test_window_energy_against_the_exact_integral(
+    shape: str, length_s: float, phase: float
+) -> None:
     w, e, step = SHAPES[shape]
     t0 = 1000.1234
     exact = e(t0 + length_s) - e(t0)

@@ -22,9 +22,13 @@ CFG = Config(device_id="dev1")
 
 def check(payload: bytes, response_topic: str | None) -> None:
     out = wire.parse_request(
-        payload, cfg=CFG, default_reply_topic=lambda i: f"edged/dev1/response/{i}",
-        response_topic=response_topic, correlation_data=b"c", received_at_s=0.0,
-    )  # fmt: skip
+        payload,
+        cfg=CFG,
+        default_reply_topic=lambda i: f"edged/dev1/response/{i}",
+        response_topic=response_topic,
+        correlation_data=b"c",
+        received_at_s=0.0,
+    )
     if isinstance(out, wire.Rejection):
         assert out.error.code in WIRE_CODES and out.error.message
         if out.reply is not None:
@@ -46,15 +50,21 @@ def check(payload: bytes, response_topic: str | None) -> None:
 
 # about 5 ms an example: 1,200 already give each optional field, wrong type and range
 # hundreds of times; the thorough profile (tests/fuzzing.py) runs the full 6,000
-@settings(max_examples=examples(default=1200, thorough=6000), deadline=None,
-          suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+@settings(
+    max_examples=examples(default=1200, thorough=6000),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(fields, st.one_of(st.none(), st.text(max_size=20), st.just("reply/ok")))
 def test_generated_requests(body: dict[str, Any], response_topic: str | None) -> None:
     check(json.dumps(body).encode(), response_topic)
 
 
-@settings(max_examples=examples(default=1000, thorough=4000), deadline=None,
-          suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+@settings(
+    max_examples=examples(default=1000, thorough=4000),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(payloads)
 def test_generated_payloads(payload: bytes) -> None:
     check(payload, "reply/x")

@@ -9,12 +9,20 @@ from edged.guardian.rules import PII_NAMES, Pack, Rule
 from tests.unit.evasions import PII_TRANSFORMS, TEXT_TRANSFORMS
 from tests.unit.test_guardian_pii import VALUES
 
-PHRASES = ["secret", "launch code", "self destruct sequence", "project nightingale",
-           "master password"]  # fmt: skip
-PACK = Pack(name="adv", rule=(
-    Rule(id="phr", kind="phrase", action="block", phrases=tuple(PHRASES)),
-    Rule(id="pii", kind="pii", action="redact", detectors=PII_NAMES),
-))  # fmt: skip
+PHRASES = [
+    "secret",
+    "launch code",
+    "self destruct sequence",
+    "project nightingale",
+    "master password",
+]
+PACK = Pack(
+    name="adv",
+    rule=(
+        Rule(id="phr", kind="phrase", action="block", phrases=tuple(PHRASES)),
+        Rule(id="pii", kind="pii", action="redact", detectors=PII_NAMES),
+    ),
+)
 G = RuleGuardian([PACK])
 
 
@@ -38,8 +46,9 @@ PII_CASES = [
 
 
 @pytest.mark.parametrize("name,value,transform", PII_CASES)
-def test_every_pii_value_under_every_evasion_is_redacted(name: str, value: str,
-                                                         transform: str) -> None:  # fmt: skip
+def test_every_pii_value_under_every_evasion_is_redacted(
+    name: str, value: str, transform: str
+) -> None:
     evasive = PII_TRANSFORMS[transform](value)
     o = G.check_text(f"My details: {evasive} ok", "output")
     assert o.action == "redact", (name, evasive)

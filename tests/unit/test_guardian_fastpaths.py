@@ -25,8 +25,18 @@ from edged.guardian.stream import StreamFilter
 from tests.unit.evasions import PII_TRANSFORMS, TEXT_TRANSFORMS
 from tests.unit.test_guardian_pii import VALUES
 
-PHRASES = ("secret", "launch code", "self destruct sequence", "how to hack the server",
-           "how to steal", "how", "x", "a b", "master password", "i")  # fmt: skip
+PHRASES = (
+    "secret",
+    "launch code",
+    "self destruct sequence",
+    "how to hack the server",
+    "how to steal",
+    "how",
+    "x",
+    "a b",
+    "master password",
+    "i",
+)
 RULES = [
     Rule(id="phr", kind="phrase", action="block", phrases=PHRASES),
     Rule(id="phr2", kind="phrase", action="flag", phrases=("launch code", "hack")),
@@ -42,14 +52,54 @@ _EVADED = [TEXT_TRANSFORMS[t](p) for t in sorted(TEXT_TRANSFORMS) for p in PHRAS
 _VALUES = [v for vs in VALUES.values() for v in vs]
 _PII_EVADED = [PII_TRANSFORMS[t](v) for t in sorted(PII_TRANSFORMS) for v in _VALUES[::3]]
 FRAGMENTS = [
-    *PHRASES, *_EVADED, *_VALUES, *_PII_EVADED,
-    "s e c r e t", "l a u n c h  c o d e", "I a m", "k k k k", "a  b   c    d", "1 2 3 4",
-    "4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1", "PRIVATE KEY-----", "-----BEGIN ", "eyJ", "AKIA",
-    "ghp_", "@", "GB82", "DE89 ", "123-45-", "415 555", "192.168.", "2001:db8::", "fe80::",
-    "+1 (", "proj-123", "proj-", "\u200b", "\u00ad", "\uff11\uff12", "\u0661\u0662\u0663",
-    "\u0430", "\u0455", "caf\u00e9", "\u2019", "\n", "\t", "  ", " ", ".", "-", ":", "$", "@",
-    "|", "!", "_",
-]  # fmt: skip
+    *PHRASES,
+    *_EVADED,
+    *_VALUES,
+    *_PII_EVADED,
+    "s e c r e t",
+    "l a u n c h  c o d e",
+    "I a m",
+    "k k k k",
+    "a  b   c    d",
+    "1 2 3 4",
+    "4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1",
+    "PRIVATE KEY-----",
+    "-----BEGIN ",
+    "eyJ",
+    "AKIA",
+    "ghp_",
+    "@",
+    "GB82",
+    "DE89 ",
+    "123-45-",
+    "415 555",
+    "192.168.",
+    "2001:db8::",
+    "fe80::",
+    "+1 (",
+    "proj-123",
+    "proj-",
+    "\u200b",
+    "\u00ad",
+    "\uff11\uff12",
+    "\u0661\u0662\u0663",
+    "\u0430",
+    "\u0455",
+    "caf\u00e9",
+    "\u2019",
+    "\n",
+    "\t",
+    "  ",
+    " ",
+    ".",
+    "-",
+    ":",
+    "$",
+    "@",
+    "|",
+    "!",
+    "_",
+]
 ALPHABET = "aeiklsxAKZ0123456789 .-:@()+_\n\u00e9\u0430\u200b\uff15\u0663"
 
 texts = st.lists(
@@ -350,9 +400,13 @@ def test_heads_begin_every_value_and_hold_the_trigger() -> None:
 COMPILED = {c.name: c for c in FAST["input"]._pii.detectors}
 digit_texts = st.one_of(
     st.text(alphabet="0123456789 -.()+AZx\u00e9\u0663\uff15", max_size=70),
-    st.lists(st.sampled_from([*_VALUES, "1", "12", "123", " ", "-", "(", ")", "+", ".", "GB",
-                              "99", "x", "  ", "--"]), max_size=12).map("".join),
-)  # fmt: skip
+    st.lists(
+        st.sampled_from(
+            [*_VALUES, "1", "12", "123", " ", "-", "(", ")", "+", ".", "GB", "99", "x", "  ", "--"]
+        ),
+        max_size=12,
+    ).map("".join),
+)
 
 
 @settings(max_examples=1500, deadline=None)
@@ -377,10 +431,14 @@ def test_regions_give_what_finditer_gives(raw: str) -> None:
 @given(
     st.one_of(
         st.text(alphabet="ab19fF.:@-_%+ x", max_size=60),
-        st.lists(st.sampled_from([*_VALUES, "@", ":", "::", "a", "f", ".", " ", "x.y", "fe80",
-                                  "1:2", "-", "_"]), max_size=12).map("".join),
+        st.lists(
+            st.sampled_from(
+                [*_VALUES, "@", ":", "::", "a", "f", ".", " ", "x.y", "fe80", "1:2", "-", "_"]
+            ),
+            max_size=12,
+        ).map("".join),
     )
-)  # fmt: skip
+)
 @example("jane.doe@example.com, a+b@sub.example.co.uk")
 @example("x@y a@b.cc")
 @example("2001:db8:85a3::8a2e:370:7334 fe80::1")

@@ -26,21 +26,30 @@ def test_shipped_packs_load() -> None:
     "rule,reason",
     [
         ('id = "r1"\nkind = "phrase"\naction = "block"', "needs 'phrases'"),
-        ('id = "r1"\nkind = "phrase"\naction = "block"\nphrases = ["x"]\npattern = "y"',
-         "'pattern' does not belong"),
+        (
+            'id = "r1"\nkind = "phrase"\naction = "block"\nphrases = ["x"]\npattern = "y"',
+            "'pattern' does not belong",
+        ),
         ('id = "r1"\nkind = "regex"\naction = "block"\npattern = "(unclosed"', "does not compile"),
         ('id = "r1"\nkind = "regex"\naction = "block"\npattern = "a*"', "empty string"),
-        ('id = "r1"\nkind = "pii"\naction = "redact"\ndetectors = ["passport"]',
-         "unknown detectors"),
+        (
+            'id = "r1"\nkind = "pii"\naction = "redact"\ndetectors = ["passport"]',
+            "unknown detectors",
+        ),
         ('id = "r1"\nkind = "pii"\naction = "explode"\ndetectors = ["email"]', "action"),
-        ('id = "r1"\nkind = "semantic"\naction = "block"\nexamples = ["x"]\nthreshold = 0.5',
-         "may only 'flag'"),
-        ('id = "r1"\nkind = "phrase"\naction = "block"\nphrases = ["x"]\ncolour = 1',
-         "unknown key"),
+        (
+            'id = "r1"\nkind = "semantic"\naction = "block"\nexamples = ["x"]\nthreshold = 0.5',
+            "may only 'flag'",
+        ),
+        (
+            'id = "r1"\nkind = "phrase"\naction = "block"\nphrases = ["x"]\ncolour = 1',
+            "unknown key",
+        ),
     ],
-)  # fmt: skip
-def test_bad_rules_fail_with_file_rule_id_and_reason(tmp_path: Path, rule: str,
-                                                     reason: str) -> None:  # fmt: skip
+)
+def test_bad_rules_fail_with_file_rule_id_and_reason(
+    tmp_path: Path, rule: str, reason: str
+) -> None:
     p = write(tmp_path, f'name = "t"\n[[rule]]\n{rule}\n')
     with pytest.raises(ConfigError) as e:
         load_pack(p)

@@ -59,8 +59,10 @@ def test_pii_never_leaks_wherever_the_chunks_split(name: str, value: str) -> Non
         assert released.endswith("and that is all.")
 
 
-@pytest.mark.parametrize("transform", ["identity", "upper", "leet", "cyrillic", "zero-width",
-                                       "letter-spacing", "fullwidth"])  # fmt: skip
+@pytest.mark.parametrize(
+    "transform",
+    ["identity", "upper", "leet", "cyrillic", "zero-width", "letter-spacing", "fullwidth"],
+)
 @pytest.mark.parametrize("phrase", PHRASES)
 def test_phrase_never_leaks_even_half(phrase: str, transform: str) -> None:
     evasive = TEXT_TRANSFORMS[transform](phrase)
@@ -78,8 +80,10 @@ def test_phrase_never_leaks_even_half(phrase: str, transform: str) -> None:
 
 
 def test_benign_text_streams_through_unchanged_and_promptly() -> None:
-    text = ("The secretary said the launch of the new product went well; codes of conduct "
-            "apply. Call it a day at 5 pm, version 1.2.3 is out.")  # fmt: skip
+    text = (
+        "The secretary said the launch of the new product went well; codes of conduct "
+        "apply. Call it a day at 5 pm, version 1.2.3 is out."
+    )
     rng = random.Random(7)
     for _ in range(200):
         cuts = sorted(rng.sample(range(1, len(text)), 12))
@@ -105,8 +109,10 @@ def test_block_stops_at_once_and_redaction_spans_chunks() -> None:
 
 
 def test_spaced_letters_are_held_whole_even_when_a_letter_begins_another_phrase() -> None:
-    m = Matcher([Rule(id="s", kind="phrase", action="block",
-                      phrases=("confidential", "overdose"))], "output")  # fmt: skip
+    m = Matcher(
+        [Rule(id="s", kind="phrase", action="block", phrases=("confidential", "overdose"))],
+        "output",
+    )
     f = StreamFilter(m)
     out = []
     for piece in ["the", " c", " o", " n", " f", " i", " d", " e", " n", " t", " i", " a", " l"]:

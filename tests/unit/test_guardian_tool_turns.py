@@ -16,8 +16,11 @@ from edged.guardian.rules import load_packs
 from edged.types import ChatMessage, ReplyAddress, Request, ToolCall, ToolChoice, ToolSpec
 
 ROOT = Path(__file__).resolve().parents[2]
-G = RuleGuardian(load_packs([ROOT / "configs/guardian/examples/phrases.toml",
-                             ROOT / "configs/guardian/default.toml"]))  # fmt: skip
+G = RuleGuardian(
+    load_packs(
+        [ROOT / "configs/guardian/examples/phrases.toml", ROOT / "configs/guardian/default.toml"]
+    )
+)
 CALL = ToolCall("call_1", "read_notes", "{}")
 
 

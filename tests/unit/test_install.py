@@ -82,9 +82,13 @@ def test_install_lays_out_every_file_with_its_mode(source: Path, tmp_path: Path)
     assert mode(unit) == 0o644
     cfg = prefix / "etc/edged/edged.toml"
     assert mode(cfg) == 0o644
-    for rel in ("guardian/default.toml", "guardian/examples/regex.toml",
-                "policies/voice-agent.toml", "hwprofiles/jetson-orin-nano.toml",
-                "hwprofiles/traces/sim.csv"):  # fmt: skip
+    for rel in (
+        "guardian/default.toml",
+        "guardian/examples/regex.toml",
+        "policies/voice-agent.toml",
+        "hwprofiles/jetson-orin-nano.toml",
+        "hwprofiles/traces/sim.csv",
+    ):
         assert (prefix / "etc/edged" / rel).is_file(), rel
         assert mode(prefix / "etc/edged" / rel) == 0o644
     creds = prefix / "etc/edged/credentials"
@@ -272,9 +276,11 @@ def test_build_venv_commands(tmp_path: Path) -> None:
 def test_build_venv_refuses_a_python_under_home(tmp_path: Path) -> None:
     with pytest.raises(layout.InstallError, match="ProtectHome"):
         install.build_venv(
-            tmp_path, source_dir=REPO, python="/root/.pyenv/versions/3.11/bin/python3",
+            tmp_path,
+            source_dir=REPO,
+            python="/root/.pyenv/versions/3.11/bin/python3",
             dry_run=True,
-        )  # fmt: skip
+        )
 
 
 def test_the_unit_keeps_its_hardening_score(tmp_path: Path) -> None:

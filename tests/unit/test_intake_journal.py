@@ -24,10 +24,19 @@ TOPICS = Topics("edged", "dev1")
 
 def req(rid: str, content: str = "hi", deadline_at_s: float | None = None) -> Request:
     msgs = (ChatMessage("system", "be brief"), ChatMessage("user", content))
-    return Request(id=rid, messages=msgs,
-                   max_tokens=7, temperature=0.2, stream=False, route="local",
-                   sensitivity="private", reply=ReplyAddress("reply/x", b"\x00\xffcorr"),
-                   received_at_s=100.0, deadline_at_s=deadline_at_s, policy="p1")  # fmt: skip
+    return Request(
+        id=rid,
+        messages=msgs,
+        max_tokens=7,
+        temperature=0.2,
+        stream=False,
+        route="local",
+        sensitivity="private",
+        reply=ReplyAddress("reply/x", b"\x00\xffcorr"),
+        received_at_s=100.0,
+        deadline_at_s=deadline_at_s,
+        policy="p1",
+    )
 
 
 def test_a_record_carries_the_request_and_its_reply_address_across_clocks() -> None:
@@ -37,8 +46,14 @@ def test_a_record_carries_the_request_and_its_reply_address_across_clocks() -> N
     # after a restart: another monotonic clock, 60 s later
     back = request_from_record(json.loads(json.dumps(rec)), now_s=5.0, now_unix_s=1_000_060.0)
     assert back.reply == r.reply and back.messages == r.messages
-    assert (back.max_tokens, back.temperature, back.stream, back.route, back.sensitivity,
-            back.policy) == (7, 0.2, False, "local", "private", "p1")  # fmt: skip
+    assert (
+        back.max_tokens,
+        back.temperature,
+        back.stream,
+        back.route,
+        back.sensitivity,
+        back.policy,
+    ) == (7, 0.2, False, "local", "private", "p1")
     assert back.deadline_at_s is not None
     assert abs(back.deadline_at_s - (5.0 - 56.0)) < 1e-6  # 4 s after the record, 60 s ago
     assert abs(back.received_at_s - (5.0 - 61.0)) < 1e-6
@@ -91,9 +106,18 @@ def test_the_file_stays_bounded_and_live_requests_survive_compaction(tmp_path: P
 
 
 def incoming(body: dict[str, Any], mid: int, qos: int = 1) -> Incoming:
-    return Incoming(topic=TOPICS.request, payload=json.dumps(body).encode(), qos=qos, mid=mid,
-                    dup=False, retain=False, received_at_s=time.monotonic(),
-                    response_topic="reply/t", correlation_data=b"c", expiry_s=None)  # fmt: skip
+    return Incoming(
+        topic=TOPICS.request,
+        payload=json.dumps(body).encode(),
+        qos=qos,
+        mid=mid,
+        dup=False,
+        retain=False,
+        received_at_s=time.monotonic(),
+        response_topic="reply/t",
+        correlation_data=b"c",
+        expiry_s=None,
+    )
 
 
 class Harness:

@@ -28,12 +28,23 @@ def profiles(tmp_path: Path) -> Path:
 
 
 def app(tmp_path: Path, **power: str) -> App:
-    return App(Config.model_validate({
-        "device_id": "kitchen-1",
-        "local": {"backend": "fake"},
-        "power": {"profiles_dir": str(profiles(tmp_path)), "sysfs_root": str(FIXTURE), **power},
-        "telemetry": {"spool_dir": str(tmp_path / "spool"), "state_dir": str(tmp_path / "state")},
-    }))  # fmt: skip
+    return App(
+        Config.model_validate(
+            {
+                "device_id": "kitchen-1",
+                "local": {"backend": "fake"},
+                "power": {
+                    "profiles_dir": str(profiles(tmp_path)),
+                    "sysfs_root": str(FIXTURE),
+                    **power,
+                },
+                "telemetry": {
+                    "spool_dir": str(tmp_path / "spool"),
+                    "state_dir": str(tmp_path / "state"),
+                },
+            }
+        )
+    )
 
 
 def test_no_source_configured_and_the_suggested_one_failing_says_so(tmp_path: Path) -> None:
@@ -41,13 +52,20 @@ def test_no_source_configured_and_the_suggested_one_failing_says_so(tmp_path: Pa
     assert sampler.source.name == "null"
     reason = sampler.source.read().total_reason
     assert reason is not None
-    assert reason.startswith("no power source configured (the detected board profile "
-                             "x86-generic suggests mqtt, which failed: ")  # fmt: skip
+    assert reason.startswith(
+        "no power source configured (the detected board profile "
+        "x86-generic suggests mqtt, which failed: "
+    )
     assert "power source failed" not in reason
-    reporter = Reporter(device_id="kitchen-1", telemetry_topic="t", events_topic="e",
-                        sender=None,  # type: ignore[arg-type]
-                        sampler=sampler, counter=EnergyCounter(tmp_path / "energy.json"),
-                        interval_s=10)  # fmt: skip
+    reporter = Reporter(
+        device_id="kitchen-1",
+        telemetry_topic="t",
+        events_topic="e",
+        sender=None,  # type: ignore[arg-type]
+        sampler=sampler,
+        counter=EnergyCounter(tmp_path / "energy.json"),
+        interval_s=10,
+    )
     energy = reporter.snapshot()["energy"]
     assert energy == {"total_j": None, "idle_w": None, "reason": reason}
 

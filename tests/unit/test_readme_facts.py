@@ -53,9 +53,12 @@ def test_the_ask_summary_lines_shown_are_the_ones_edged_ask_prints(
 ) -> None:
     """The keys (and their order) of every ``[route=... client_ttft_ms=...]`` line in the
     README and protocol.md are what ``edged ask`` prints."""
-    msg = {"route": {"backend": "local", "reasons": ["no_cloud"]}, "finish_reason": "stop",
-           "usage": {"completion_tokens": 9}, "timing_ms": {"queue": 1.0, "ttft": 2.0,
-           "total": 3.0}}  # fmt: skip
+    msg = {
+        "route": {"backend": "local", "reasons": ["no_cloud"]},
+        "finish_reason": "stop",
+        "usage": {"completion_tokens": 9},
+        "timing_ms": {"queue": 1.0, "ttft": 2.0, "total": 3.0},
+    }
     _summary(msg, 0.0, 0.05)
     printed = capsys.readouterr().err.strip()
     keys = re.findall(r"(\w+)=", printed)

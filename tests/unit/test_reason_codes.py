@@ -126,8 +126,9 @@ def _protocol_route_row() -> str:
 def test_protocol_lists_every_reason_and_no_other() -> None:
     row = _protocol_route_row()
     start, end = row.index("at least one:"), row.index("each explained")
-    listed = {"semantic:" if c.startswith("semantic:") else c
-              for c in _codes_in_backticks(row[start:end])}  # fmt: skip
+    listed = {
+        "semantic:" if c.startswith("semantic:") else c for c in _codes_in_backticks(row[start:end])
+    }
     assert listed == set(DOCUMENTED)
 
 

@@ -19,15 +19,20 @@ CONTENT = PolicyConfig(
     prefer="cloud",
     offload_on=["deadline", "queue_full", "battery_low", "thermal", "power_budget", "energy"],
 )
-SAVER = PolicyConfig(prefer="local", battery_low_pct=30, battery_hysteresis_pct=5,
-                     offload_on=["battery_low", "thermal", "power_budget", "energy", "deadline",
-                                 "queue_full"])  # fmt: skip
-BOTH = RouteInputs(cloud_configured=True, cloud_ok=True, local_tokens_per_s=100.0,
-                   local_ttft_s=0.05)  # fmt: skip
+SAVER = PolicyConfig(
+    prefer="local",
+    battery_low_pct=30,
+    battery_hysteresis_pct=5,
+    offload_on=["battery_low", "thermal", "power_budget", "energy", "deadline", "queue_full"],
+)
+BOTH = RouteInputs(
+    cloud_configured=True, cloud_ok=True, local_tokens_per_s=100.0, local_ttft_s=0.05
+)
 
 
-def route(inp: RouteInputs, policy: PolicyConfig = VOICE,
-          state: RouterState | None = None) -> tuple[str, tuple[str, ...]]:  # fmt: skip
+def route(
+    inp: RouteInputs, policy: PolicyConfig = VOICE, state: RouterState | None = None
+) -> tuple[str, tuple[str, ...]]:
     d, _ = decide(inp, policy, state or RouterState())
     return d.backend, d.reasons
 
@@ -43,7 +48,9 @@ def test_hints() -> None:
     assert route(replace(BOTH, hint="cloud")) == ("cloud", ("hint",))
     assert route(replace(BOTH, hint="cloud", cloud_ok=False)) == ("local", ("hint", "cloud_down"))
     assert route(replace(BOTH, hint="cloud", cloud_budget_left=False)) == (
-        "local", ("hint", "budget_spent"))  # fmt: skip
+        "local",
+        ("hint", "budget_spent"),
+    )
 
 
 def test_device_without_a_cloud() -> None:
@@ -78,27 +85,36 @@ def test_content_pipeline_prefers_the_cloud() -> None:
     assert route(BOTH, CONTENT) == ("cloud", ("policy",))
     assert route(replace(BOTH, cloud_ok=False), CONTENT) == ("local", ("policy", "cloud_down"))
     assert route(replace(BOTH, cloud_budget_left=False), CONTENT) == (
-        "local", ("policy", "budget_spent"))  # fmt: skip
+        "local",
+        ("policy", "budget_spent"),
+    )
 
 
 def test_fallback_goes_to_the_other_backend_only_before_the_first_token() -> None:
     cloud, local = RouteDecision("cloud", ("policy",)), RouteDecision("local", ("deadline",))
     ok = {"pinned": False, "local_ok": True, "cloud_ok": True}
     assert fallback(cloud, before_first_token=True, **ok) == RouteDecision(
-        "local", ("policy", "cloud_failed"))  # fmt: skip
+        "local", ("policy", "cloud_failed")
+    )
     assert fallback(local, before_first_token=True, **ok) == RouteDecision(
-        "cloud", ("deadline", "local_failed"))  # fmt: skip
+        "cloud", ("deadline", "local_failed")
+    )
     # text was sent: serving elsewhere would repeat it
     assert fallback(cloud, before_first_token=False, **ok) is None
     assert fallback(local, before_first_token=False, **ok) is None
     # the other backend is down or absent
-    assert fallback(cloud, before_first_token=True, pinned=False, local_ok=False,
-                    cloud_ok=True) is None  # fmt: skip
-    assert fallback(local, before_first_token=True, pinned=False, local_ok=True,
-                    cloud_ok=False) is None  # fmt: skip
+    assert (
+        fallback(cloud, before_first_token=True, pinned=False, local_ok=False, cloud_ok=True)
+        is None
+    )
+    assert (
+        fallback(local, before_first_token=True, pinned=False, local_ok=True, cloud_ok=False)
+        is None
+    )
     # a private request never goes to the cloud
-    assert fallback(local, before_first_token=True, pinned=True, local_ok=True,
-                    cloud_ok=True) is None  # fmt: skip
+    assert (
+        fallback(local, before_first_token=True, pinned=True, local_ok=True, cloud_ok=True) is None
+    )
 
 
 def test_a_request_with_tools_goes_only_where_tools_are_supported() -> None:
@@ -136,7 +152,9 @@ def test_thermal_power_budget_and_energy() -> None:
     assert route(hot, SAVER) == ("cloud", ("thermal",))
     budget = SAVER.model_copy(update={"power_budget_w": 10.0})
     assert route(replace(BOTH, power=PowerState(power_w=12.5)), budget) == (
-        "cloud", ("power_budget",))  # fmt: skip
+        "cloud",
+        ("power_budget",),
+    )
     assert route(replace(BOTH, power=PowerState(power_w=8.0)), budget) == ("local", ("policy",))
     costly = replace(BOTH, local_j_per_token=0.05, radio_j_per_request=5.0)  # 12.8 J vs 5 J
     assert route(costly, SAVER) == ("cloud", ("energy",))
@@ -163,8 +181,9 @@ def test_battery_hysteresis() -> None:
     state = RouterState()
     seen = []
     for pct in [31, 30, 31, 32, 33, 34, 33, 35, 36, 35, 31]:
-        d, state = decide(replace(BOTH, power=PowerState(battery_pct=pct, charging=False)),
-                          SAVER, state)  # fmt: skip
+        d, state = decide(
+            replace(BOTH, power=PowerState(battery_pct=pct, charging=False)), SAVER, state
+        )
         seen.append(d.backend)
     assert seen == ["local"] + ["cloud"] * 7 + ["local"] * 3
 
@@ -194,12 +213,13 @@ inputs = st.builds(
     cloud_budget_left=st.booleans(),
     local_j_per_token=st.one_of(st.none(), st.floats(0.001, 1)),
     radio_j_per_request=st.one_of(st.none(), st.floats(0.1, 50)),
-    semantic=st.dictionaries(st.sampled_from(["a", "b"]),
-                             st.tuples(st.sampled_from(["local", "cloud"]), st.booleans())),
+    semantic=st.dictionaries(
+        st.sampled_from(["a", "b"]), st.tuples(st.sampled_from(["local", "cloud"]), st.booleans())
+    ),
     needs_tools=st.booleans(),
     local_tools=st.booleans(),
     cloud_tools=st.booleans(),
-)  # fmt: skip
+)
 policies = st.sampled_from([VOICE, CONTENT, SAVER])
 
 

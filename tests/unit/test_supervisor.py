@@ -30,8 +30,7 @@ class Stuck(FakeBackend):
 def test_a_stuck_backend_is_restarted_until_the_limit_then_reported() -> None:
     now = [0.0]
     stuck, fine = Stuck(), FakeBackend(name="cloud")
-    sup = Supervisor({"local": stuck, "cloud": fine}, restarts_per_minute=3,
-                     clock=lambda: now[0])  # fmt: skip
+    sup = Supervisor({"local": stuck, "cloud": fine}, restarts_per_minute=3, clock=lambda: now[0])
 
     async def rounds(n: int) -> None:
         for _ in range(n):
@@ -59,6 +58,6 @@ def test_a_backend_that_is_not_stuck_is_left_alone() -> None:
 def test_cloud_alarms_come_from_its_stats() -> None:
     assert alarms(outbox=None, sampler=None, cloud=None) == []
     assert alarms(outbox=None, sampler=None, cloud=BackendStats(breaker="closed")) == []
-    assert alarms(outbox=None, sampler=None,
-                  cloud=BackendStats(breaker="open", retry_after_s=2.5)) == [
-        "cloud_breaker_open", "cloud_throttled"]  # fmt: skip
+    assert alarms(
+        outbox=None, sampler=None, cloud=BackendStats(breaker="open", retry_after_s=2.5)
+    ) == ["cloud_breaker_open", "cloud_throttled"]

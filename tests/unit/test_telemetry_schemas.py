@@ -278,8 +278,20 @@ def is_number(v: Any) -> bool:
 
 UNIT_SUFFIXES = ("_w", "_v", "_s", "_j", "_pct", "_c", "_hz", "_ms", "_avg")
 #: String fields whose value is a name or a code, never a quantity.
-STRING_FIELDS = {"device_id", "id", "outcome", "finish_reason", "code", "source", "reason",
-                 "backend", "reasons", "breaker", "profile", "alarms"}  # fmt: skip
+STRING_FIELDS = {
+    "device_id",
+    "id",
+    "outcome",
+    "finish_reason",
+    "code",
+    "source",
+    "reason",
+    "backend",
+    "reasons",
+    "breaker",
+    "profile",
+    "alarms",
+}
 
 
 def assert_numbers_are_numbers(record: dict[str, Any]) -> None:
@@ -351,10 +363,17 @@ def test_snapshot_without_a_power_source_validates_with_unknowns_null_and_reason
     assert snap["temps_c"] == {} and snap["throttled"] is None
     # nothing measured: the counter has counted nothing (0, not null; see power.reason)
     # no power source: the counter is unknown, not 0
-    assert snap["energy"] == {"total_j": None, "idle_w": None,
-                              "reason": "no power source configured"}  # fmt: skip
-    assert snap["llm"] == {"tokens_per_s_avg": None, "tokens_per_joule_avg": None,
-                           "queue_depth": 1, "in_flight": 2}  # fmt: skip
+    assert snap["energy"] == {
+        "total_j": None,
+        "idle_w": None,
+        "reason": "no power source configured",
+    }
+    assert snap["llm"] == {
+        "tokens_per_s_avg": None,
+        "tokens_per_joule_avg": None,
+        "queue_depth": 1,
+        "in_flight": 2,
+    }
     assert snap["requests"] == {"result": 0, "error": 0}
     assert snap["errors"] == {} and snap["routes"] == {}
     for key in STATS.keys() - {"queue_depth", "in_flight", "idle_w"}:
@@ -393,9 +412,14 @@ def test_snapshot_over_a_sampler_validates_with_units_and_energy(tmp_path: Path)
         "sample_hz": 50.0,
         "reason": None,
     }
-    assert snap["battery"] == {"pct": 87.2, "charging": False, "voltage_v": 7.412,
-                               "power_w": 5.189, "time_to_empty_s": 12346.0,
-                               "reason": None}  # fmt: skip
+    assert snap["battery"] == {
+        "pct": 87.2,
+        "charging": False,
+        "voltage_v": 7.412,
+        "power_w": 5.189,
+        "time_to_empty_s": 12346.0,
+        "reason": None,
+    }
     assert snap["temps_c"] == {"cpu-thermal": 48.2, "battery": 31.0}
     assert snap["throttled"] is False
     # 5 W for the 1 s since the first report, floored to the mJ
@@ -469,12 +493,17 @@ def test_schema_refuses_quantities_written_as_strings(tmp_path: Path) -> None:
 
 
 def app_config(tmp_path: Path, cloud: bool = False) -> Config:
-    return Config.model_validate({
-        "device_id": "kitchen-1",
-        "local": {"backend": "fake"},
-        "cloud": {"enabled": cloud},
-        "telemetry": {"spool_dir": str(tmp_path / "spool"), "state_dir": str(tmp_path / "state")},
-    })  # fmt: skip
+    return Config.model_validate(
+        {
+            "device_id": "kitchen-1",
+            "local": {"backend": "fake"},
+            "cloud": {"enabled": cloud},
+            "telemetry": {
+                "spool_dir": str(tmp_path / "spool"),
+                "state_dir": str(tmp_path / "state"),
+            },
+        }
+    )
 
 
 def test_representative_stats_have_the_keys_app_adds(tmp_path: Path) -> None:
@@ -532,7 +561,10 @@ def test_events_are_sent_for_each_outcome_and_validate(tmp_path: Path) -> None:
     assert unknown["usage"]["prompt_tokens"] is None and unknown["guardian"] is None
     assert unknown["route"] == {"backend": "cloud", "reasons": ["semantic:cloud"]}
     assert {k: timeout[k] for k in ("outcome", "code", "id")} == {
-        "outcome": "error", "code": "timeout", "id": "k-44"}  # fmt: skip
+        "outcome": "error",
+        "code": "timeout",
+        "id": "k-44",
+    }
     assert internal["code"] == "internal" and blocked["code"] == "blocked"
     assert set(timeout) == {"schema_version", "device_id", "id", "ts_unix_s", "outcome", "code"}
 
@@ -592,8 +624,10 @@ def test_replayed_records_validate_with_historical_and_spool_seq(tmp_path: Path)
 
     published = asyncio.run(main())
     assert len(published) == 4
-    names = {"edged/kitchen-1/events/request": "request-event",
-             "edged/kitchen-1/telemetry": "telemetry"}  # fmt: skip
+    names = {
+        "edged/kitchen-1/events/request": "request-event",
+        "edged/kitchen-1/telemetry": "telemetry",
+    }
     records = [(names[topic], json.loads(payload)) for topic, payload in published]
     for name, record in records:
         assert_valid(name, record)
@@ -623,11 +657,19 @@ def test_telemetry_doc_names_every_field(name: str) -> None:
 
 def test_telemetry_doc_names_the_topics_and_the_alarms() -> None:
     text = TELEMETRY_MD.read_text(encoding="utf-8")
-    for topic in ("edged/<device_id>/telemetry", "edged/<device_id>/events/request",
-                  "edged/<device_id>/status"):  # fmt: skip
+    for topic in (
+        "edged/<device_id>/telemetry",
+        "edged/<device_id>/events/request",
+        "edged/<device_id>/status",
+    ):
         assert f"`{topic}`" in text, topic
-    for alarm in ("spool_write_failed", "spool_dropped", "power_source_failing",
-                  "cloud_breaker_open", "cloud_throttled"):  # fmt: skip
+    for alarm in (
+        "spool_write_failed",
+        "spool_dropped",
+        "power_source_failing",
+        "cloud_breaker_open",
+        "cloud_throttled",
+    ):
         assert f"`{alarm}`" in text, alarm
 
 
