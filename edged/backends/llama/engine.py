@@ -242,6 +242,13 @@ class LlamaEngine:
                 out = self.last_outcome = job.run(tokens, budget, cancel.is_set)
                 finish, produced, t_first = out.finish, out.produced, out.first_at_s
             if t_first is not None:
+                # bench/overhead.py reads model_ttft_ms to tell edged's part of the TTFT
+                log.debug(
+                    "event=first_token id=%s prompt_tokens=%d model_ttft_ms=%.3f",
+                    request.id,
+                    len(tokens),
+                    (t_first - t_job) * 1000,
+                )
                 self.ttft_s = _ema(self.ttft_s, t_first - t_job)
                 if produced > 1 and constraint is None:  # forced tokens come in batches
                     rate = (produced - 1) / max(time.monotonic() - t_first, 1e-9)
@@ -288,7 +295,6 @@ class LlamaEngine:
             produced += 1
             if t_first is None:
                 t_first = time.monotonic()
-                log.debug("event=first_token id=%s prompt_tokens=%d", request.id, len(tokens))
             text = decoder.decode(llm.detokenize([tok]))
             if text:
                 emit(TextDelta(text, 1))
