@@ -54,7 +54,7 @@ from edged.config import LocalModelConfig
 from edged.grammar.gbnf import GbnfEngine
 from edged.grammar.llg import LlgEngine, unavailable_reason
 from edged.grammar.spec import GrammarSpec, call_object_schema
-from edged.types import ChatMessage, ReplyAddress, Request, ToolCalls, ToolChoice, ToolSpec
+from edged.types import Request, ToolCalls, ToolChoice, ToolSpec
 
 MODEL = h.DEFAULT_MODEL_FILE
 _DATA = json.loads((Path(__file__).parent / "data" / "tools.json").read_text())
@@ -113,19 +113,11 @@ def probe(engine: LlamaEngine) -> dict[str, Any]:
 
 def request(tools: list[ToolSpec], ask: str, max_tokens: int, mode: str) -> Request:
     """A tool request at temperature 0.8."""
-    return Request(
-        id="b",
-        messages=(ChatMessage("user", ask),),
-        max_tokens=max_tokens,
-        temperature=0.8,
-        stream=True,
-        route="auto",
-        sensitivity="normal",
-        reply=ReplyAddress("r"),
-        received_at_s=time.monotonic(),
-        tools=tuple(tools),
-        tool_choice=ToolChoice(mode),
-    )  # type: ignore[arg-type]
+    choice = ToolChoice(mode)  # type: ignore[arg-type]
+    req: Request = h.local_request(
+        ask, max_tokens, 0.8, route="auto", rid="b", tools=tuple(tools), tool_choice=choice
+    )
+    return req
 
 
 def raw(engine: LlamaEngine, tokens: list[int], max_tokens: int) -> dict[str, Any]:
