@@ -323,13 +323,7 @@ def bench_stream(matcher: Matcher, texts: Sequence[str]) -> dict[str, Any]:
             hold_chars.append((ends[j] if j < len(ends) else pos) - end)
             if hold_chars[-1] > worst[0]:
                 worst = (hold_chars[-1], t[max(0, end - 30) : end + hold_chars[-1]])
-    hold = dict(
-        zip(
-            ("p50", "p99", "max"),
-            (pct(hold_chars, 50), pct(hold_chars, 99), float(max(hold_chars))),
-            strict=True,
-        )
-    )
+    hold = {"p50": pct(hold_chars, 50), "p99": pct(hold_chars, 99), "max": float(max(hold_chars))}
     out: dict[str, Any] = {
         "texts": len(texts),
         "feeds": len(feed_ns),
@@ -480,6 +474,12 @@ def judge(text: str, findings: Sequence[Finding]) -> tuple[str, str]:
     return "unreviewed", "not reviewed: counted as a false positive"
 
 
+def excerpt(text: str, start: int, mark: bool = True) -> str:
+    """120 characters of ``text`` around ``start`` (``mark``: "..." first when cut there)."""
+    lo = max(0, min(start - 40, len(text) - 120))
+    return ("..." if lo and mark else "") + text[lo : lo + 120]
+
+
 def rate_row(k: int, n: int) -> dict[str, float]:
     lo, hi = wilson(k, n)
     return {
@@ -529,16 +529,10 @@ def fp_default(corpus: Sequence[str]) -> dict[str, Any]:
     for i, findings in sorted(flagged_texts.items()):
         t = corpus[i]
         verdict, why = judge(t, findings)
-        f0 = findings[0]
-        lo = max(0, min(f0.start - 40, len(t) - 120))
+        values = [f"{f.label}: {t[f.start : f.end]}" for f in findings]
+        text = excerpt(t, findings[0].start)
         examples.append(
-            {
-                "index": i,
-                "verdict": verdict,
-                "why": why,
-                "values": [f"{f.label}: {t[f.start : f.end]}" for f in findings],
-                "text": ("..." if lo else "") + t[lo : lo + 120],
-            }
+            {"index": i, "verdict": verdict, "why": why, "values": values, "text": text}
         )
     result["examples"] = examples
     return result
@@ -562,9 +556,7 @@ def fp_phrases(corpus: Sequence[str], phrases: Sequence[str]) -> dict[str, Any]:
             fired.update(o.rules)
             by_words[max(len(phrases[int(r.split(".")[1])].split()) for r in o.rules)] += 1
             if len(examples) < 5:
-                f0 = o.findings[0]
-                lo = max(0, min(f0.start - 40, len(t) - 120))
-                examples.append(t[lo : lo + 120])
+                examples.append(excerpt(t, o.findings[0].start, mark=False))
     finally:
         guardian.close()
     by_phrase = {
