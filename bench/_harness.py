@@ -224,21 +224,24 @@ def local_request(
     *,
     route: str = "local",
     rid: str = "bench",
+    **fields: Any,
 ) -> Any:
-    """An edged Request for a backend called directly (no ingress)."""
+    """An edged Request for a backend called directly (no ingress); ``fields`` set or
+    override any other of its fields."""
     from edged.types import ChatMessage, ReplyAddress, Request
 
-    return Request(
-        id=rid,
-        messages=(ChatMessage("user", prompt),),
-        max_tokens=max_tokens,
-        temperature=temperature,
-        stream=True,
-        route=route,  # type: ignore[arg-type]
-        sensitivity="normal",
-        reply=ReplyAddress("reply/bench"),
-        received_at_s=time.monotonic(),
-    )
+    base: dict[str, Any] = {
+        "id": rid,
+        "messages": (ChatMessage("user", prompt),),
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "stream": True,
+        "route": route,
+        "sensitivity": "normal",
+        "reply": ReplyAddress("reply/bench"),
+        "received_at_s": time.monotonic(),
+    }
+    return Request(**(base | fields))
 
 
 async def answer(backend: Any, request: Any) -> tuple[str, int, str]:

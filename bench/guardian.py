@@ -21,6 +21,7 @@ Texts, phrases and insertions are deterministic (fixed offsets, a seeded generat
 from __future__ import annotations
 
 import gc
+import json
 import math
 import random
 import re
@@ -52,44 +53,17 @@ CHARS_PER_TOKEN = 4
 TOKENS_PER_S = 135.0
 GOALS = {"p99_us_200": 50.0, "p99_us_2k": 200.0, "stream_us_per_token": 20.0}
 
-# --- the 1,000 phrases --------------------------------------------------------------------
-
-
-def _words(s: str) -> list[str]:
-    return s.split()
-
-
-# Words an operator's blocklist might hold: threats, leaks, internal projects.
-SINGLE = _words(
-    "nightingale bluebird ransomware keylogger rootkit botnet phishing skimmer counterfeit "
-    "embezzlement blackmail extortion smuggling detonator thermite napalm ricin sarin anthrax "
-    "cyanide chloroform lockpick burglary arson forgery bribery insider leaked confidential "
-    "classified unreleased prototype roadmap layoffs acquisition merger lawsuit settlement "
-    "subpoena whistleblower payroll salaries credentials keycard backdoor exploit malware "
-    "spyware trojan wiretap stalkerware doxxing swatting deepfake jailbreak overdose fentanyl "
-    "methamphetamine shibboleth kingfisher bluejay"
+# Input data (bench/data/guardian.json): the words an operator's blocklist might hold
+# (threats, leaks, internal projects), one synthetic PII value per detector (documentation
+# ranges, published example keys), and the corpus values a person reviewed.
+DATA = json.loads((ROOT / "bench" / "data" / "guardian.json").read_text(encoding="utf-8"))
+SINGLE, ADJECTIVES, NOUNS, VERBS = (
+    " ".join(DATA["phrase_words"][k]).split() for k in ("single", "adjectives", "nouns", "verbs")
 )
-ADJECTIVES = _words(
-    "internal secret private hidden unreleased quarterly classified restricted confidential "
-    "stolen fake forged encrypted unlisted offshore anonymous untraceable illegal unlicensed "
-    "experimental sensitive proprietary leaked master admin root legacy emergency backup "
-    "production staging corporate executive medical financial personal tactical military "
-    "nuclear chemical"
-)
-NOUNS = _words(
-    "code codes password passwords key keys budget forecast roadmap prototype blueprint "
-    "formula recipe database server firmware schematics contract invoice ledger account "
-    "accounts records files documents memo report figures earnings payroll salary bonus "
-    "merger acquisition layoffs strategy pipeline credentials token tokens certificate vault "
-    "safe alarm camera badge keycard warrant diagnosis prescription symptoms therapy address "
-    "location itinerary schedule passport license identity weapon weapons explosive "
-    "explosives device detonator virus malware exploit backdoor firewall network router "
-    "satellite drone reactor centrifuge uranium pathogen toxin project"
-)
-VERBS = _words(
-    "bypass disable hack crack steal leak forge launder smuggle hide delete wipe spoof clone "
-    "jam sabotage poison track unlock decrypt exfiltrate override tamper dump sell"
-)
+PII_SAMPLES: dict[str, str] = DATA["pii_samples"]
+# Real personal data is a true positive; everything else the detectors flag is a false positive.
+REAL_PII: dict[str, str] = DATA["real_pii"]
+REVIEWED_BENIGN: dict[str, str] = DATA["reviewed_benign"]
 
 
 def make_phrases(n: int = 1000, seed: int = SEED) -> list[str]:
@@ -131,27 +105,6 @@ def phrase_rules(phrases: Sequence[str]) -> list[Rule]:
 
 
 PII_RULE = Rule(id="pii.all", kind="pii", action="redact", applies_to="both", detectors=PII_NAMES)
-
-# Synthetic values, one per detector (documentation ranges, published example keys).
-PII_SAMPLES: dict[str, str] = {
-    "email": "jane.doe@example.com",
-    "phone": "+1 (415) 555-0132",
-    "payment_card": "4111 1111 1111 1111",
-    "iban": "GB82 WEST 1234 5698 7654 32",
-    "ipv4": "192.168.10.24",
-    "ipv6": "2001:db8:85a3::8a2e:370:7334",
-    "us_ssn": "123-45-6789",
-    "aws_access_key": "AKIAIOSFODNN7EXAMPLE",
-    "github_token": "ghp_" + "A1b2C3d4E5f6G7h8I9j0" + "K1l2M3n4O5p6Q7r8",
-    "private_key_block": (
-        "-----BEGIN PRIVATE KEY-----\nMIIBVQIBADANBgkqhkiG9w0BAQEFAASCAT8wggE7AgEAAkEA\n"
-        "-----END PRIVATE KEY-----"
-    ),
-    "jwt": (
-        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
-        "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
-    ),
-}
 
 # --- texts --------------------------------------------------------------------------------
 
@@ -370,13 +323,7 @@ def bench_stream(matcher: Matcher, texts: Sequence[str]) -> dict[str, Any]:
             hold_chars.append((ends[j] if j < len(ends) else pos) - end)
             if hold_chars[-1] > worst[0]:
                 worst = (hold_chars[-1], t[max(0, end - 30) : end + hold_chars[-1]])
-    hold = dict(
-        zip(
-            ("p50", "p99", "max"),
-            (pct(hold_chars, 50), pct(hold_chars, 99), float(max(hold_chars))),
-            strict=True,
-        )
-    )
+    hold = {"p50": pct(hold_chars, 50), "p99": pct(hold_chars, 99), "max": float(max(hold_chars))}
     out: dict[str, Any] = {
         "texts": len(texts),
         "feeds": len(feed_ns),
@@ -513,27 +460,6 @@ def bench_semantic(inputs: Sequence[str], rounds: int) -> dict[str, Any]:
 
 # --- 5: false positives on the benign corpus ----------------------------------------------
 
-# Values in the corpus read by a person (this benchmark's author) and judged. Real personal
-# data is a true positive; everything else the detectors flag there is a false positive.
-REAL_PII = {
-    "(808) 782-1557": "a US phone number the writer gives out ('That's my number')",
-    "natalie.ccc.byu@gmail.com": "a person's e-mail address",
-    "chitchat@byu.edu": "a real e-mail address (the study's contact address)",
-}
-REVIEWED_BENIGN = {
-    "4 8 15 16 23 42": "the numbers from the TV series Lost",
-    "12354548514555": "keyboard-mash digits",
-    "998877778899": "an example of a palindromic number",
-    "99956644665999": "keyboard-mash digits that pass the Luhn check by chance",
-    "403902930493": "a joking word count",
-    "1 2 4 3 5 6 7 6 8 3 9 9 5 3 5 4": "spam digits that pass the Luhn check by chance",
-    "800 2200 300": "three amounts being added up",
-    "0.0000000013": "a decimal number (a percentage)",
-    "11200201101": "a made-up 'code name' of digits",
-    "0101101001010": "a binary string that passes the Luhn check by chance",
-    "100010001 1": "part of a typed binary string",
-}
-
 
 def judge(text: str, findings: Sequence[Finding]) -> tuple[str, str]:
     """('real' | 'benign' | 'unreviewed', why) for one flagged text."""
@@ -546,6 +472,12 @@ def judge(text: str, findings: Sequence[Finding]) -> tuple[str, str]:
     if all(reasons):
         return "benign", str(reasons[0])
     return "unreviewed", "not reviewed: counted as a false positive"
+
+
+def excerpt(text: str, start: int, mark: bool = True) -> str:
+    """120 characters of ``text`` around ``start`` (``mark``: "..." first when cut there)."""
+    lo = max(0, min(start - 40, len(text) - 120))
+    return ("..." if lo and mark else "") + text[lo : lo + 120]
 
 
 def rate_row(k: int, n: int) -> dict[str, float]:
@@ -597,16 +529,10 @@ def fp_default(corpus: Sequence[str]) -> dict[str, Any]:
     for i, findings in sorted(flagged_texts.items()):
         t = corpus[i]
         verdict, why = judge(t, findings)
-        f0 = findings[0]
-        lo = max(0, min(f0.start - 40, len(t) - 120))
+        values = [f"{f.label}: {t[f.start : f.end]}" for f in findings]
+        text = excerpt(t, findings[0].start)
         examples.append(
-            {
-                "index": i,
-                "verdict": verdict,
-                "why": why,
-                "values": [f"{f.label}: {t[f.start : f.end]}" for f in findings],
-                "text": ("..." if lo else "") + t[lo : lo + 120],
-            }
+            {"index": i, "verdict": verdict, "why": why, "values": values, "text": text}
         )
     result["examples"] = examples
     return result
@@ -630,9 +556,7 @@ def fp_phrases(corpus: Sequence[str], phrases: Sequence[str]) -> dict[str, Any]:
             fired.update(o.rules)
             by_words[max(len(phrases[int(r.split(".")[1])].split()) for r in o.rules)] += 1
             if len(examples) < 5:
-                f0 = o.findings[0]
-                lo = max(0, min(f0.start - 40, len(t) - 120))
-                examples.append(t[lo : lo + 120])
+                examples.append(excerpt(t, o.findings[0].start, mark=False))
     finally:
         guardian.close()
     by_phrase = {
@@ -657,8 +581,6 @@ def main() -> int:
     args = ap.parse_args()
     quick = bool(args.quick)
     n_texts = args.texts or (60 if quick else 300)
-    rounds = {200: 3 if quick else 20, 2000: 2 if quick else 8}
-    re_rounds = {200: 1 if quick else 3, 2000: 1}
     started = time.perf_counter()
     corpus = load_benign()
     phrases = make_phrases()
@@ -671,65 +593,55 @@ def main() -> int:
         "corpus_turns": len(corpus),
         "texts_per_size": n_texts,
         "phrases_by_words": dict(Counter(len(p.split()) for p in phrases)),
+        "caught": {},
+        "texts": {},
     }
 
     # 1 + 2: whole texts, against re
     sets: dict[str, list[str]] = {}
-    f["caught"] = {}
-    for size in (200, 2000):
-        plain = sized_texts(corpus, size, n_texts)
-        sets[f"{size}_plain"] = plain
-        sets[f"{size}_inserted"], f["caught"][str(size)] = caught(matcher_in, plain, phrases)
-    f["texts"] = {}
-    for size in (200, 2000):
-        sub = {k: v for k, v in sets.items() if k.startswith(f"{size}_")}
-        f["texts"].update(
-            bench_texts(
-                sub,
-                matcher=matcher_in,
-                guardian=guardian,
-                baseline=baseline,
-                rounds=rounds[size],
-                re_rounds=re_rounds[size],
-            )
+    for size, rounds, re_rounds in (
+        (200, 3 if quick else 20, 1 if quick else 3),
+        (2000, 2 if quick else 8, 1),
+    ):
+        plain = sets[f"{size}_plain"] = sized_texts(corpus, size, n_texts)
+        inserted, f["caught"][str(size)] = caught(matcher_in, plain, phrases)
+        sub = {f"{size}_plain": plain, f"{size}_inserted": inserted}
+        sets.update(sub)
+        f["texts"] |= bench_texts(
+            sub,
+            matcher=matcher_in,
+            guardian=guardian,
+            baseline=baseline,
+            rounds=rounds,
+            re_rounds=re_rounds,
         )
-    for name, row in f["texts"].items():
+    for size, limit in (("200", GOALS["p99_us_200"]), ("2000", GOALS["p99_us_2k"])):
+        row = f["texts"][f"{size}_plain"]
         print(
-            f"{name:14} scan p50/p99 {row['scan_p50_us']:.1f}/{row['scan_p99_us']:.1f} us, "
-            f"check_text {row['check_p50_us']:.1f}/{row['check_p99_us']:.1f}, re "
-            f"{row['re_p50_us']:.1f}/{row['re_p99_us']:.1f}; scan/re p50 "
-            f"{row['ratio_scan_re_p50']:.3f}"
+            f"scan p99 at {size} B: {row['scan_p99_us']:.1f} us (goal <= {limit:g}: "
+            f"{h.goal(row['scan_p99_us'], limit)}); scan/re p50 {row['ratio_scan_re_p50']:.3f}"
         )
-    for size, limit in (("200", 50.0), ("2000", 200.0)):
-        p99 = f["texts"][f"{size}_plain"]["scan_p99_us"]
-        print(f"scan p99 at {size} B: {p99:.1f} us (goal <= {limit:g}: {h.goal(p99, limit)})")
     missed = [
         f"{size} B {det}"
         for size, rows in f["caught"].items()
         for det, row in rows.items()
         if row["value"] < row["n"] or row["phrase"] < row["n"]
     ]
-    print(f"inserted values and phrases found: {missed or 'all'}")
+    print(f"inserted values and phrases missed: {missed or 'none'}")
     f["breakdown_2k_p50_us"] = breakdown(matcher_in, sets["2000_plain"][:100], 1 if quick else 3)
 
     # 3: the stream filter
     f["stream"] = {str(n): bench_stream(matcher_out, sets[f"{n}_plain"]) for n in (200, 2000)}
-    for n, st in f["stream"].items():
-        print(
-            f"stream {n} B: feed mean/p99 {st['feed_mean_us']:.1f}/{st['feed_p99_us']:.1f} us "
-            f"(goal <= 20: {h.goal(st['feed_mean_us'], 20)}); hold-back p50/p99/max "
-            f"{st['hold_p50_tokens']:.2f}/{st['hold_p99_tokens']:.2f}/"
-            f"{st['hold_max_tokens']:.2f} tokens"
-        )
-    f["stream_leaks"] = lk = stream_leaks(
-        matcher_out, sets["200_plain"] + sets["2000_plain"], phrases
-    )
+    st = f["stream"]["2000"]
+    limit = GOALS["stream_us_per_token"]
     print(
-        f"stream leaks: value released whole {lk['pii_value_released_whole'] or 'never'}, "
-        f"half {lk['pii_value_first_half_released'] or 'never'}, not redacted "
-        f"{lk['pii_not_redacted'] or 'never'}; phrase not blocked {lk['phrase_not_blocked']}, "
-        f"partly released first {lk['phrase_partly_released_before_block']}"
+        f"stream feed mean {st['feed_mean_us']:.1f} us at 2 KB (goal <= {limit:g}: "
+        f"{h.goal(st['feed_mean_us'], limit)}); hold-back p99 {st['hold_p99_tokens']:.2f} tokens"
     )
+    texts = sets["200_plain"] + sets["2000_plain"]
+    f["stream_leaks"] = lk = stream_leaks(matcher_out, texts, phrases)
+    leaked = {k: v for k, v in lk.items() if k not in ("texts", "pii_stream_stopped") and v}
+    print(f"stream leaks: {leaked or 'none'}")
 
     # 4: a semantic rule
     sem_inputs = [t for t in corpus if 18 <= len(t.split()) <= 22]
@@ -737,12 +649,7 @@ def main() -> int:
     sem_inputs = sem_inputs[:: max(1, len(sem_inputs) // n_sem)][:n_sem]
     try:
         f["semantic"] = sem = bench_semantic(sem_inputs, 1 if quick else 2)
-        for n in (1, 2):
-            row = sem[f"threads{n}"]
-            print(
-                f"semantic check_text, {n} thread(s): p50/p99 {row['p50_ms']:.2f}/"
-                f"{row['p99_ms']:.2f} ms"
-            )
+        print(f"semantic check_text p99, 1 thread: {sem['threads1']['p99_ms']:.2f} ms")
     except ModelError as e:
         f["semantic"] = {"error": str(e)}
         print(
@@ -753,17 +660,11 @@ def main() -> int:
     fp_corpus = corpus[::10] if quick else corpus
     f["fp_default"] = fpd = fp_default(fp_corpus)
     f["fp_phrases"] = fpp = fp_phrases(fp_corpus, phrases)
-    for direction in ("input", "output"):
-        ex = fpd[direction]["excluding_true_positives"]
-        print(
-            f"default pack, {direction}: {ex['flagged']} of {ex['n']} false positives = "
-            f"{ex['rate']:.2e} (95% {ex['wilson_lo']:.1e}..{ex['wilson_hi']:.1e}; "
-            f"{fpd[direction]['true_positive_texts']} real PII texts left out)"
-        )
-    unreviewed = [x for x in fpd["examples"] if x["verdict"] == "unreviewed"]
+    ex = fpd["input"]["excluding_true_positives"]
+    unreviewed = sum(x["verdict"] == "unreviewed" for x in fpd["examples"])
     print(
-        f"flagged texts: {len(fpd['examples'])}, unreviewed {len(unreviewed)} (in the JSON); "
-        f"1,000 phrases: {fpp['flagged']} of {fpp['n']} blocked = {fpp['rate']:.2e}"
+        f"default pack, input: {ex['flagged']} of {ex['n']} false positives "
+        f"({unreviewed} flagged texts unreviewed); 1,000 phrases: {fpp['flagged']} blocked"
     )
     guardian.close()
     h.write(args, f, started=started)

@@ -42,7 +42,7 @@ from edged.config import RouterConfig, SemanticRoute
 from edged.errors import EdgedError
 from edged.router.policy import RouteInputs, RouterState, decide
 from edged.router.router import LocalStats, Router, load_policies
-from edged.types import CLOUD, LOCAL, ChatMessage, PowerState, ReplyAddress, Request, Verdict
+from edged.types import CLOUD, LOCAL, ChatMessage, PowerState, Request, Verdict
 from tests.fixtures.benign.corpus import load_benign
 
 GOALS = {"decide_p99_us": 100.0, "cloud_added_ms": 5.0}
@@ -154,19 +154,18 @@ def request(text: str, policy: str | None = None, case: dict[str, Any] | None = 
     """A request for ``text``: auto, 128 tokens, no deadline, or as ``case`` says."""
     inp, now = case["inputs"] if case else None, time.monotonic()
     left = inp.remaining_s if inp else None
-    return Request(
-        id=uuid.uuid4().hex[:10],
-        messages=(ChatMessage("system", h.SYSTEM), ChatMessage("user", text)),
-        max_tokens=inp.max_tokens if inp else 128,
-        temperature=0.0,
-        stream=True,
+    req: Request = h.local_request(
+        text,
+        inp.max_tokens if inp else 128,
         route=inp.hint if inp else "auto",
+        rid=uuid.uuid4().hex[:10],
+        messages=(ChatMessage("system", h.SYSTEM), ChatMessage("user", text)),
         sensitivity="private" if case and case["private"] else "normal",
-        reply=ReplyAddress("reply/bench"),
         received_at_s=now,
         deadline_at_s=None if left is None else now + left,
         policy=case["policy"] if case else policy,
     )
+    return req
 
 
 async def _empty(request: Request, verdict: Verdict) -> None:
@@ -494,34 +493,24 @@ def main() -> int:
     q = bool(args.quick)
     f: dict[str, Any] = {"seed": h.SEED}
     f["decide"] = d = asyncio.run(bench_decide(20_000 if q else 50_000))
-    us = d["us"]
+    p99, limit = d["us"]["route"]["p99"], GOALS["decide_p99_us"]
     print(
-        f"decide() p50/p99 {us['decide']['p50']:.2f}/{us['decide']['p99']:.2f} us, "
-        f"Router.route() {us['route']['p50']:.2f}/{us['route']['p99']:.2f} us "
-        f"(goal p99 <= 100 us: {h.goal(us['route']['p99'], GOALS['decide_p99_us'])}); "
-        f"route / empty await {d['ratio_route_empty_p50']:.1f}x p50; {d['distinct_outcomes']} "
-        f"outcomes, cloud {d['cloud_share']:.0%}, errors {d['errors']}"
+        f"Router.route() p99 {p99:.2f} us (goal <= {limit:g}: {h.goal(p99, limit)}); "
+        f"{d['ratio_route_empty_p50']:.1f}x an empty await at p50; errors {d['errors']}"
     )
     f["semantic"] = s = asyncio.run(bench_semantic(60 if q else 200, 1 if q else 2))
     print(
-        f"semantic route() p50 {s['ms']['route']['p50']:.2f} ms, embed() alone "
-        f"{s['ms']['embed']['p50']:.2f} ms: ratio {s['ratio_route_embed_p50']:.3f} p50, "
-        f"{s['ratio_route_embed_p99']:.3f} p99; checks {s['checks']}"
+        f"semantic route() / embed() p50 {s['ratio_route_embed_p50']:.3f}, p99 "
+        f"{s['ratio_route_embed_p99']:.3f}; the routes fire: {s['checks']}"
     )
     f["cloud"] = c = bench_cloud(args.rounds or (6 if q else 60), 16, echoes=3)
+    limit = GOALS["cloud_added_ms"]
     for name in ("edged", "edged_noguard"):
-        x = c[name]
+        added = c[name]["added_ms"]["p50"]
         print(
-            f"{name}: first chunk p50 {x['ttft_ms']['p50']:.2f} ms, direct "
-            f"{c['direct_ttft_ms']['p50']:.2f} ms: adds {x['added_ms']['p50']:.2f} ms (goal "
-            f"<= 5: {h.goal(x['added_ms']['p50'], GOALS['cloud_added_ms'])}), minus the MQTT "
-            f"echo {x['added_minus_echo_ms_p50']:.2f} ms; same text {x['texts_same']}/"
-            f"{c['rounds']}"
+            f"{name} over the openai SDK, first chunk p50: +{added:.2f} ms (goal <= {limit:g}: "
+            f"{h.goal(added, limit)}); same text {c[name]['texts_same']}/{c['rounds']}"
         )
-    print(
-        f"the guardian adds p50 {c['guardian_adds_ms']['p50']:.2f} ms; MQTT echo p50 "
-        f"{c['mqtt_echo_ms']['p50']:.2f} ms; daemon warnings {c['daemon_warnings']}"
-    )
     h.write(args, f, model=h.DEFAULT_MODEL_FILE, n_threads=1, started=started)
     return 0
 

@@ -1,8 +1,9 @@
 """What a tool call costs on the local model: edged's constrained decode against raw llama.cpp.
 
 One process, one model (the default GGUF), the same prompt for every row: edged's generic
-tool prompt for a 1-tool set (``set_alarm``) or the 10-tool set of ``bench/grammar.py``, and a
-user request. Rows, interleaved round by round so that machine noise hits them alike:
+tool prompt for a 1-tool set (``set_alarm``) or a 10-tool set (both in
+``bench/data/tools.json``), and a user request. Rows, interleaved round by round so that
+machine noise hits them alike:
 
   raw       ``llama_cpp.Llama.generate`` on the prompt's tokens, same sampler settings, no
             constraint (the floor; it writes prose until EOS or --max-tokens)
@@ -23,8 +24,15 @@ except in ``warm``: a ``required`` call with the next ask right after ``forced``
 tools' system block is reused from the KV cache, as in a conversation.
 Compile time (first, then cached) and the llguidance tokenizer build are printed too.
 
+Range probes first (deterministic, no sampling): fixed ``set_alarm`` calls fed token by token
+to each of edged's engines (llguidance and the GBNF fallback), two valid and six that break a
+bound (hour 24, 203, -1, ``07``, minute 60, a 25-character label); an engine must accept
+exactly the valid ones. (The study that chose the engine, with other engines and its own
+decode loop, is ``bench/grammar.py`` in git history at commit 8c5c76d.)
+
     .venv/bin/python bench/tools.py [--rounds 5] [--threads 1 2] [--max-tokens 64]
-        [--json OUT.json] [--gbnf]    (--gbnf: the fallback engine, as if no llguidance)
+        [--json OUT.json] [--gbnf]    (--gbnf: the fallback engine, as if no llguidance;
+        --rounds 0: the range probes only)
 """
 
 from __future__ import annotations
@@ -40,33 +48,76 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.grammar import REQUESTS, TOOLS
+from bench import _harness as h
 from edged.backends.llama import LlamaEngine
 from edged.config import LocalModelConfig
-from edged.types import ChatMessage, ReplyAddress, Request, ToolCalls, ToolChoice, ToolSpec
+from edged.grammar.gbnf import GbnfEngine
+from edged.grammar.llg import LlgEngine, unavailable_reason
+from edged.grammar.spec import GrammarSpec, call_object_schema
+from edged.types import Request, ToolCalls, ToolChoice, ToolSpec
 
-MODEL = Path(__file__).resolve().parent.parent / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL = h.DEFAULT_MODEL_FILE
+_DATA = json.loads((Path(__file__).parent / "data" / "tools.json").read_text())
+TOOLS: list[dict[str, Any]] = _DATA["tools"]
+REQUESTS: list[str] = _DATA["requests"]
 SETS = {
     "1-tool": [ToolSpec(t["name"], t["description"], t["parameters"]) for t in TOOLS[:1]],
     "10-tool": [ToolSpec(t["name"], t["description"], t["parameters"]) for t in TOOLS],
 }
 
 
+def _alarm(hour: str, minute: str = "0", label: str = "a") -> str:
+    return (
+        f'{{"name":"set_alarm","arguments":{{"hour":{hour},"minute":{minute},"label":"{label}"}}}}'
+    )
+
+
+#: (text, valid): texts an engine is fed for the set_alarm call (hour 0..23, minute 0..59,
+#: label at most 24 characters).
+RANGE_PROBES = [
+    (_alarm("23", "59"), True),
+    (_alarm("0", "0", ""), True),
+    *((_alarm(hour), False) for hour in ("24", "203", "-1", "07")),
+    (_alarm("7", "60"), False),
+    (_alarm("7", "5", "x" * 25), False),
+]
+
+
+def probe(engine: LlamaEngine) -> dict[str, Any]:
+    """Feed each range probe token by token to edged's llguidance and GBNF engines (as the
+    JSON answer's grammar, no markers): which does each wrongly accept or refuse?"""
+    spec = GrammarSpec(answer=call_object_schema(SETS["1-tool"][0]))
+    eos = engine.llm.token_eos()
+    out: dict[str, Any] = {}
+    engines: list[Any] = [GbnfEngine(engine.vocab)]
+    if unavailable_reason() is None:  # not with --gbnf
+        engines.insert(0, LlgEngine(engine.vocab))
+    for grammar in engines:
+        wrong = []
+        for text, valid in RANGE_PROBES:
+            c = grammar.constraint(spec)
+            accepted = True
+            for tok in engine.llm.tokenize(text.encode(), add_bos=False, special=False):
+                if not c.is_allowed(tok):
+                    accepted = False
+                    break
+                c.accept([tok])
+            accepted = accepted and (c.is_done() or c.is_allowed(eos))  # complete, too
+            if accepted != valid:
+                wrong.append(("accepted " if accepted else "refused ") + text[32:])
+        right = len(RANGE_PROBES) - len(wrong)
+        print(f"range probes, {grammar.name}: {right}/{len(RANGE_PROBES)} right {wrong or ''}")
+        out[grammar.name] = {"right": right, "of": len(RANGE_PROBES), "wrong": wrong}
+    return out
+
+
 def request(tools: list[ToolSpec], ask: str, max_tokens: int, mode: str) -> Request:
     """A tool request at temperature 0.8."""
-    return Request(
-        id="b",
-        messages=(ChatMessage("user", ask),),
-        max_tokens=max_tokens,
-        temperature=0.8,
-        stream=True,
-        route="auto",
-        sensitivity="normal",
-        reply=ReplyAddress("r"),
-        received_at_s=time.monotonic(),
-        tools=tuple(tools),
-        tool_choice=ToolChoice(mode),
-    )  # type: ignore[arg-type]
+    choice = ToolChoice(mode)  # type: ignore[arg-type]
+    req: Request = h.local_request(
+        ask, max_tokens, 0.8, route="auto", rid="b", tools=tuple(tools), tool_choice=choice
+    )
+    return req
 
 
 def raw(engine: LlamaEngine, tokens: list[int], max_tokens: int) -> dict[str, Any]:
@@ -176,14 +227,14 @@ def table(threads: int, name: str, rows: dict[str, list[dict[str, Any]]]) -> lis
 
 def main(argv: list[str] | None = None) -> int:
     """Run and print the tables; figures as JSON with --json."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap = h.parser(__doc__, "tools")
+    ap.description, ap.formatter_class = __doc__, argparse.RawTextHelpFormatter
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--gbnf", action="store_true", help="the fallback engine (no llguidance)")
     args = ap.parse_args(argv)
-    figures: dict[str, Any] = {"args": vars(args) | {"json": str(args.json)}, "tables": []}
+    figures: dict[str, Any] = {"tables": []}
     for threads in args.threads:
         engine = LlamaEngine(
             name="bench", model_path=MODEL, cfg=LocalModelConfig(n_threads=threads, n_ctx=2048)
@@ -195,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         grammar = engine.grammar()
         tok_ms = (time.perf_counter() - t) * 1e3
         print(f"\n== n_threads {threads}: {grammar.name}, set up in {tok_ms:.0f} ms")
-        for name, tools in SETS.items():
+        if "probes" not in figures:
+            figures["probes"] = probe(engine)
+        for name, tools in (SETS if args.rounds else {}).items():
             spec = engine.plan(request(tools, "x", 1, "required")).grammar
             assert spec is not None
             times = []
@@ -232,8 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
         engine.llm.close()
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=1))
+    h.write(args, figures, model=MODEL)
     return 0
 
 
