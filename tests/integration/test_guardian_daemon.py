@@ -142,7 +142,8 @@ def test_input_rules_with_the_real_model(
     assert "secrets.block" in str(final["message"]) and key not in str(final["message"])
     # ordinary requests are untouched
     final = ask(d, broker.port, "Name a colour.")[-1]
-    assert final["type"] == "result" and final["guardian"] == {"input": {}, "output": {}}
+    assert final["type"] == "result"
+    assert final["guardian"] == {"input": {}, "output": {}, "tools": {}}
     assert final["route"] == {"backend": "local", "reasons": ["no_cloud"]}
     assert key not in d.logs()  # nor is the secret logged
 
