@@ -17,11 +17,12 @@ In a pack, beside the text rules (``rules.py``)::
 call; over ``max_per_minute`` the rule blocks it too. A call is blocked when any pack blocks
 it, and when a pack says ``tool_default = "block"`` and no rule of any pack allows it (the
 id reported is then ``tool_default:<pack name>``). Pure and cheap: a dict lookup per call
-and a schema check per matching rule (bench/tool_rules.py).
+and a compiled schema check (edged.tools.check) per matching rule (bench/tool_rules.py).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -31,8 +32,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edged.errors import BadRequest
+from edged.tools.check import compile_check
 from edged.tools.schema import TOOL_NAME_RE, check_schema
-from edged.tools.validate import parse_json, validator
 
 ToolAction = Literal["block", "allow", "confirm"]
 Decision = Literal["allow", "block", "confirm"]
@@ -95,6 +96,13 @@ class ToolRules:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._packs: list[_PackRules] = []
+        # compiled once here: the per-call cost is the check alone
+        self._schemas = {
+            r.id: compile_check(r.arguments)
+            for _, _, rules in packs
+            for r in rules
+            if r.arguments is not None
+        }
         for name, default, rules in packs:
             by_tool: dict[str, list[ToolRule]] = {}
             for r in rules:
@@ -121,8 +129,8 @@ class ToolRules:
         for pack in self._packs:
             for r in pack.by_tool.get(tool, ()):
                 if r.arguments is not None and args is None:
-                    args = parse_json(arguments)
-                fits = r.arguments is None or validator(r.arguments).is_valid(args)
+                    args = json.loads(arguments)  # strict JSON: validate_calls checked it
+                fits = r.arguments is None or self._schemas[r.id](args)
                 if r.action == "block":
                     if fits:
                         blockers.append(r.id)
