@@ -36,6 +36,7 @@ from edged.types import (
     ToolSpec,
     Usage,
 )
+from tests.helpers import ROOT
 
 HOME = """
 name = "home"
@@ -326,3 +327,49 @@ def test_a_request_without_tool_rules_releases_calls_untouched(tmp_path: Path) -
     res = sink.finals[0]
     assert isinstance(res, Result) and [c.id for c in res.tool_calls] == ["c1"]
     assert res.guardian is not None and res.guardian.tools == {}
+
+
+# --- the shipped example and the command line ------------------------------------------------
+
+EXAMPLE = ROOT / "configs" / "guardian" / "examples" / "tools.toml"
+
+
+def test_the_example_pack_is_the_one_in_the_docs() -> None:
+    doc = (ROOT / "docs" / "guardian.md").read_text(encoding="utf-8")
+    block = doc.split("## Tool rules", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    assert block in EXAMPLE.read_text(encoding="utf-8")
+    assert [r.id for r in load_pack(EXAMPLE).tool_rules] == [
+        "door.never",
+        "lights.not.garage",
+        "thermostat.range",
+        "oven.ask",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "status", "expect"),
+    [
+        (["--tool", "unlock_door"], 0, {"decision": "block", "rules": ["door.never"]}),
+        (["--tool", "set_thermostat", "--args", '{"celsius": 21}'], 0, {"decision": "allow"}),
+        (["--tool", "set_thermostat", "--args", '{"celsius": 30}'], 0, {"decision": "block"}),
+        (["--tool", "oven_on"], 0, {"decision": "confirm", "rules": ["oven.ask"]}),
+        (["--tool", "oven_on", "--args", "[1]"], 1, {}),
+        (["--tool", "oven_on", "--args", "{"], 1, {}),
+    ],
+)
+def test_guard_check_decides_one_call(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    status: int,
+    expect: dict[str, Any],
+) -> None:
+    from edged.cli import main
+
+    cfg = pack(tmp_path, f'[guardian]\npacks = ["{EXAMPLE}"]\n', "edged.toml")
+    assert main(["guard", "check", "--config", str(cfg), *argv]) == status
+    out = json.loads(capsys.readouterr().out)
+    if status:
+        assert "error" in out
+    else:
+        assert out.items() >= expect.items() and out["latency_us"] >= 0, out
