@@ -289,6 +289,8 @@ class App:
         self.pipeline.guardian = guardian
         self.pipeline.router = router
         self.ingress.reconfigure(cfg)
+        if self.reporter is not None:  # audit events carry arguments only with log_prompts
+            self.reporter.log_arguments = cfg.log.log_prompts
         self.cfg = cfg
         self._spawn(
             retire(
