@@ -93,7 +93,7 @@ def test_stream_filter_leaks_nothing_onto_the_broker(
         if kind == "pii":
             assert final["type"] == "result", final
             assert "[REDACTED:" in str(final["text"])
-            assert final["guardian"] == {"input": {}, "output": {"out.pii": 1}}
+            assert final["guardian"] == {"input": {}, "output": {"out.pii": 1}, "tools": {}}
         else:
             assert final["type"] == "error" and final["code"] == "blocked", final
             assert "out.phrase" in str(final["message"]) and secret not in str(final["message"])
