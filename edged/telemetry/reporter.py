@@ -218,7 +218,11 @@ class Reporter:
                     },
                     "guardian": None
                     if r.guardian is None
-                    else {"input": r.guardian.input, "output": r.guardian.output},
+                    else {
+                        "input": r.guardian.input,
+                        "output": r.guardian.output,
+                        "tools": r.guardian.tools,
+                    },
                 }
             )
         else:

@@ -558,7 +558,7 @@ def test_events_are_sent_for_each_outcome_and_validate(tmp_path: Path) -> None:
     assert measured["timing_ms"] == {"queue": 0.412, "ttft": 38.905, "total": 121.337}
     assert measured["usage"] == {"prompt_tokens": 31, "completion_tokens": 8}
     assert measured["energy"]["joules"] == MEASURED.joules and measured["energy"]["reason"] is None
-    assert measured["guardian"] == {"input": {"pii.email": 2}, "output": {}}
+    assert measured["guardian"] == {"input": {"pii.email": 2}, "output": {}, "tools": {}}
     # unknown energy: every number null, with the reason
     energy = unknown["energy"]
     for k in ("joules", "joules_active", "tokens_per_joule", "mwh_per_1k_tokens", "sample_hz"):
