@@ -60,6 +60,8 @@ class ToolRule(BaseModel):
         bad = [t for t in self.tools if not TOOL_NAME_RE.fullmatch(t)]
         if bad:
             raise ValueError(f"tools: {bad} are not tool names (1-64 of [A-Za-z0-9_-])")
+        if len(set(self.tools)) != len(self.tools):
+            raise ValueError("tools names a tool twice")
         if self.arguments is not None:
             try:
                 check_schema(self.arguments, "arguments")
@@ -115,6 +117,7 @@ class ToolRules:
         self.empty = not any(p.default_block or p.by_tool for p in self._packs)
         self._clock = clock
         self._windows: dict[tuple[str, str], deque[float]] = {}
+        self._capped = {r.id for _, _, rs in packs for r in rs if r.max_per_minute is not None}
 
     def decide(self, tool: str, arguments: str) -> CallDecision:
         """Decide one call (``arguments`` the JSON text of an object, already validated).
@@ -161,4 +164,4 @@ class ToolRules:
 
     def adopt(self, old: ToolRules) -> None:
         """Keep the rate windows of ``old`` (a reload) for the rules that are still here."""
-        self._windows.update(old._windows)
+        self._windows.update((k, w) for k, w in old._windows.items() if k[0] in self._capped)

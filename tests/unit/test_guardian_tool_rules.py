@@ -134,6 +134,7 @@ def test_a_pack_holds_text_and_tool_rules_side_by_side(tmp_path: Path) -> None:
         ('tools = ["x"]\naction = "deny"', "action: Input should be 'block', 'allow' or 'confirm'"),
         ('tools = []\naction = "block"', "tools is empty"),
         ('tools = ["bad name"]\naction = "block"', "are not tool names"),
+        ('tools = ["x", "x"]\naction = "block"', "names a tool twice"),
         ('tools = ["x"]\naction = "allow"\nphrases = ["a"]', "phrases: unknown key"),
         (
             'tools = ["x"]\naction = "allow"\narguments = { type = "object", multipleOf = 2 }',
@@ -373,3 +374,17 @@ def test_guard_check_decides_one_call(
         assert "error" in out
     else:
         assert out.items() >= expect.items() and out["latency_us"] >= 0, out
+
+
+def test_a_reload_keeps_the_rate_windows(tmp_path: Path) -> None:
+    clock = Clock()
+    old = guardian(tmp_path, HOME, clock=clock).tool_rules
+    ok = args(celsius=20)
+    assert [old.decide("set_thermostat", ok).decision for _ in range(3)] == [
+        "allow",
+        "allow",
+        "block",
+    ]
+    new = guardian(tmp_path, HOME, clock=clock).tool_rules
+    new.adopt(old)
+    assert new.decide("set_thermostat", ok).decision == "block"
