@@ -32,7 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edged.errors import BadRequest
-from edged.tools.check import compile_check
+from edged.tools.check import Check, compile_check
 from edged.tools.schema import TOOL_NAME_RE, check_schema
 
 ToolAction = Literal["block", "allow", "confirm"]
@@ -80,11 +80,8 @@ class CallDecision:
     rules: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class _PackRules:
-    name: str
-    default_block: bool
-    by_tool: dict[str, tuple[ToolRule, ...]]
+#: One rule as a tool sees it: (id, action, compiled argument check or None, rate cap).
+_Entry = tuple[str, ToolAction, "Check | None", "int | None"]
 
 
 class ToolRules:
@@ -97,24 +94,16 @@ class ToolRules:
         packs: Sequence[tuple[str, str, Sequence[ToolRule]]],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._packs: list[_PackRules] = []
-        # compiled once here: the per-call cost is the check alone
-        self._schemas = {
-            r.id: compile_check(r.arguments)
-            for _, _, rules in packs
-            for r in rules
-            if r.arguments is not None
-        }
-        for name, default, rules in packs:
-            by_tool: dict[str, list[ToolRule]] = {}
+        by_tool: dict[str, list[_Entry]] = {}
+        for _, _, rules in packs:  # in pack order, then rule order
             for r in rules:
+                check = None if r.arguments is None else compile_check(r.arguments)
                 for t in r.tools:
-                    by_tool.setdefault(t, []).append(r)
-            self._packs.append(
-                _PackRules(name, default == "block", {k: tuple(v) for k, v in by_tool.items()})
-            )
+                    by_tool.setdefault(t, []).append((r.id, r.action, check, r.max_per_minute))
+        self._by_tool = {k: tuple(v) for k, v in by_tool.items()}
+        self._defaults = tuple(f"tool_default:{name}" for name, d, _ in packs if d == "block")
         self.count = sum(len(rs) for _, _, rs in packs)
-        self.empty = not any(p.default_block or p.by_tool for p in self._packs)
+        self.empty = not self._by_tool and not self._defaults
         self._clock = clock
         self._windows: dict[tuple[str, str], deque[float]] = {}
         self._capped = {r.id for _, _, rs in packs for r in rs if r.max_per_minute is not None}
@@ -129,35 +118,36 @@ class ToolRules:
         confirms: list[str] = []
         capped: list[tuple[str, int]] = []
         allowed = False
-        for pack in self._packs:
-            for r in pack.by_tool.get(tool, ()):
-                if r.arguments is not None and args is None:
-                    args = json.loads(arguments)  # strict JSON: validate_calls checked it
-                fits = r.arguments is None or self._schemas[r.id](args)
-                if r.action == "block":
-                    if fits:
-                        blockers.append(r.id)
-                elif not fits:
-                    blockers.append(r.id)
-                else:
-                    allowed = True
-                    if r.action == "confirm":
-                        confirms.append(r.id)
-                    if r.max_per_minute is not None:
-                        capped.append((r.id, r.max_per_minute))
-        if not allowed:
-            blockers += [f"tool_default:{p.name}" for p in self._packs if p.default_block]
-        now = self._clock()
-        for rid, cap in capped:
-            w = self._windows.setdefault((rid, tool), deque())
-            while w and w[0] <= now - RATE_WINDOW_S:
-                w.popleft()
-            if len(w) >= cap:
+        for rid, action, check, cap in self._by_tool.get(tool, ()):
+            if check is not None and args is None:
+                args = json.loads(arguments)  # strict JSON: validate_calls checked it
+            fits = check is None or check(args)
+            if action == "block":
+                if fits:
+                    blockers.append(rid)
+            elif not fits:
                 blockers.append(rid)
+            else:
+                allowed = True
+                if action == "confirm":
+                    confirms.append(rid)
+                if cap is not None:
+                    capped.append((rid, cap))
+        if not allowed:
+            blockers += self._defaults
+        if capped:
+            now = self._clock()
+            for rid, cap in capped:
+                w = self._windows.setdefault((rid, tool), deque())
+                while w and w[0] <= now - RATE_WINDOW_S:
+                    w.popleft()
+                if len(w) >= cap:
+                    blockers.append(rid)
+            if not blockers:
+                for rid, _ in capped:
+                    self._windows[(rid, tool)].append(now)
         if blockers:
             return CallDecision("block", tuple(blockers))
-        for rid, _ in capped:
-            self._windows[(rid, tool)].append(now)
         if confirms:
             return CallDecision("confirm", tuple(confirms))
         return CallDecision("allow", ())
