@@ -81,7 +81,7 @@ class CallDecision:
 
 
 #: One rule as a tool sees it: (id, action, compiled argument check or None, rate cap).
-_Entry = tuple[str, ToolAction, "Check | None", "int | None"]
+_Entry = tuple[str, ToolAction, Check | None, int | None]
 
 
 class ToolRules:
