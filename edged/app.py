@@ -30,6 +30,7 @@ from edged.energy.sampler import Sampler
 from edged.figures import load_figures
 from edged.guardian import Guardian, PassGuardian
 from edged.guardian.build import build_guardian
+from edged.guardian.engine import RuleGuardian
 from edged.ingress.journal import Journal
 from edged.ingress.service import Ingress
 from edged.models import load_manifest, resolve
@@ -47,7 +48,7 @@ from edged.telemetry.presence import status_payload
 from edged.telemetry.reporter import EnergyCounter, Reporter
 from edged.telemetry.spool import Spool
 from edged.telemetry.stats import build_stats
-from edged.types import CLOUD, LOCAL, PowerState
+from edged.types import CLOUD, LOCAL, PowerState, ToolDecision
 
 log = logging.getLogger("edged.app")
 
@@ -274,16 +275,22 @@ class App:
         loop = asyncio.get_running_loop()
         try:
             cfg = await loop.run_in_executor(None, load_config, self.config_path)
-            guardian = await loop.run_in_executor(None, build_guardian, cfg, self.embedder)
+            guardian = await loop.run_in_executor(
+                None, build_guardian, cfg, self.embedder, self._audit_tool
+            )
             router = await loop.run_in_executor(None, self.build_router, cfg)
         except Exception as e:
             log.error("event=reload_refused error=%r", str(e))
             return False
         old = (self.pipeline.guardian, self.pipeline.router)
+        if isinstance(guardian, RuleGuardian) and isinstance(old[0], RuleGuardian):
+            guardian.tool_rules.adopt(old[0].tool_rules)  # rate caps go on counting
         router.adopt(self.pipeline.router)  # type: ignore[arg-type]
         self.pipeline.guardian = guardian
         self.pipeline.router = router
         self.ingress.reconfigure(cfg)
+        if self.reporter is not None:  # audit events carry arguments only with log_prompts
+            self.reporter.log_arguments = cfg.log.log_prompts
         self.cfg = cfg
         self._spawn(
             retire(
@@ -294,6 +301,10 @@ class App:
         )
         log.info("event=reloaded guardian_packs=%d", len(cfg.guardian.packs))
         return True
+
+    def _audit_tool(self, decision: ToolDecision) -> None:
+        if self.reporter is not None:  # decisions before telemetry starts go only to the log
+            self.reporter.observe_tool(decision)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` as a task the app holds until it ends (the loop keeps only weak
@@ -344,7 +355,7 @@ class App:
         async with systemd.extending_timeout(self.notifier, 30.0, limit_s=600):
             self.notifier.status("loading guardian rules and routing policies")
             self.pipeline.guardian = await loop.run_in_executor(
-                None, build_guardian, self.cfg, self.embedder
+                None, build_guardian, self.cfg, self.embedder, self._audit_tool
             )
             if self.cfg.router.semantic_routes:
                 self.pipeline.router = await loop.run_in_executor(None, self.build_router, self.cfg)
@@ -369,6 +380,8 @@ class App:
             interval_s=tcfg.interval_s,
             events=tcfg.events,
             stats=self._stats,
+            tool_events_topic=self.topics.tool_events,
+            log_arguments=self.cfg.log.log_prompts,
         )
         self.pipeline.observer = self.reporter.observe
         # requests journalled but unanswered when edged stopped, before the link delivers any

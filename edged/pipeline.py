@@ -149,7 +149,7 @@ class Pipeline:
         """Backend -> guardian out -> responder, for one route."""
         events = self.backends[route.backend].generate(verdict.request)  # backend
         events = guardian.filter_stream(events, verdict)  # guardian out
-        return await self._respond(verdict.request, events, reply)  # responder
+        return await self._respond(verdict, guardian, events, reply)  # responder
 
     def _fail(self, request: Request, reply: ReplySink, err: EdgedError) -> None:
         self.meter.end(request.id, 0)
@@ -159,8 +159,12 @@ class Pipeline:
 
     @staticmethod
     async def _respond(
-        request: Request, events: AsyncGenerator[StreamEvent, None], reply: ReplySink
+        verdict: Verdict,
+        guardian: Guardian,
+        events: AsyncGenerator[StreamEvent, None],
+        reply: ReplySink,
     ) -> _Outcome:
+        request = verdict.request
         parts: list[str] = []
         calls: tuple[ToolCall, ...] = ()
         started: float | None = None
@@ -175,8 +179,9 @@ class Pipeline:
                         reply.chunk(ev.text)
                 elif isinstance(ev, ToolCalls):
                     # the one point a call is checked before it may leave the device
-                    # (whole, never fragments); the guardian's tool rules will sit here too
+                    # (whole, never fragments): valid, then decided by the tool rules
                     calls = validate_calls(request, ev.calls)
+                    calls = guardian.check_calls(request, calls, verdict)  # guardian tools
                     if first is None:
                         first = time.monotonic()
                 elif isinstance(ev, Started):

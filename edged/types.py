@@ -6,7 +6,7 @@ Units are in the names (``_ms``, ``_s``, ``_j``). Unknown values are ``None`` to
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -71,6 +71,26 @@ class ToolCall:
     id: str
     name: str
     arguments: str
+    #: A guardian ``confirm`` rule released it: the app asks the user before it acts.
+    confirm: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ToolDecision:
+    """The guardian's decision on one tool call, for the audit event (``events/tool``).
+    ``arguments`` is the call's JSON text; it is published only when ``log.log_prompts``."""
+
+    request_id: str
+    call_id: str
+    tool: str
+    decision: Literal["allow", "block", "confirm"]
+    rules: tuple[str, ...]
+    latency_us: float
+    arguments: str
+
+
+#: Told about every tool decision (telemetry); must not block.
+ToolAudit = Callable[[ToolDecision], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,10 +244,12 @@ class EnergyReport:
 
 @dataclass(frozen=True, slots=True)
 class GuardianReport:
-    """What the guardian did to a request: rule ids with counts, on input and on output."""
+    """What the guardian did to a request: rule ids with counts, on input, on output, and on
+    the tool calls (rules that blocked a call or released it for confirmation)."""
 
     input: dict[str, int] = field(default_factory=dict)
     output: dict[str, int] = field(default_factory=dict)
+    tools: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,3 +301,5 @@ class Verdict:
     actions: dict[str, int] = field(default_factory=dict)
     #: Rule ids that acted on the streamed output, with counts (filled while streaming).
     output: dict[str, int] = field(default_factory=dict)
+    #: Rule ids that blocked or marked tool calls, with counts (filled by check_calls).
+    tools: dict[str, int] = field(default_factory=dict)

@@ -3,16 +3,16 @@
 This module holds the interface and the pass-through guardian used when no rule pack is
 configured. ``rules.py`` loads packs, ``normalize.py`` builds the views rules match on,
 ``pii.py`` holds the detectors, ``pii_scan.py`` runs them, ``matcher.py`` compiles rules,
-``stream.py`` is the hold-back filter for streamed output, and ``engine.py`` puts them
-together.
+``stream.py`` is the hold-back filter for streamed output, ``tool_rules.py`` decides tool
+calls, and ``engine.py`` puts them together.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from typing import Protocol
 
-from edged.types import GuardianReport, Request, StreamEvent, Verdict
+from edged.types import GuardianReport, Request, StreamEvent, ToolCall, Verdict
 
 
 class Guardian(Protocol):
@@ -26,6 +26,14 @@ class Guardian(Protocol):
         self, events: AsyncGenerator[StreamEvent, None], verdict: Verdict
     ) -> AsyncGenerator[StreamEvent, None]:
         """Wrap a backend's stream so nothing forbidden reaches the client."""
+        ...
+
+    def check_calls(
+        self, request: Request, calls: Sequence[ToolCall], verdict: Verdict
+    ) -> tuple[ToolCall, ...]:
+        """Decide a turn's validated tool calls: the ones released (``confirm`` set under a
+        confirm rule); blocked ones are left out and counted in ``verdict.tools``. Raises
+        :class:`~edged.errors.Blocked` naming the rules when every call is blocked."""
         ...
 
     def report(self, verdict: Verdict) -> GuardianReport | None:
@@ -49,6 +57,12 @@ class PassGuardian:
     ) -> AsyncGenerator[StreamEvent, None]:
         """Return the stream unchanged."""
         return events
+
+    def check_calls(
+        self, request: Request, calls: Sequence[ToolCall], verdict: Verdict
+    ) -> tuple[ToolCall, ...]:
+        """Release every call."""
+        return tuple(calls)
 
     def report(self, verdict: Verdict) -> GuardianReport | None:
         """None: no rules are loaded."""

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
@@ -21,6 +22,7 @@ from edged.errors import Blocked
 from edged.guardian.matcher import Finding, Matcher
 from edged.guardian.rules import STRENGTH, Direction, Pack, Rule
 from edged.guardian.stream import StreamFilter, redact
+from edged.guardian.tool_rules import ToolRules
 from edged.types import (
     Embedder,
     Finished,
@@ -28,6 +30,9 @@ from edged.types import (
     Request,
     StreamEvent,
     TextDelta,
+    ToolAudit,
+    ToolCall,
+    ToolDecision,
     Verdict,
 )
 
@@ -54,10 +59,18 @@ class RuleGuardian:
     """Guardian over rule packs. Cheap to rebuild: a reload builds a new one and swaps it."""
 
     def __init__(
-        self, packs: Sequence[Pack], embedder: Embedder | None = None, max_workers: int = 1
+        self,
+        packs: Sequence[Pack],
+        embedder: Embedder | None = None,
+        max_workers: int = 1,
+        *,
+        audit: ToolAudit | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.packs = list(packs)
-        rules = [r for p in packs for r in p.rule]
+        self.tool_rules = ToolRules([(p.name, p.tool_default, p.tool_rules) for p in packs], clock)
+        self.audit = audit
+        rules = [r for p in packs for r in p.text_rules]
         self.rules = rules
         self._in = Matcher(rules, "input")
         self._out = Matcher(rules, "output")
@@ -173,9 +186,51 @@ class RuleGuardian:
                         verdict.output[f.rule_id] = verdict.output.get(f.rule_id, 0) + 1
                     yield ev
 
+    def check_calls(
+        self, request: Request, calls: Sequence[ToolCall], verdict: Verdict
+    ) -> tuple[ToolCall, ...]:
+        """Decide each call by the tool rules; raises Blocked when every one is blocked."""
+        released: list[ToolCall] = []
+        blockers: set[str] = set()
+        for call in calls:
+            t0 = time.perf_counter()
+            d = self.tool_rules.decide(call.name, call.arguments)
+            latency_us = (time.perf_counter() - t0) * 1e6
+            for rid in d.rules:
+                verdict.tools[rid] = verdict.tools.get(rid, 0) + 1
+            if d.decision == "block":
+                blockers.update(d.rules)
+                log.info(
+                    "event=tool_blocked id=%s tool=%s rules=%s",
+                    request.id,
+                    call.name,
+                    ",".join(d.rules),
+                )
+            else:
+                released.append(replace(call, confirm=True) if d.decision == "confirm" else call)
+            if self.audit is not None:
+                self.audit(
+                    ToolDecision(
+                        request.id,
+                        call.id,
+                        call.name,
+                        d.decision,
+                        d.rules,
+                        latency_us,
+                        call.arguments,
+                    )
+                )
+        if calls and not released:
+            raise Blocked(
+                f"every tool call was blocked by guardian rule(s): {', '.join(sorted(blockers))}"
+            )
+        return tuple(released)
+
     def report(self, verdict: Verdict) -> GuardianReport | None:
-        """Rule ids with counts, on input and on output."""
-        return GuardianReport(input=dict(verdict.actions), output=dict(verdict.output))
+        """Rule ids with counts, on input, on output and on tool calls."""
+        return GuardianReport(
+            input=dict(verdict.actions), output=dict(verdict.output), tools=dict(verdict.tools)
+        )
 
     def close(self) -> None:
         """Stop the worker thread."""

@@ -5,7 +5,7 @@ A pack::
     name = "example"
     [[rule]]
     id = "no-secrets-talk"
-    kind = "phrase"            # phrase | regex | pii | semantic
+    kind = "phrase"            # phrase | regex | pii | semantic (| tool: tool_rules.py)
     action = "block"           # block | redact | force_local | flag
     applies_to = "both"        # input | output | both
     phrases = ["the launch code", "master password"]
@@ -13,25 +13,22 @@ A pack::
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import regex
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edged.config import read_toml
 from edged.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    pass
-else:  # pragma: no cover
-    pass
+from edged.guardian.tool_rules import ToolRule
 
 Action = Literal["block", "redact", "force_local", "flag"]
 Kind = Literal["phrase", "regex", "pii", "semantic"]
 Direction = Literal["input", "output"]
+#: Every rule kind (the tag pydantic puts in an error's location).
+_KINDS = ("phrase", "regex", "pii", "semantic", "tool")
 PII_NAMES = (
     "email",
     "phone",
@@ -116,7 +113,19 @@ class Pack(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
     description: str | None = None
-    rule: tuple[Rule, ...] = ()
+    #: What a tool call no rule allows gets (tool_rules.py).
+    tool_default: Literal["allow", "block"] = "allow"
+    rule: tuple[Annotated[Rule | ToolRule, Field(discriminator="kind")], ...] = ()
+
+    @property
+    def text_rules(self) -> list[Rule]:
+        """The rules that judge text (input and output)."""
+        return [r for r in self.rule if isinstance(r, Rule)]
+
+    @property
+    def tool_rules(self) -> list[ToolRule]:
+        """The rules that decide tool calls."""
+        return [r for r in self.rule if isinstance(r, ToolRule)]
 
 
 def load_pack(path: Path) -> Pack:
@@ -138,7 +147,8 @@ def load_pack(path: Path) -> Pack:
                     and isinstance(rules[loc[1]], dict)
                 ):
                     rid = rules[loc[1]].get("id")
-                field = ".".join(str(p) for p in loc[2:])
+                rest = loc[3:] if len(loc) >= 3 and loc[2] in _KINDS else loc[2:]
+                field = ".".join(str(p) for p in rest)
                 where = f"rule {rid!r} (#{loc[1] + 1})" + (f" {field}" if field else "")
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":

@@ -366,11 +366,19 @@ def _ms(v: float | None) -> float | None:
 
 def encode_tool_calls(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
     """Tool calls in the OpenAI shape: ``{"id", "type": "function", "function": {"name",
-    "arguments"}}``, ``arguments`` the JSON text of an object."""
-    return [
-        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-        for c in calls
-    ]
+    "arguments"}}``, ``arguments`` the JSON text of an object; ``"confirm": true`` only on a
+    call a guardian confirm rule released (the app asks the user before it acts)."""
+    out: list[dict[str, Any]] = []
+    for c in calls:
+        call: dict[str, Any] = {
+            "id": c.id,
+            "type": "function",
+            "function": {"name": c.name, "arguments": c.arguments},
+        }
+        if c.confirm:
+            call["confirm"] = True
+        out.append(call)
+    return out
 
 
 def encode_result(result: Result) -> bytes:
@@ -405,6 +413,8 @@ def encode_result(result: Result) -> bytes:
                 "sample_hz": e.sample_hz,
                 "reason": e.reason,
             },
-            "guardian": None if g is None else {"input": g.input, "output": g.output},
+            "guardian": None
+            if g is None
+            else {"input": g.input, "output": g.output, "tools": g.tools},
         }
     )

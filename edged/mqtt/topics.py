@@ -37,6 +37,11 @@ class Topics:
         """One event per finished request (no prompt text)."""
         return f"{self.base}/events/request"
 
+    @property
+    def tool_events(self) -> str:
+        """One event per guardian decision on a tool call (no argument values by default)."""
+        return f"{self.base}/events/tool"
+
     def response(self, request_id: str) -> str:
         """Default reply topic when a request names none."""
         return f"{self.base}/response/{request_id}"

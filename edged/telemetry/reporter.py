@@ -1,4 +1,5 @@
-"""Telemetry: the periodic device report, one event per request, the energy counter.
+"""Telemetry: the periodic device report, one event per request and per tool decision, the
+energy counter.
 
 Payloads are numbers, never formatted strings, with ``schema_version``; unknown values are
 null with a reason. Everything goes through the outbox, which spools to disk while the
@@ -19,7 +20,7 @@ from edged.energy.meter import integrate
 from edged.energy.sampler import Sampler
 from edged.errors import EdgedError
 from edged.store import StateDoc
-from edged.types import Request, Result
+from edged.types import Request, Result, ToolDecision
 
 log = logging.getLogger("edged.telemetry")
 
@@ -97,8 +98,12 @@ class Reporter:
         events: bool = True,
         stats: Callable[[], Mapping[str, Any]] = dict,
         clock: Callable[[], float] = time.monotonic,
+        tool_events_topic: str | None = None,
+        log_arguments: bool = False,
     ) -> None:
         self.device_id = device_id
+        self.tool_events_topic = tool_events_topic
+        self.log_arguments = log_arguments
         self.telemetry_topic = telemetry_topic
         self.events_topic = events_topic
         self.sender = sender
@@ -144,10 +149,35 @@ class Reporter:
             code = error.code if error is not None else "internal"
             self.errors[code] = self.errors.get(code, 0) + 1
         if self.events:
-            record = self.event(request, result, error)
-            task = asyncio.ensure_future(self.sender.send(self.events_topic, record))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            self._send(self.events_topic, self.event(request, result, error))
+
+    def _send(self, topic: str, record: dict[str, Any]) -> None:
+        task = asyncio.ensure_future(self.sender.send(topic, record))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    def observe_tool(self, decision: ToolDecision) -> None:
+        """The guardian decided a tool call (event loop; must not block): one audit event."""
+        if self.events and self.tool_events_topic is not None:
+            self._send(self.tool_events_topic, self.tool_event(decision))
+
+    def tool_event(self, d: ToolDecision) -> dict[str, Any]:
+        """The audit event of one tool decision; argument values only with ``log_arguments``
+        (``log.log_prompts``)."""
+        ev: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "device_id": self.device_id,
+            "id": d.request_id,
+            "ts_unix_s": round(time.time(), 3),
+            "call_id": d.call_id,
+            "tool": d.tool,
+            "decision": d.decision,
+            "rules": list(d.rules),
+            "latency_us": round(d.latency_us, 2),
+        }
+        if self.log_arguments:
+            ev["arguments"] = d.arguments
+        return ev
 
     def event(
         self, request: Request, result: Result | None, error: EdgedError | None
@@ -188,7 +218,11 @@ class Reporter:
                     },
                     "guardian": None
                     if r.guardian is None
-                    else {"input": r.guardian.input, "output": r.guardian.output},
+                    else {
+                        "input": r.guardian.input,
+                        "output": r.guardian.output,
+                        "tools": r.guardian.tools,
+                    },
                 }
             )
         else:

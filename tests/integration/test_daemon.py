@@ -102,7 +102,8 @@ def test_stream_chunks_then_one_result(shared_daemon: Daemon, broker: Broker) ->
     assert 0 <= timing["queue"] <= timing["ttft"] <= timing["total"]
     energy = final["energy"]
     assert isinstance(energy, dict) and energy["joules"] is None and energy["reason"]
-    assert final["guardian"] == {"input": {}, "output": {}}  # the default pack found nothing
+    # the default pack found nothing
+    assert final["guardian"] == {"input": {}, "output": {}, "tools": {}}
 
 
 def test_non_streaming_request_gets_only_the_result(shared_daemon: Daemon, broker: Broker) -> None:

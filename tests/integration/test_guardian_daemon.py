@@ -93,7 +93,7 @@ def test_stream_filter_leaks_nothing_onto_the_broker(
         if kind == "pii":
             assert final["type"] == "result", final
             assert "[REDACTED:" in str(final["text"])
-            assert final["guardian"] == {"input": {}, "output": {"out.pii": 1}}
+            assert final["guardian"] == {"input": {}, "output": {"out.pii": 1}, "tools": {}}
         else:
             assert final["type"] == "error" and final["code"] == "blocked", final
             assert "out.phrase" in str(final["message"]) and secret not in str(final["message"])
@@ -142,7 +142,8 @@ def test_input_rules_with_the_real_model(
     assert "secrets.block" in str(final["message"]) and key not in str(final["message"])
     # ordinary requests are untouched
     final = ask(d, broker.port, "Name a colour.")[-1]
-    assert final["type"] == "result" and final["guardian"] == {"input": {}, "output": {}}
+    assert final["type"] == "result"
+    assert final["guardian"] == {"input": {}, "output": {}, "tools": {}}
     assert final["route"] == {"backend": "local", "reasons": ["no_cloud"]}
     assert key not in d.logs()  # nor is the secret logged
 

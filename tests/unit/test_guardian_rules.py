@@ -19,7 +19,7 @@ def write(tmp_path: Path, body: str, name: str = "p.toml") -> Path:
 def test_shipped_packs_load() -> None:
     packs = load_packs(sorted((ROOT / "configs" / "guardian").rglob("*.toml")))
     kinds = {r.kind for p in packs for r in p.rule}
-    assert kinds == {"phrase", "regex", "pii", "semantic"}
+    assert kinds == {"phrase", "regex", "pii", "semantic", "tool"}
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,8 @@ GRAMMAR = "edged.grammar"
 # submodules)
 STAGES = {
     "tools": BASE,
-    "guardian": BASE,
+    # tool rules check their argument schemas with the pure tool-schema library
+    "guardian": BASE | {TOOLS},
     "router": BASE,
     "backends": BASE | {TOOLS, GRAMMAR},
     # the cache key of a compiled grammar is edged.tools.validate.canonical

@@ -37,6 +37,7 @@ from edged.types import (
     Result,
     RouteDecision,
     Timing,
+    ToolDecision,
     Usage,
 )
 from tests.helpers import ROOT
@@ -291,6 +292,11 @@ STRING_FIELDS = {
     "breaker",
     "profile",
     "alarms",
+    "call_id",
+    "tool",
+    "decision",
+    "rules",
+    "arguments",
 }
 
 
@@ -316,7 +322,7 @@ def assert_numbers_are_numbers(record: dict[str, Any]) -> None:
 # --- the schemas themselves ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["telemetry", "request-event"])
+@pytest.mark.parametrize("name", ["telemetry", "request-event", "tool-event"])
 def test_schema_is_valid_draft_2020_12_and_its_examples_validate(name: str) -> None:
     s = schema(name)
     assert s["$schema"] == "https://json-schema.org/draft/2020-12/schema"
@@ -552,7 +558,7 @@ def test_events_are_sent_for_each_outcome_and_validate(tmp_path: Path) -> None:
     assert measured["timing_ms"] == {"queue": 0.412, "ttft": 38.905, "total": 121.337}
     assert measured["usage"] == {"prompt_tokens": 31, "completion_tokens": 8}
     assert measured["energy"]["joules"] == MEASURED.joules and measured["energy"]["reason"] is None
-    assert measured["guardian"] == {"input": {"pii.email": 2}, "output": {}}
+    assert measured["guardian"] == {"input": {"pii.email": 2}, "output": {}, "tools": {}}
     # unknown energy: every number null, with the reason
     energy = unknown["energy"]
     for k in ("joules", "joules_active", "tokens_per_joule", "mwh_per_1k_tokens", "sample_hz"):
@@ -648,7 +654,7 @@ def schema_fields(node: dict[str, Any]) -> Iterator[str]:
         yield from schema_fields(sub)
 
 
-@pytest.mark.parametrize("name", ["telemetry", "request-event"])
+@pytest.mark.parametrize("name", ["telemetry", "request-event", "tool-event"])
 def test_telemetry_doc_names_every_field(name: str) -> None:
     text = TELEMETRY_MD.read_text(encoding="utf-8")
     for field in set(schema_fields(schema(name))):
@@ -676,3 +682,31 @@ def test_telemetry_doc_names_the_topics_and_the_alarms() -> None:
 def test_finish_reasons_in_the_request_event_are_the_types() -> None:
     enum = schema("request-event")["properties"]["finish_reason"]["enum"]
     assert enum == list(typing.get_args(FinishReason))
+
+
+# --- the tool decision event (the guardian's audit trail) ---------------------------------------
+
+
+def test_tool_decisions_are_sent_as_events_without_arguments_unless_asked(tmp_path: Path) -> None:
+    decision = ToolDecision(
+        "kitchen-42", "call_1", "unlock_door", "block", ("door.never",), 2.4, "{}"
+    )
+
+    async def main(log_arguments: bool) -> list[tuple[str, dict[str, Any]]]:
+        sender = FakeSender()
+        reporter = make_reporter(tmp_path, None, Clock(), sender)
+        reporter.tool_events_topic = "edged/kitchen-1/events/tool"
+        reporter.log_arguments = log_arguments
+        reporter.observe_tool(decision)
+        await asyncio.gather(*reporter._pending)
+        return sender.sent
+
+    ((topic, plain),) = asyncio.run(main(False))
+    assert topic == "edged/kitchen-1/events/tool"
+    ev = wire(plain)
+    assert_valid("tool-event", ev)
+    assert_numbers_are_numbers(ev)
+    assert (ev["tool"], ev["decision"], ev["rules"]) == ("unlock_door", "block", ["door.never"])
+    assert "arguments" not in ev and ev["id"] == "kitchen-42" and ev["latency_us"] == 2.4
+    ((_, logged),) = asyncio.run(main(True))
+    assert_valid("tool-event", wire(logged)) and logged["arguments"] == "{}"
