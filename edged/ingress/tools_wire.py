@@ -25,6 +25,7 @@ from edged.tools.schema import (
     compact_bytes,
     key_path,
 )
+from edged.tools.validate import parse_json
 from edged.types import ChatMessage, ResponseFormat, ToolCall, ToolChoice, ToolSpec
 
 #: A tool call's id: printable ASCII without spaces (OpenAI's ``call_...``, vLLM's
@@ -250,21 +251,10 @@ def parse_response_format(value: object, cfg: IngressConfig) -> ResponseFormat |
 # --- the conversation --------------------------------------------------------------------------
 
 
-def _refuse(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise ValueError("duplicate key")
-    return obj
-
-
 def _is_json_object(text: str) -> bool:
     """True when ``text`` is strict JSON (no NaN, no duplicate keys) of one object."""
     try:
-        value = json.loads(text, parse_constant=_refuse, object_pairs_hook=_unique_keys)
+        value = parse_json(text)
     except (ValueError, RecursionError):
         return False
     return isinstance(value, dict)

@@ -27,6 +27,7 @@ from edged.config import Config
 from edged.errors import BadRequest, EdgedError, TooLarge
 from edged.ingress import tools_wire
 from edged.ingress.tools_wire import MessageBody
+from edged.tools.validate import parse_json
 from edged.types import ChatMessage, ReplyAddress, Request, Result, ToolCall
 
 ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -111,19 +112,6 @@ def json_depth_exceeds(raw: str, limit: int) -> bool:
         elif ch in "]}":
             depth -= 1
     return False
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in obj:
-            raise ValueError(f"duplicate key {k!r}")
-        obj[k] = v
-    return obj
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
@@ -249,7 +237,7 @@ def parse_request(
     if json_depth_exceeds(text, MAX_JSON_DEPTH):
         return reject(None, None, BadRequest(f"JSON nests deeper than {MAX_JSON_DEPTH} levels"))
     try:
-        data = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+        data = parse_json(text)
     except (ValueError, RecursionError) as e:
         return reject(None, None, BadRequest(f"payload is not valid JSON: {e}"))
     if _has_lone_surrogate(text):
