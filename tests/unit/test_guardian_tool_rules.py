@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 
 from edged.config import PolicyConfig, RouterConfig
 from edged.energy.meter import NullMeter
-from edged.errors import Blocked, ConfigError, EdgedError
+from edged.errors import Blocked, ConfigError
 from edged.guardian.engine import RuleGuardian
 from edged.guardian.rules import load_pack, load_packs
 from edged.ingress import wire
@@ -37,6 +36,7 @@ from edged.types import (
     Usage,
 )
 from tests.helpers import ROOT
+from tests.unit.doubles import Script, Sink
 
 HOME = """
 name = "home"
@@ -224,37 +224,6 @@ TOOLS = tuple(
     ToolSpec(n, n, {"type": "object", "properties": {}})
     for n in ("unlock_door", "set_thermostat", "oven_on", "light_set")
 )
-
-
-class Script:
-    name = "local"
-    supports_tools = True
-
-    def __init__(self, events: list[StreamEvent]) -> None:
-        self.events = events
-
-    def healthy(self) -> bool:
-        return True
-
-    async def generate(self, request: Request) -> AsyncGenerator[StreamEvent, None]:
-        for ev in self.events:
-            await asyncio.sleep(0)
-            yield ev
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.chunks: list[str] = []
-        self.finals: list[Result | EdgedError] = []
-
-    def chunk(self, text: str) -> None:
-        self.chunks.append(text)
-
-    def result(self, result: Result) -> None:
-        self.finals.append(result)
-
-    def error(self, err: EdgedError) -> None:
-        self.finals.append(err)
 
 
 def serve(g: RuleGuardian, *calls: ToolCall, text: str = "") -> Sink:

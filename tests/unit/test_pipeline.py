@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
 
 from edged.config import PolicyConfig, RouterConfig
 from edged.energy.meter import NullMeter
@@ -27,49 +26,7 @@ from edged.types import (
     TextDelta,
     Usage,
 )
-
-
-class Script:
-    name = "local"
-
-    def __init__(self, events: list[StreamEvent | Exception], delay_s: float = 0.0) -> None:
-        self.events = events
-        self.delay_s = delay_s
-        self.closed = False
-
-    def healthy(self) -> bool:
-        return True
-
-    async def start(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
-    async def generate(self, request: Request) -> AsyncGenerator[StreamEvent, None]:
-        try:
-            for ev in self.events:
-                await asyncio.sleep(self.delay_s)
-                if isinstance(ev, Exception):
-                    raise ev
-                yield ev
-        finally:
-            self.closed = True
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.chunks: list[str] = []
-        self.finals: list[Result | EdgedError] = []
-
-    def chunk(self, text: str) -> None:
-        self.chunks.append(text)
-
-    def result(self, result: Result) -> None:
-        self.finals.append(result)
-
-    def error(self, err: EdgedError) -> None:
-        self.finals.append(err)
+from tests.unit.doubles import Script, Sink
 
 
 def request(stream: bool = True, deadline_s: float | None = None) -> Request:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncGenerator
 from dataclasses import replace
 from typing import Any
 
@@ -40,6 +39,7 @@ from edged.types import (
     ToolSpec,
     Usage,
 )
+from tests.unit.doubles import Script, Sink
 
 ALARM = ToolSpec(
     "set_alarm",
@@ -61,39 +61,6 @@ LIGHT = ToolSpec(
 )
 
 
-class Script:
-    name = "local"
-
-    def __init__(self, events: list[StreamEvent], supports_tools: bool = True) -> None:
-        self.events = events
-        self.supports_tools = supports_tools
-        self.calls = 0
-
-    def healthy(self) -> bool:
-        return True
-
-    async def generate(self, request: Request) -> AsyncGenerator[StreamEvent, None]:
-        self.calls += 1
-        for ev in self.events:
-            await asyncio.sleep(0)
-            yield ev
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.chunks: list[str] = []
-        self.finals: list[Result | EdgedError] = []
-
-    def chunk(self, text: str) -> None:
-        self.chunks.append(text)
-
-    def result(self, result: Result) -> None:
-        self.finals.append(result)
-
-    def error(self, err: EdgedError) -> None:
-        self.finals.append(err)
-
-
 def request(**kw: Any) -> Request:
     base = Request(
         id="t1",
@@ -113,7 +80,7 @@ def request(**kw: Any) -> Request:
 
 def run(events: list[StreamEvent], req: Request, supports_tools: bool = True) -> Sink:
     sink = Sink()
-    backends = {"local": Script(events, supports_tools)}
+    backends = {"local": Script(events, supports_tools=supports_tools)}
     router = Router(RouterConfig(), {"voice-agent": PolicyConfig()}, backends)
     p = Pipeline(guardian=PassGuardian(), router=router, backends=backends, meter=NullMeter())
     asyncio.run(p.handle(req, sink))
