@@ -71,6 +71,38 @@ def _vocab() -> Any:
     return Llama(model_path=str(DEFAULT_MODEL_FILE), vocab_only=True, verbose=False)
 
 
+def run_example(
+    script: str,
+    broker_port: int,
+    device_id: str,
+    *args: str,
+    reply_timeout_s: int = 30,
+    timeout_s: int = 90,
+) -> subprocess.CompletedProcess[str]:
+    """``examples/<script>`` run against the daemon ``device_id`` on the broker at
+    ``broker_port`` (waiting at most ``reply_timeout_s`` for a reply), its output captured."""
+    return subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / script),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(broker_port),
+            "--device",
+            device_id,
+            "--timeout-s",
+            str(reply_timeout_s),
+            *args,
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        cwd=ROOT,
+    )
+
+
 def token_count(text: str) -> int:
     """How many tokens the default model's tokenizer makes of ``text`` (no BOS). An answer of
     n generated tokens tokenizes to about n again; the same answer sent twice, to about 2n."""

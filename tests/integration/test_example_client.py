@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.helpers import ROOT, Broker, Daemon
+from tests.helpers import run_example as run_script
 
 pytestmark = pytest.mark.integration
 
@@ -17,26 +18,7 @@ EXAMPLE = ROOT / "examples" / "voice_client.py"
 
 
 def run_example(broker: Broker, d: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            str(EXAMPLE),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(broker.port),
-            "--device",
-            d.device_id,
-            "--timeout-s",
-            "30",
-            *args,
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    return run_script("voice_client.py", broker.port, d.device_id, *args, timeout_s=60)
 
 
 def test_example_client_streams_the_answer_and_prints_the_result(

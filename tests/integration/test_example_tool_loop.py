@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, Broker, Daemon
+from tests.helpers import ROOT, Broker, Daemon, run_example
 
 pytestmark = pytest.mark.integration
 
@@ -20,24 +20,7 @@ EXAMPLE = ROOT / "examples" / "tool_loop.py"
 
 
 def run(broker: Broker, d: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            str(EXAMPLE),
-            "--port",
-            str(broker.port),
-            "--device",
-            d.device_id,
-            "--timeout-s",
-            "30",
-            *args,
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        cwd=ROOT,
-    )
+    return run_example("tool_loop.py", broker.port, d.device_id, *args)
 
 
 def test_the_loop_offers_its_tools_and_ends_on_a_text_answer(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
 import sys
 import threading
 import time
@@ -39,7 +38,7 @@ from edged.types import (
     ToolChoice,
     ToolSpec,
 )
-from tests.helpers import ROOT, TEST_N_THREADS, Broker, Daemon
+from tests.helpers import TEST_N_THREADS, Broker, Daemon, run_example
 
 pytestmark = pytest.mark.integration
 
@@ -406,29 +405,19 @@ def test_the_example_tool_loop_runs_a_local_call_through_the_daemon(
     validation -> the client runs the call -> tool turn -> the next turn. What the model
     does after the tool turn (answer, or call again) is its business."""
     d = make_daemon()
-    p = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "tool_loop.py"),
-            "--port",
-            str(broker.port),
-            "--device",
-            d.device_id,
-            "--timeout-s",
-            "60",
-            "--tool-choice",
-            "required",
-            "--max-steps",
-            "2",
-            "--max-tokens",
-            "64",
-            "Wake me at 6:30.",
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=ROOT,
+    p = run_example(
+        "tool_loop.py",
+        broker.port,
+        d.device_id,
+        "--tool-choice",
+        "required",
+        "--max-steps",
+        "2",
+        "--max-tokens",
+        "64",
+        "Wake me at 6:30.",
+        reply_timeout_s=60,
+        timeout_s=180,
     )
     assert p.returncode in (0, 1), p.stderr
     assert re.match(r"call (set_alarm|get_time)\(\{.*\}\) -> \{", p.stdout), (p.stdout, p.stderr)
