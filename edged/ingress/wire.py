@@ -27,6 +27,7 @@ from edged.config import Config
 from edged.errors import BadRequest, EdgedError, TooLarge
 from edged.ingress import tools_wire
 from edged.ingress.tools_wire import MessageBody
+from edged.report import result_fields
 from edged.tools.validate import parse_json
 from edged.types import ChatMessage, ReplyAddress, Request, Result, ToolCall
 
@@ -348,10 +349,6 @@ def encode_error(request_id: str | None, err: EdgedError) -> bytes:
     return _dumps({"id": request_id, "type": "error", "code": err.code, "message": err.message})
 
 
-def _ms(v: float | None) -> float | None:
-    return None if v is None else round(v, 3)
-
-
 def encode_tool_calls(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
     """Tool calls in the OpenAI shape: ``{"id", "type": "function", "function": {"name",
     "arguments"}}``, ``arguments`` the JSON text of an object; ``"confirm": true`` only on a
@@ -372,37 +369,12 @@ def encode_tool_calls(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
 def encode_result(result: Result) -> bytes:
     """The final reply of a request that succeeded; ``tool_calls`` is always a list (empty
     when the turn made none)."""
-    e = result.energy
-    g = result.guardian
     return _dumps(
         {
             "id": result.id,
             "type": "result",
             "text": result.text,
             "tool_calls": encode_tool_calls(result.tool_calls),
-            "finish_reason": result.finish_reason,
-            "route": {"backend": result.route.backend, "reasons": list(result.route.reasons)},
-            "usage": {
-                "prompt_tokens": result.usage.prompt_tokens,
-                "completion_tokens": result.usage.completion_tokens,
-            },
-            "timing_ms": {
-                "queue": _ms(result.timing.queue_ms),
-                "ttft": _ms(result.timing.ttft_ms),
-                "total": _ms(result.timing.total_ms),
-            },
-            "energy": {
-                "joules": e.joules,
-                "joules_active": e.joules_active,
-                "tokens_per_joule": e.tokens_per_joule,
-                "mwh_per_1k_tokens": e.mwh_per_1k_tokens,
-                "source": e.source,
-                "estimated": e.estimated,
-                "sample_hz": e.sample_hz,
-                "reason": e.reason,
-            },
-            "guardian": None
-            if g is None
-            else {"input": g.input, "output": g.output, "tools": g.tools},
+            **result_fields(result),
         }
     )

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from edged.energy.meter import integrate
 from edged.energy.sampler import Sampler
 from edged.errors import EdgedError
+from edged.report import result_fields
 from edged.store import StateDoc
 from edged.types import Request, Result, ToolDecision
 
@@ -190,41 +191,7 @@ class Reporter:
             "ts_unix_s": round(time.time(), 3),
         }
         if result is not None:
-            r = result
-            e = r.energy
-            ev.update(
-                {
-                    "outcome": "result",
-                    "finish_reason": r.finish_reason,
-                    "route": {"backend": r.route.backend, "reasons": list(r.route.reasons)},
-                    "usage": {
-                        "prompt_tokens": r.usage.prompt_tokens,
-                        "completion_tokens": r.usage.completion_tokens,
-                    },
-                    "timing_ms": {
-                        "queue": _r(r.timing.queue_ms),
-                        "ttft": _r(r.timing.ttft_ms),
-                        "total": _r(r.timing.total_ms),
-                    },
-                    "energy": {
-                        "joules": e.joules,
-                        "joules_active": e.joules_active,
-                        "tokens_per_joule": e.tokens_per_joule,
-                        "mwh_per_1k_tokens": e.mwh_per_1k_tokens,
-                        "source": e.source,
-                        "estimated": e.estimated,
-                        "sample_hz": e.sample_hz,
-                        "reason": e.reason,
-                    },
-                    "guardian": None
-                    if r.guardian is None
-                    else {
-                        "input": r.guardian.input,
-                        "output": r.guardian.output,
-                        "tools": r.guardian.tools,
-                    },
-                }
-            )
+            ev.update({"outcome": "result", **result_fields(result)})
         else:
             ev.update({"outcome": "error", "code": error.code if error else "internal"})
         return ev

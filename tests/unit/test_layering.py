@@ -20,6 +20,7 @@ BASE = {
     "edged.logs",
     "edged.store",
     "edged.secrets",  # the one secret reader (environment, then systemd credential)
+    "edged.report",  # a result's fields, shared by the reply and the per-request event
 }
 # Pure libraries a stage may use (no I/O, import only BASE and themselves): tool-call schemas,
 # formats and validation; the grammar engine for constrained decoding.
