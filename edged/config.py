@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from edged.config_accel import OffloadSettings as OffloadSettings  # noqa: PLC0414 (re-export)
 from edged.config_ingress import IngressConfig as IngressConfig  # noqa: PLC0414 (re-export)
 from edged.errors import ConfigError
 
@@ -95,8 +96,8 @@ class MqttConfig(_Model):
 BackendKind = Literal["llama", "fake"]
 
 
-class LocalModelConfig(_Model):
-    """The local llama.cpp backend."""
+class LocalModelConfig(OffloadSettings):
+    """The local llama.cpp backend (with the GPU offload keys of edged/config_accel.py)."""
 
     backend: BackendKind = Field(
         "llama",
@@ -307,6 +308,10 @@ class GuardianConfig(_Model):
         "Env: EDGED_GUARDIAN__PACKS='[\"configs/guardian/default.toml\"]'.",
     )
     threads: int = Field(1, ge=1, description="Threads for embedding (semantic rules).")
+    onnx_providers: list[str] | None = Field(
+        None, description="onnxruntime execution providers to try, in order; default: the "
+        "board profile's ([accel] onnx_providers), else CPU. CPU is always the last resort.",
+    )
 
 
 class LogConfig(_Model):
