@@ -59,22 +59,49 @@ def with_board_defaults(cfg: Config, profile: HwProfile | None) -> Config:
     return cfg.model_copy(update=update)
 
 
-def offload_lines(cfg: Config, accel: AccelFacts, supported: bool) -> tuple[list[str], str | None]:
-    """``edged doctor``'s lines about the local model's offload (``cfg`` with the board
-    defaults applied), and the problem when offload is asked of a CPU-only build."""
-    from edged.backends.llama.offload import offload_kwargs
+def doctor_lines(
+    cfg: Config, profile: HwProfile | None, asked: Config
+) -> tuple[list[str], list[str]]:
+    """What ``edged doctor`` prints about the accelerators, and its problems. ``cfg`` has
+    the board defaults applied, ``asked`` is the config as written (an offload the config
+    itself asks for, on a build without it, is a problem; one the profile suggests is a
+    note). Imports llama_cpp and onnxruntime (a second or so)."""
+    import llama_cpp
+    import onnxruntime as ort
 
+    from edged.backends.llama.offload import offload_kwargs
+    from edged.embeddings.providers import choose_providers
+
+    accel = profile.accel if profile is not None else AccelFacts()
+    supported = bool(llama_cpp.llama_supports_gpu_offload())
     kwargs, warning = offload_kwargs(cfg.local, supported, accel.llama_cmake_args)
-    build = "with GPU offload" if supported else "CPU only (no GPU offload)"
-    lines = [f"llama-cpp-python: {build}"]
-    asked = {k: getattr(cfg.local, k) for k in OFFLOAD_KEYS if getattr(cfg.local, k) is not None}
+    lines = [
+        f"llama-cpp-python {llama_cpp.__version__}: "
+        + ("GPU offload built in" if supported else "CPU only (built without GPU offload)")
+    ]
+    set_keys = cfg.local.offload_set()
     lines.append(
-        "  asked: " + (", ".join(f"{k}={v}" for k, v in asked.items()) or "nothing (CPU defaults)")
+        "  [local] offload: "
+        + (", ".join(f"{k}={v}" for k, v in set_keys.items()) or "none set (llama.cpp defaults)")
+        + (f" (defaults from {profile.name})" if profile is not None else "")
     )
     layers = kwargs.get("n_gpu_layers", 0)
     if not layers:
         where = "the CPU"
     else:
         where = "the GPU, every layer" if layers < 0 else f"the GPU, {layers} layers"
-    lines.append(f"  the model runs on {where}")
-    return lines, warning
+    lines.append(f"  the local model runs on {where}")
+    problems: list[str] = []
+    if warning is not None:
+        lines.append(f"  WARNING: {warning}")
+        if asked.local.n_gpu_layers:
+            problems.append(f"{warning}. Fix: rebuild it, or set [local] n_gpu_layers = 0")
+    choice = choose_providers(cfg.guardian.onnx_providers, ort.get_available_providers())
+    lines.append(
+        f"onnxruntime {ort.__version__}: embeddings on {choice.first} "
+        f"(wanted: {', '.join(cfg.guardian.onnx_providers or ['CPUExecutionProvider'])}; "
+        f"available: {', '.join(choice.available)})"
+    )
+    if choice.fallback_reason is not None:
+        lines.append(f"  fallback: {choice.fallback_reason}")
+    return lines, problems

@@ -184,6 +184,7 @@ class App:
             power_w=s.total_w if fresh else None,
             thermal_throttled=s.throttled,
             reason=None if fresh else self.sampler.why_not(),
+            power_mode=s.power_mode.name if s.power_mode is not None else None,
         )
 
     def _stats(self) -> dict[str, Any]:

@@ -192,6 +192,11 @@ class PolicyConfig(_Model):
     queue_full_depth: int = Field(
         2, ge=1, description="Local generations queued or running at which the device is full."
     )
+    prefer_by_mode: dict[str, Literal["local", "cloud"]] = Field(
+        default_factory=dict,
+        description="Jetson power mode name (nvpmodel) -> prefer, in place of 'prefer' while "
+        "the board is in that mode (e.g. {'7W' = 'cloud'}).",
+    )
 
 
 class SemanticRoute(_Model):
@@ -309,7 +314,8 @@ class GuardianConfig(_Model):
     )
     threads: int = Field(1, ge=1, description="Threads for embedding (semantic rules).")
     onnx_providers: list[str] | None = Field(
-        None, description="onnxruntime execution providers to try, in order; default: the "
+        None,
+        description="onnxruntime execution providers to try, in order; default: the "
         "board profile's ([accel] onnx_providers), else CPU. CPU is always the last resort.",
     )
 

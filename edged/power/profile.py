@@ -193,9 +193,6 @@ class AccelFacts(OffloadSettings):
     onnx_providers: tuple[str, ...] = Field(
         (), description="onnxruntime execution providers to try, in order (CPU is always last)."
     )
-    onnx_provider_options: dict[str, dict[str, str]] = Field(
-        default_factory=dict, description="Options per execution provider (QNN's backend_path)."
-    )
     gpu_devfreq: tuple[str, ...] = Field(
         (), description="devfreq device names of the GPU (sys/class/devfreq/<name>), first found."
     )
