@@ -201,7 +201,8 @@ class BoardSource:
         if self.mode is not None:
             m = self.mode.read_now()
             where = str(self.mode.root / "etc/nvpmodel.conf")
-            reading = f"{m.name} (id {m.id}, from {m.source})" if m.name else None
+            clocks = "".join(f", {k} {v:g} MHz" for k, v in m.clocks_mhz.items())
+            reading = f"{m.name} (id {m.id}, from {m.source}{clocks})" if m.name else None
             out.append(SensorInfo("power mode", where, "nvpmodel", reading, m.reason))
         return out
 

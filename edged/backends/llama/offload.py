@@ -31,7 +31,7 @@ def rebuild_command(cmake_args: str | None, version: str = "0.3.36") -> str:
     args = cmake_args or "<one of: " + GENERIC_REBUILD_ARGS + ">"
     return (
         f'CMAKE_ARGS="{args}" .venv/bin/pip install --force-reinstall --no-cache-dir '
-        f"--no-deps llama-cpp-python=={version}"
+        f"--no-deps llama-cpp-python=={version} (in a checkout: make llama-gpu)"
     )
 
 
