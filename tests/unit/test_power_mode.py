@@ -166,3 +166,13 @@ def test_bench_figures_are_kept_per_mode(tmp_path: Path) -> None:
     write_figures(cfg, figures(None, None, 3.0))  # a board without modes adds no entry
     again = load_figures(cfg)
     assert again is not None and set(again.by_mode) == {"25W", "7W"}
+
+
+def test_edged_status_shows_the_mode() -> None:
+    from edged.cli.observe import telemetry_lines
+
+    mode = {"id": 1, "name": "25W", "watts": 25, "clocks_mhz": {"gpu": 918.0}, "reason": None}
+    lines = dict(telemetry_lines({"power_mode": mode}))
+    assert lines["power mode"] == "25W (id 1); gpu 918.0 MHz"
+    none = {"id": None, "name": None, "clocks_mhz": {}, "reason": "no power modes on this board"}
+    assert "power mode" not in dict(telemetry_lines({"power_mode": none}))
