@@ -3,18 +3,19 @@
 :func:`with_board_defaults` fills every ``[local]`` offload key the config leaves unset
 (``None``) from the board profile's ``[accel]`` table, and ``guardian.onnx_providers`` from
 its ``onnx_providers``; an explicit config value always wins. The app, ``edged bench`` and
-``edged doctor`` call it once at start. :func:`offload_lines` is what ``edged doctor``
-prints about it. Reading the profile reads a few small files: call it off the event loop.
+``edged doctor`` call it once at start; :func:`fill_offload` does the same for any table
+of the :class:`~edged.config.OffloadSettings` mixin (a ``[backends.NAME]`` of kind llama).
+:func:`doctor_lines` is what ``edged doctor`` prints about it. Reading the profile reads a few small files: call it off the event loop.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from edged.config import Config, LocalModelConfig, format_validation_error
+from edged.config import Config, OffloadSettings, format_validation_error
 from edged.config_accel import OFFLOAD_KEYS
 from edged.errors import ConfigError
 from edged.power.detect import select_profile
@@ -34,6 +35,23 @@ def board_profile(cfg: Config) -> HwProfile | None:
     return found.profile if found else None
 
 
+S = TypeVar("S", bound=OffloadSettings)
+
+
+def fill_offload(settings: S, accel: AccelFacts, where: str) -> S:
+    """``settings`` (``[local]``, or any llama backend's table: the same mixin) with each
+    offload key it leaves unset taken from the profile's ``accel``; validated again
+    (ConfigError naming ``where`` when the combination is invalid)."""
+    data: dict[str, Any] = settings.model_dump()
+    for key in OFFLOAD_KEYS:
+        if data[key] is None and getattr(accel, key) is not None:
+            data[key] = getattr(accel, key)
+    try:
+        return type(settings).model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, where)) from e
+
+
 def with_board_defaults(cfg: Config, profile: HwProfile | None) -> Config:
     """``cfg`` with the unset offload keys and ONNX providers taken from ``profile``.
 
@@ -42,16 +60,7 @@ def with_board_defaults(cfg: Config, profile: HwProfile | None) -> Config:
     if profile is None:
         return cfg
     accel = profile.accel
-    local: dict[str, Any] = cfg.local.model_dump()
-    for key in OFFLOAD_KEYS:
-        if local[key] is None and getattr(accel, key) is not None:
-            local[key] = getattr(accel, key)
-    try:
-        merged = LocalModelConfig.model_validate(local)
-    except ValidationError as e:
-        raise ConfigError(
-            format_validation_error(e, f"[local] with board profile {profile.name}")
-        ) from e
+    merged = fill_offload(cfg.local, accel, f"[local] with board profile {profile.name}")
     update: dict[str, Any] = {"local": merged}
     if cfg.guardian.onnx_providers is None and accel.onnx_providers:
         guardian = cfg.guardian.model_copy(update={"onnx_providers": list(accel.onnx_providers)})
