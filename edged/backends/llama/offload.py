@@ -43,6 +43,7 @@ def offload_warning(s: OffloadSettings, supported: bool, cmake_args: str | None)
         f"n_gpu_layers={s.n_gpu_layers} asked, but the installed llama-cpp-python has no GPU "
         f"offload (llama_supports_gpu_offload() is false): running on the CPU. Rebuild: "
         f"{rebuild_command(cmake_args)}"
+        + ("" if cmake_args else "; `edged doctor` prints this board's CMAKE_ARGS")
     )
 
 
