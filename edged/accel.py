@@ -5,7 +5,8 @@
 its ``onnx_providers``; an explicit config value always wins. The app, ``edged bench`` and
 ``edged doctor`` call it once at start; :func:`fill_offload` does the same for any table
 of the :class:`~edged.config.OffloadSettings` mixin (a ``[backends.NAME]`` of kind llama).
-:func:`doctor_lines` is what ``edged doctor`` prints about it. Reading the profile reads a few small files: call it off the event loop.
+:func:`doctor_lines` is what ``edged doctor`` prints about it. Reading the profile reads
+a few small files: call it off the event loop (or before it runs).
 """
 
 from __future__ import annotations
