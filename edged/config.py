@@ -193,9 +193,7 @@ class PolicyConfig(_Model):
         2, ge=1, description="Local generations queued or running at which the device is full."
     )
     prefer_by_mode: dict[str, Literal["local", "cloud"]] = Field(
-        default_factory=dict,
-        description="Jetson power mode name (nvpmodel) -> prefer, in place of 'prefer' while "
-        "the board is in that mode (e.g. {'7W' = 'cloud'}).",
+        default_factory=dict, description="Power mode (nvpmodel name) -> prefer, in that mode."
     )
 
 
@@ -314,9 +312,7 @@ class GuardianConfig(_Model):
     )
     threads: int = Field(1, ge=1, description="Threads for embedding (semantic rules).")
     onnx_providers: list[str] | None = Field(
-        None,
-        description="onnxruntime execution providers to try, in order; default: the "
-        "board profile's ([accel] onnx_providers), else CPU. CPU is always the last resort.",
+        None, description="onnxruntime execution providers, in order; default: the board's."
     )
 
 
