@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 EDGED  := $(VENV)/bin/edged
 CONFIG ?= configs/edged.toml
 
-.PHONY: run test deps dev-deps model broker stop-broker lint typecheck check bench clean install uninstall
+.PHONY: run test deps dev-deps model broker stop-broker lint typecheck check bench clean install uninstall llama-gpu
 
 run: deps model broker
 	@echo ""
@@ -31,13 +31,27 @@ test: dev-deps model
 deps: $(VENV)/.stamp-base
 dev-deps: $(VENV)/.stamp-dev
 
-$(VENV)/.stamp-base: pyproject.toml scripts/bootstrap.sh
+$(VENV)/.stamp-base: pyproject.toml scripts/bootstrap.sh scripts/llama-cmake-args.sh
 	PYTHON=$(PYTHON) scripts/bootstrap.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	@echo "installing edged and llama-cpp-python (the first build takes a few minutes; pip caches it)"
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -q --disable-pip-version-check -e .
+	@# On a Jetson with the CUDA toolkit, llama-cpp-python is built with CUDA
+	@# (scripts/llama-cmake-args.sh; CMAKE_ARGS from the environment wins); a CPU wheel in
+	@# pip's cache must not stand in for it, hence --no-cache-dir then.
+	args="$${CMAKE_ARGS-$$(scripts/llama-cmake-args.sh)}"; \
+	CMAKE_ARGS="$$args" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -q \
+		--disable-pip-version-check $${args:+--no-cache-dir} -e .
 	touch $@
+
+# Rebuild llama-cpp-python for this machine's GPU (the command `edged doctor` prints):
+# `make llama-gpu` on a Jetson, or CMAKE_ARGS="-DGGML_VULKAN=on" make llama-gpu elsewhere.
+llama-gpu: deps
+	args="$${CMAKE_ARGS-$$(scripts/llama-cmake-args.sh)}"; \
+	if [ -z "$$args" ]; then echo "no GPU toolchain found; set CMAKE_ARGS (docs/boards.md)" >&2; exit 1; fi; \
+	CMAKE_ARGS="$$args" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install \
+		--disable-pip-version-check --force-reinstall --no-cache-dir --no-deps \
+		"llama-cpp-python==$$($(PY) -c 'import llama_cpp; print(llama_cpp.__version__)')"
 
 $(VENV)/.stamp-dev: $(VENV)/.stamp-base
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
@@ -76,7 +90,8 @@ DESTDIR ?=
 SERVICE_PYTHON ?= /usr/bin/python3
 
 install: deps model
-	$(PY) -m edged.service.install --prefix "$(or $(DESTDIR),/)" --source-dir . \
+	CMAKE_ARGS="$${CMAKE_ARGS-$$(scripts/llama-cmake-args.sh)}" \
+		$(PY) -m edged.service.install --prefix "$(or $(DESTDIR),/)" --source-dir . \
 		$(if $(DESTDIR),,--venv --python $(SERVICE_PYTHON))
 
 # Removes the unit only: /etc/edged (config, credentials), /opt/edged (venv, models) and

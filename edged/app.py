@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edged import __version__
+from edged.accel import board_profile, with_board_defaults
 from edged.backends.base import CLOUD_KIND, LOCAL_KINDS, Backend, BackendSpec, build, factory
 from edged.backends.supervisor import Supervisor
 from edged.config import Config, load_config
@@ -96,6 +97,7 @@ class App:
     """The daemon: one instance per process."""
 
     def __init__(self, cfg: Config, config_path: Path | None = None) -> None:
+        cfg = with_board_defaults(cfg, board_profile(cfg))  # [accel]: GPU offload, ONNX EPs
         self.cfg = cfg
         self.config_path = config_path
         self.topics = Topics(cfg.mqtt.topic_prefix, cfg.device_id)
@@ -182,6 +184,7 @@ class App:
             power_w=s.total_w if fresh else None,
             thermal_throttled=s.throttled,
             reason=None if fresh else self.sampler.why_not(),
+            power_mode=s.power_mode.name if s.power_mode is not None else None,
         )
 
     def _stats(self) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from edged.config_accel import OffloadSettings as OffloadSettings  # noqa: PLC0414 (re-export)
 from edged.config_ingress import IngressConfig as IngressConfig  # noqa: PLC0414 (re-export)
 from edged.errors import ConfigError
 
@@ -95,8 +96,8 @@ class MqttConfig(_Model):
 BackendKind = Literal["llama", "fake"]
 
 
-class LocalModelConfig(_Model):
-    """The local llama.cpp backend."""
+class LocalModelConfig(OffloadSettings):
+    """The local llama.cpp backend (with the GPU offload keys of edged/config_accel.py)."""
 
     backend: BackendKind = Field(
         "llama",
@@ -190,6 +191,9 @@ class PolicyConfig(_Model):
     power_budget_w: float | None = Field(None, gt=0, description="Offload above this draw, W.")
     queue_full_depth: int = Field(
         2, ge=1, description="Local generations queued or running at which the device is full."
+    )
+    prefer_by_mode: dict[str, Literal["local", "cloud"]] = Field(
+        default_factory=dict, description="Power mode (nvpmodel name) -> prefer, in that mode."
     )
 
 
@@ -307,6 +311,9 @@ class GuardianConfig(_Model):
         "Env: EDGED_GUARDIAN__PACKS='[\"configs/guardian/default.toml\"]'.",
     )
     threads: int = Field(1, ge=1, description="Threads for embedding (semantic rules).")
+    onnx_providers: list[str] | None = Field(
+        None, description="onnxruntime execution providers, in order; default: the board's."
+    )
 
 
 class LogConfig(_Model):

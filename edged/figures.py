@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from edged.config import Config
@@ -31,6 +31,11 @@ class DeviceFigures:
     estimated: bool
     runs: int
     measured_unix_s: float
+    #: The board's power mode (Jetson nvpmodel name) during the run; None: no modes.
+    power_mode: str | None = None
+    #: Figures per power mode, kept across runs in different modes: name -> tokens_per_s,
+    #: j_per_token, tokens_per_j (None where unknown), measured_unix_s.
+    by_mode: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
 
 def profile_path(cfg: Config) -> Path:
@@ -48,8 +53,25 @@ def load_figures(cfg: Config) -> DeviceFigures | None:
     return figures if figures.model == cfg.local.model else None
 
 
+def with_mode(figures: DeviceFigures, previous: DeviceFigures | None) -> DeviceFigures:
+    """``figures`` with its power mode's entry in ``by_mode``, added to the entries of the
+    other modes stored before (``previous``, same model)."""
+    by_mode = dict(previous.by_mode) if previous is not None else {}
+    if figures.power_mode is not None:
+        jpt = figures.j_per_token
+        by_mode[figures.power_mode] = {
+            "tokens_per_s": figures.tokens_per_s,
+            "j_per_token": jpt,
+            "tokens_per_j": round(1.0 / jpt, 3) if jpt else None,
+            "measured_unix_s": figures.measured_unix_s,
+        }
+    return replace(figures, by_mode=by_mode)
+
+
 def write_figures(cfg: Config, figures: DeviceFigures) -> Path:
-    """Store the figures atomically for the daemon's router."""
+    """Store the figures atomically for the daemon's router (the entries of other power
+    modes measured before are kept: :func:`with_mode`)."""
+    figures = with_mode(figures, load_figures(cfg))
     path = profile_path(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

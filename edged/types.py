@@ -286,6 +286,7 @@ class PowerState:
     power_w: float | None = None
     thermal_throttled: bool | None = None
     reason: str | None = "no power source configured"
+    power_mode: str | None = None  # the board's power mode (Jetson nvpmodel name); None: none
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,7 @@ async def measure(cfg: Config, runs: int = 4, max_tokens: int = 64) -> DeviceFig
     meter = EnergyMeter(sampler, idle_w=cfg.power.idle_w)
     await asyncio.sleep(1.0)  # a second of readings before the first window
     rates, ttfts, jpt = [], [], []
+    modes: set[str] = set()
     try:
         for i in range(runs):
             req = Request(
@@ -77,6 +78,9 @@ async def measure(cfg: Config, runs: int = 4, max_tokens: int = 64) -> DeviceFig
                     first = first or last
                     n += ev.tokens
             report = meter.end(req.id, n)
+            latest = sampler.latest
+            if latest is not None and latest.power_mode is not None and latest.power_mode.name:
+                modes.add(latest.power_mode.name)
             if first is not None and last is not None and n > 1:
                 ttfts.append(first - t0)
                 rates.append((n - 1) / max(last - first, 1e-9))
@@ -96,12 +100,17 @@ async def measure(cfg: Config, runs: int = 4, max_tokens: int = 64) -> DeviceFig
         estimated=sampler.source.estimated,
         runs=runs,
         measured_unix_s=round(time.time(), 3),
+        # one mode, or None: a run across a mode change is not a figure for either
+        power_mode=modes.pop() if len(modes) == 1 else None,
     )
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Measure this device and print the figures (``--write-profile`` stores them)."""
+    from edged.accel import board_profile, with_board_defaults
+
     cfg = load(args)
+    cfg = with_board_defaults(cfg, board_profile(cfg))  # [accel]: the board's GPU offload
     print(f"measuring {cfg.local.model}: {args.runs} runs of {args.max_tokens} tokens", flush=True)
     f = asyncio.run(measure(cfg, runs=args.runs, max_tokens=args.max_tokens))
     jpt = (
@@ -109,9 +118,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if f.j_per_token is not None
         else f"J/token unknown (power source: {f.power_source})"
     )
+    mode = f" in power mode {f.power_mode}" if f.power_mode else ""
     print(
         f"local decode {f.tokens_per_s:.1f} tokens/s, time to first token "
-        f"{f.ttft_s * 1000:.0f} ms, {jpt}"
+        f"{f.ttft_s * 1000:.0f} ms, {jpt}{mode}"
     )
     if args.write_profile:
         path = write_figures(cfg, f)

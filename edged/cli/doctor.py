@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edged.accel import doctor_lines, with_board_defaults
 from edged.cli.common import Commands, load, with_config
 from edged.config import Config
 from edged.errors import ConfigError, ModelError
@@ -61,6 +62,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     else:
         print(f"profile: none ({len(profiles)} profiles in {pc.profiles_dir}, none matched)")
 
+    try:
+        board_cfg = with_board_defaults(cfg, profile)
+        lines, accel_problems = doctor_lines(board_cfg, profile, cfg)
+        print("\n".join(lines))
+        problems += accel_problems
+    except ConfigError as e:
+        problems.append(f"{e}. Fix: set flash_attn = true beside a quantized kv_cache_type")
+
     kind = pbuild.source_kind(pc, profile)
     if pc.source != "auto":
         why = "power.source in the config"
@@ -83,7 +92,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         for s in source.sensors():
             state = s.reading if s.problem is None else f"NOT READ: {s.problem}"
             print(f"  {s.name:<22} {s.role or '-':<10} {state}  [{s.path}]")
-            if needed and s.problem is not None and s.role != "thermal":
+            if needed and s.problem is not None and s.role not in ("thermal", "nvpmodel"):
                 problems.append(f"power source {kind!r}: {s.name}: {s.problem}. {fix}")
         try:
             sample = source.read()

@@ -270,6 +270,15 @@ def telemetry_lines(t: Mapping[str, Any]) -> list[tuple[str, str]]:
     out.append(("power", _power(_map(t.get("power")))))
     out.append(("battery", _battery(_map(t.get("battery")))))
     out.append(("temps", _temps(_map(t.get("temps_c")), t.get("throttled"))))
+    mode = _map(t.get("power_mode"))
+    if mode.get("name"):  # Jetson nvpmodel; absent on other boards (and older records)
+        clocks = ", ".join(f"{k} {v} MHz" for k, v in _map(mode.get("clocks_mhz")).items())
+        out.append(
+            (
+                "power mode",
+                f"{mode['name']} (id {mode.get('id')})" + (f"; {clocks}" if clocks else ""),
+            )
+        )
     energy = _map(t.get("energy"))
     if energy:
         total = _num(energy.get("total_j"))

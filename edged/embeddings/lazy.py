@@ -27,6 +27,9 @@ class LazyEmbedder:
             from edged.embeddings.minilm import MiniLMEmbedder
 
             self._model = MiniLMEmbedder.from_manifest(
-                self._cfg.models.manifest, self._cfg.models.dir, threads=self._cfg.guardian.threads
+                self._cfg.models.manifest,
+                self._cfg.models.dir,
+                threads=self._cfg.guardian.threads,
+                providers=self._cfg.guardian.onnx_providers,
             )
         return self._model.embed(texts)

@@ -19,6 +19,7 @@ concurrent calls).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from edged.embeddings.providers import CPU, choose_providers, session_providers
 from edged.errors import ModelError
 from edged.models import load_manifest, resolve
+
+log = logging.getLogger("edged.embeddings")
 
 #: Manifest names of the two files this embedder needs.
 MODEL_NAME = "minilm-l6-v2-int8"
@@ -45,7 +49,13 @@ class MiniLMEmbedder:
     sequential execution). Loading raises :class:`ModelError` naming the file.
     """
 
-    def __init__(self, model_path: Path, tokenizer_path: Path, threads: int = 1) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        tokenizer_path: Path,
+        threads: int = 1,
+        providers: Sequence[str] | None = None,
+    ) -> None:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         import onnxruntime as ort
@@ -68,12 +78,24 @@ class MiniLMEmbedder:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3  # errors only; ORT's warnings go to stderr, not our logs
+        choice = choose_providers(providers, ort.get_available_providers())
+        if choice.fallback_reason is not None:
+            log.warning("event=onnx_provider_fallback reason=%r", choice.fallback_reason)
         try:
             session = ort.InferenceSession(
-                str(model_path), sess_options=opts, providers=["CPUExecutionProvider"]
+                str(model_path), sess_options=opts, providers=session_providers(choice)
             )
         except Exception as e:
-            raise ModelError(f"{model_path}: cannot load the ONNX model: {e}") from e
+            if choice.first == CPU:
+                raise ModelError(f"{model_path}: cannot load the ONNX model: {e}") from e
+            log.warning("event=onnx_provider_fallback provider=%s error=%r", choice.first, str(e))
+            try:
+                session = ort.InferenceSession(str(model_path), sess_options=opts, providers=[CPU])
+            except Exception as e2:
+                raise ModelError(f"{model_path}: cannot load the ONNX model: {e2}") from e2
+        #: The providers the session really runs with (onnxruntime's answer), in priority order.
+        self.providers: tuple[str, ...] = tuple(session.get_providers())
+        log.info("event=onnx_providers providers=%s", ",".join(self.providers))
 
         inputs = {i.name for i in session.get_inputs()}
         outputs = session.get_outputs()
@@ -93,13 +115,17 @@ class MiniLMEmbedder:
 
     @classmethod
     def from_manifest(
-        cls, manifest_path: Path, models_dir: Path, threads: int = 1
+        cls,
+        manifest_path: Path,
+        models_dir: Path,
+        threads: int = 1,
+        providers: Sequence[str] | None = None,
     ) -> MiniLMEmbedder:
         """Load both files named in the manifest; ModelError says how to fetch a missing one."""
         manifest = load_manifest(manifest_path)
         model = resolve(manifest.get(MODEL_NAME), models_dir)
         tokenizer = resolve(manifest.get(TOKENIZER_NAME), models_dir)
-        return cls(model, tokenizer, threads=threads)
+        return cls(model, tokenizer, threads=threads, providers=providers)
 
     @property
     def dim(self) -> int:

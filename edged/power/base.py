@@ -33,6 +33,29 @@ class SensorInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class PowerModeState:
+    """The board's power mode (Jetson nvpmodel) now; None where unknown, with ``reason``."""
+
+    id: int | None = None
+    name: str | None = None  # as the board's nvpmodel configuration names it, e.g. "25W"
+    watts: float | None = None  # the mode's budget from the board profile; None: no cap/unknown
+    source: str | None = None  # "status": nvpmodel's status file; "default": the boot default
+    clocks_mhz: dict[str, float] = field(default_factory=dict)  # "gpu", "cpu0", where readable
+    reason: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """The telemetry object (docs/schemas/telemetry.schema.json, ``power_mode``)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "watts": self.watts,
+            "source": self.source,
+            "clocks_mhz": dict(self.clocks_mhz),
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class PowerSample:
     """One reading of everything a source knows. ``t_s`` is ``time.monotonic()``."""
 
@@ -52,6 +75,8 @@ class PowerSample:
     #: A cumulative energy counter for the total, J, when the source has one (RAPL's
     #: energy_uj, a trace's exact integral); it lets the meter integrate exactly.
     energy_j: float | None = None
+    #: The power mode (nvpmodel) on boards that have one, read at most every few seconds.
+    power_mode: PowerModeState | None = None
 
 
 class PowerSource(Protocol):

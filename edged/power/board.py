@@ -13,6 +13,7 @@ from pathlib import Path
 
 from edged.config import PowerConfig
 from edged.power.base import PowerSample, PowerSource, SensorInfo
+from edged.power.nvpmodel import PowerModeReader
 from edged.power.profile import PowerFacts
 
 
@@ -23,6 +24,7 @@ def augment(
     root: Path,
     *,
     temp_paths: bool = True,
+    mode: PowerModeReader | None = None,
 ) -> PowerSource:
     """``source`` plus what the profile adds: the battery (``with_battery``), thermal zones
     and temperature files, and throttling from ``throttle_zone``. ``source`` as is when
@@ -39,9 +41,9 @@ def augment(
         if supply.battery_name is not None:
             battery = supply
     thermal = ThermalReader(root, facts.thermal_zones, facts.temp_paths if temp_paths else {})
-    if battery is None and not thermal.present and facts.throttle_zone is None:
+    if battery is None and not thermal.present and facts.throttle_zone is None and mode is None:
         return source
-    return BoardSource(source, facts, battery=battery, thermal=thermal)
+    return BoardSource(source, facts, battery=battery, thermal=thermal, mode=mode)
 
 
 class ThermalReader:
@@ -147,11 +149,13 @@ class BoardSource:
         *,
         battery: PowerSource | None = None,
         thermal: ThermalReader | None = None,
+        mode: PowerModeReader | None = None,
     ) -> None:
         self.inner = source
         self.facts = facts
         self.battery = battery
         self.thermal = thermal
+        self.mode = mode
         self.name = source.name
         self.estimated = source.estimated
         self.max_rate_hz = source.max_rate_hz
@@ -181,6 +185,8 @@ class BoardSource:
         if self.thermal is not None:
             temps.update(self.thermal.read())
         changes["temps_c"] = temps
+        if self.mode is not None:  # cached: the files are read every few seconds
+            changes["power_mode"] = self.mode.read()
         if s.throttled is None:
             changes["throttled"] = self.facts.throttled(temps)
         return replace(s, **changes)  # type: ignore[arg-type]
@@ -192,6 +198,12 @@ class BoardSource:
             out += self.battery.sensors()
         if self.thermal is not None:
             out += self.thermal.sensors()
+        if self.mode is not None:
+            m = self.mode.read_now()
+            where = str(self.mode.root / "etc/nvpmodel.conf")
+            clocks = "".join(f", {k} {v:g} MHz" for k, v in m.clocks_mhz.items())
+            reading = f"{m.name} (id {m.id}, from {m.source}{clocks})" if m.name else None
+            out.append(SensorInfo("power mode", where, "nvpmodel", reading, m.reason))
         return out
 
     def close(self) -> None:

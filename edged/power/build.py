@@ -37,6 +37,7 @@ from edged.power.base import BuildContext, PowerSource, registration, source_kin
 from edged.power.board import augment
 from edged.power.detect import select_profile
 from edged.power.null import NullSource
+from edged.power.nvpmodel import reader_for
 from edged.power.profile import HwProfile, load_profiles
 
 log = logging.getLogger("edged.power")
@@ -99,7 +100,11 @@ def build_source(cfg: PowerConfig, profile: HwProfile | None, root: Path) -> Pow
     source = reg.cls.from_config(ctx)
     if not reg.board_extras:
         return source
-    return augment(cfg, ctx.facts, source, root, temp_paths=reg.board_temp_paths)
+    mode = None
+    if profile is not None:  # nvpmodel, on boards whose profile lists power modes
+        modes = [(m.name, m.watts) for m in profile.power_modes]
+        mode = reader_for(root, modes, profile.accel.gpu_devfreq)
+    return augment(cfg, ctx.facts, source, root, temp_paths=reg.board_temp_paths, mode=mode)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from edged.config import PowerSourceKind, read_toml
+from edged.config import OffloadSettings, PowerSourceKind, read_toml
 from edged.errors import ConfigError
 
 #: Source kinds a profile may name: the config's one list (``power.source`` adds "auto").
@@ -179,6 +179,25 @@ class RouterHints(_Model):
     radio_j_per_request: float | None = Field(None, gt=0)
 
 
+class AccelFacts(OffloadSettings):
+    """``[accel]``: the board's accelerators. The offload keys are defaults for ``[local]``
+    (an explicit config value wins); the rest say how to use the GPU and the NPU."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    llama_cmake_args: str | None = Field(
+        None,
+        description="CMAKE_ARGS that build llama-cpp-python with this board's GPU backend "
+        "(edged doctor prints the rebuild command with them).",
+    )
+    onnx_providers: tuple[str, ...] = Field(
+        (), description="onnxruntime execution providers to try, in order (CPU is always last)."
+    )
+    gpu_devfreq: tuple[str, ...] = Field(
+        (), description="devfreq device names of the GPU (sys/class/devfreq/<name>), first found."
+    )
+
+
 class HwProfile(_Model):
     """One board profile file."""
 
@@ -189,6 +208,7 @@ class HwProfile(_Model):
     power_modes: tuple[PowerMode, ...] = ()
     estimate: EstimateFacts | None = None
     router: RouterHints = Field(default_factory=RouterHints)
+    accel: AccelFacts = Field(default_factory=AccelFacts)
     #: The file it was read from (set by load_profiles; not a TOML key).
     path: Path | None = Field(None, exclude=True)
 

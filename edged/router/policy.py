@@ -281,7 +281,7 @@ def decide(
         return local(*wanted, why_not_cloud())
     if semantic_local:
         return local(*semantic_local, *keep)
-    if policy.prefer == CLOUD:
+    if policy.prefer_by_mode.get(inp.power.power_mode or "", policy.prefer) == CLOUD:
         if cloud_usable:
             return RouteDecision(CLOUD, ("policy",)), new_state
         return local("policy", why_not_cloud())

@@ -262,6 +262,7 @@ class Reporter:
             "battery": battery,
             "temps_c": {k: _r(v, 1) for k, v in s.temps_c.items()} if s else {},
             "throttled": s.throttled if s else None,
+            "power_mode": power_mode(s),
             "energy": self._energy(stats.pop("idle_w", None)),
             "llm": {
                 "tokens_per_s_avg": _r(self.tokens_per_s, 2),
@@ -304,3 +305,21 @@ class Reporter:
             except Exception:
                 log.exception("event=telemetry_failed")
             await asyncio.sleep(self.interval_s)
+
+
+def power_mode(s: Any) -> dict[str, Any]:
+    """Telemetry's ``power_mode`` from the latest sample: the nvpmodel mode, or nulls with
+    the reason (a board without power modes, or no reading yet)."""
+    mode = getattr(s, "power_mode", None) if s is not None else None
+    if mode is None:
+        why = "no power reading yet" if s is None else "no power modes on this board"
+        return {
+            "id": None,
+            "name": None,
+            "watts": None,
+            "source": None,
+            "clocks_mhz": {},
+            "reason": why,
+        }
+    out: dict[str, Any] = mode.as_dict()
+    return out

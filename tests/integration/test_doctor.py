@@ -93,3 +93,27 @@ def test_doctor_reports_the_broker_and_cloud(model_file: Path) -> None:
     )
     assert "MQTT v5 ok" in r.stdout
     assert "cloud: http://127.0.0.1:9/v1: unreachable" in r.stdout  # not fatal: stays local
+
+
+def test_doctor_on_an_orin_nano_super_shows_offload_ep_and_power_mode(
+    model_file: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    import llama_cpp
+
+    root = tmp_path / "root"
+    shutil.copytree(ROOT / NANO, root)
+    shutil.copytree(ROOT / "tests/fixtures/sysfs/jetson-orin-nano-super", root, dirs_exist_ok=True)
+    r = doctor("--sysfs-root", str(root))
+    out = r.stdout
+    assert "n_gpu_layers=-1, flash_attn=True (defaults from jetson-orin-nano)" in out
+    assert "onnxruntime " in out and "embeddings on " in out
+    assert "power mode" in out and "25W (id 1, from status, gpu 918 MHz, cpu0 1344 MHz)" in out
+    if not llama_cpp.llama_supports_gpu_offload():
+        assert 'CMAKE_ARGS="-DGGML_CUDA=on"' in out and "the local model runs on the CPU" in out
+        # the profile suggested the GPU: a warning, not a problem
+        assert r.returncode == 0, out + r.stderr
+        asked = doctor("--sysfs-root", str(root), EDGED_LOCAL__N_GPU_LAYERS="-1")
+        assert asked.returncode == 1
+        assert "Fix: rebuild it, or set [local] n_gpu_layers = 0" in asked.stdout

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edged.backends.chat_prompt import PromptBuilder, control_tokens, text_tokenizer
+from edged.backends.llama.offload import offload_kwargs, warn_once
 from edged.config import LocalModelConfig
 from edged.errors import BadRequest, EdgedError, Internal, Unavailable
 from edged.grammar import TEXT, Plan, plan_for
@@ -134,6 +135,10 @@ class LlamaEngine:
             kwargs["n_threads_batch"] = self.cfg.n_threads
         if self.cfg.seed >= 0:
             kwargs["seed"] = self.cfg.seed
+        offload, warning = offload_kwargs(self.cfg, bool(llama_cpp.llama_supports_gpu_offload()))
+        if warning is not None:  # asked for the GPU, built without it: the CPU, said once
+            warn_once(self.name, warning)
+        kwargs.update(offload)
         llm = llama_cpp.Llama(**kwargs)
         self.vocab = llm._model.vocab
         self._is_eog: Callable[[Any, int], bool] = llama_cpp.llama_vocab_is_eog
