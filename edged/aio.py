@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 from edged.errors import Timeout
+
+log = logging.getLogger("edged.reload")
 
 
 @asynccontextmanager
@@ -44,3 +48,26 @@ async def deadline(at_s: float | None, what: str = "deadline") -> AsyncIterator[
         raise Timeout(f"{what} passed before the answer was complete") from None
     finally:
         handle.cancel()
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+async def retire(
+    parts: tuple[Closable, ...],
+    users: list[asyncio.Task[None]],
+    current: Callable[[], tuple[Closable, ...]],
+) -> None:
+    """Close the parts a reload replaced (their thread pools) once the requests that started
+    under them have finished; never one that is in use again (``current``: what is in use
+    now)."""
+    if users:
+        await asyncio.wait(users)
+    now = current()
+    closed = 0
+    for part in parts:
+        if all(part is not p for p in now):
+            part.close()
+            closed += 1
+    log.debug("event=retired closed=%d waited_for=%d", closed, len(users))

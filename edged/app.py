@@ -14,14 +14,14 @@ import logging
 import math
 import os
 import signal
-import ssl
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 from edged import __version__
 from edged.accel import board_profile, with_board_defaults
+from edged.aio import retire
 from edged.backends.base import CLOUD_KIND, LOCAL_KINDS, Backend, BackendSpec, build, factory
 from edged.backends.supervisor import Supervisor
 from edged.config import Config, load_config
@@ -29,16 +29,16 @@ from edged.embeddings.lazy import LazyEmbedder
 from edged.energy.meter import EnergyMeter, NullMeter
 from edged.energy.sampler import Sampler
 from edged.figures import load_figures
-from edged.guardian import Guardian, PassGuardian
+from edged.guardian import PassGuardian
 from edged.guardian.build import build_guardian
 from edged.guardian.engine import RuleGuardian
 from edged.ingress.journal import Journal
 from edged.ingress.service import Ingress
 from edged.models import load_manifest, resolve
-from edged.mqtt.link import Incoming, MqttLink, Will
+from edged.mqtt.connect import daemon_link
+from edged.mqtt.link import Incoming, Will
 from edged.mqtt.topics import Topics
 from edged.pipeline import Pipeline
-from edged.pipeline import Router as RouterStage
 from edged.power.base import FedSource
 from edged.power.build import open_power
 from edged.router.router import LocalStats, Router, load_policies
@@ -54,43 +54,6 @@ from edged.types import CLOUD, LOCAL, PowerState, ToolDecision
 log = logging.getLogger("edged.app")
 
 SHUTDOWN_GRACE_S = 10.0
-
-
-def mqtt_password(cfg: Config) -> str | None:
-    """The broker password: $<password_env>, else the systemd credential (edged.secrets)."""
-    from edged.secrets import read_secret
-
-    return read_secret(cfg.mqtt.password_env, cfg.mqtt.password_credential)
-
-
-def tls_context(cfg: Config) -> ssl.SSLContext:
-    """TLS for the broker: verify its certificate (and host name) against ``ca_file`` or the
-    system store; present a client certificate when one is configured."""
-    ctx = ssl.create_default_context(cafile=str(cfg.mqtt.ca_file) if cfg.mqtt.ca_file else None)
-    if cfg.mqtt.cert_file is not None:
-        ctx.load_cert_chain(
-            str(cfg.mqtt.cert_file), str(cfg.mqtt.key_file) if cfg.mqtt.key_file else None
-        )
-    return ctx
-
-
-async def retire(
-    parts: tuple[Guardian, RouterStage],
-    users: list[asyncio.Task[None]],
-    current: Callable[[], tuple[Guardian, RouterStage]],
-) -> None:
-    """Close the guardian and router a reload replaced (their thread pools) once the
-    requests that started under them have finished; never one that is in use again
-    (``current``: what the pipeline holds now)."""
-    if users:
-        await asyncio.wait(users)
-    now = current()
-    closed = 0
-    for part in parts:
-        if all(part is not p for p in now):
-            part.close()
-            closed += 1
-    log.debug("event=retired closed=%d waited_for=%d", closed, len(users))
 
 
 class App:
@@ -120,25 +83,14 @@ class App:
             backends=self.backends,
             meter=NullMeter(),
         )
-        password = mqtt_password(cfg) if cfg.mqtt.username else None
-        self.link = MqttLink(
-            host=cfg.mqtt.host,
-            port=cfg.mqtt.port,
-            client_id=cfg.client_id,
-            keepalive_s=cfg.mqtt.keepalive_s,
-            session_expiry_s=cfg.mqtt.session_expiry_s,
-            receive_maximum=max(64, cfg.ingress.queue_limit * 4),
-            username=cfg.mqtt.username,
-            password=password,
+        self.link = daemon_link(
+            cfg,
             will=lambda: Will(
                 self.topics.status, status_payload(cfg, "offline", reason="connection_lost")
             ),
             subscriptions=self._subscriptions(cfg),
             on_message=self._on_message,
             on_connected=self._on_connected,
-            reconnect_min_s=cfg.mqtt.reconnect_min_s,
-            reconnect_max_s=cfg.mqtt.reconnect_max_s,
-            tls=tls_context(cfg) if cfg.mqtt.tls else None,
         )
         self.ingress = Ingress(
             cfg,

@@ -24,9 +24,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
     """
     import ssl
 
-    # the broker credentials and TLS exactly as the daemon uses them
-    from edged.app import mqtt_password, tls_context
     from edged.cli.client import AskAuthError, AskError, ask
+
+    # the broker credentials and TLS exactly as the daemon uses them
+    from edged.mqtt.connect import mqtt_password, tls_context
     from edged.mqtt.topics import Topics
 
     cfg = load(args)

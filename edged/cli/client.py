@@ -45,7 +45,7 @@ def cli_client(
     tls: ssl.SSLContext | None = None,
 ) -> paho.Client:
     """A paho MQTT v5 client for a command-line tool, with the broker login and TLS the
-    daemon uses (``edged.app.mqtt_password``, ``tls_context``); not connected yet."""
+    daemon uses (``edged.mqtt.connect.mqtt_password``, ``tls_context``); not connected yet."""
     c = paho.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id,

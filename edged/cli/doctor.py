@@ -182,7 +182,7 @@ def _check_broker(cfg: Config, timeout_s: float = 3.0) -> str | None:
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-    from edged.app import mqtt_password, tls_context
+    from edged.mqtt.connect import mqtt_password, tls_context
 
     where = f"{cfg.mqtt.host}:{cfg.mqtt.port}{' (TLS)' if cfg.mqtt.tls else ''}"
     answers: queue.Queue[str] = queue.Queue()

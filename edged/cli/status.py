@@ -24,7 +24,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if timeout_s is None:
         timeout_s = observe.default_timeout_s(cfg.telemetry.interval_s)
     # the broker credentials and TLS exactly as the daemon uses them
-    from edged.app import mqtt_password, tls_context
+    from edged.mqtt.connect import mqtt_password, tls_context
 
     password = mqtt_password(cfg) if cfg.mqtt.username else None
     obs = observe.observe(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from edged.app import retire
+from edged.aio import retire
 
 
 class Part:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from edged.app import mqtt_password
 from edged.backends.cloud import PLACEHOLDER_API_KEY, read_api_key
 from edged.config import CloudConfig, Config
 from edged.errors import ConfigError
+from edged.mqtt.connect import mqtt_password
 from edged.secrets import SecretError, read_credential, read_secret
 
 
