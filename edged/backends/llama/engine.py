@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import logging
 import threading
 import time
@@ -87,6 +88,29 @@ class Merged:
             raise item
         ev: StreamEvent = item
         return ev
+
+
+#: How long a cancelled running job is waited for (its ``Finished`` comes within a token).
+CANCEL_WAIT_S = 0.2
+
+
+async def finish_cancelled(
+    events: Merged, running: bool, produced: int, wait_s: float = CANCEL_WAIT_S
+) -> Finished:
+    """The ``Finished`` of a job the client cancelled (its cancel flag already set): for
+    a running job, its own (usage counted by the decode), text after the cancel dropped,
+    waiting at most ``wait_s``; for a queued one, or past that, at once with the tokens
+    counted so far (``produced``) and the prompt's size unknown."""
+    if running:
+        until = time.monotonic() + wait_s
+        with contextlib.suppress(asyncio.TimeoutError, EdgedError):
+            while (left := until - time.monotonic()) > 0:
+                ev = await asyncio.wait_for(events.next(), left)
+                if isinstance(ev, Finished):
+                    return Finished("cancelled", ev.usage)
+                if isinstance(ev, TextDelta):
+                    produced += ev.tokens
+    return Finished("cancelled", Usage(prompt_tokens=None, completion_tokens=produced))
 
 
 class LlamaEngine:
@@ -205,7 +229,8 @@ class LlamaEngine:
         self, request: Request, cancel: threading.Event, emit: Callable[[Item], None]
     ) -> None:
         """One decode job (blocking). Reports only through ``emit``."""
-        if cancel.is_set():
+        if cancel.is_set():  # cancelled while queued: nothing evaluated
+            emit(Finished("cancelled", Usage(prompt_tokens=None, completion_tokens=0)))
             return
         t_job = time.monotonic()
         self.job = (t_job, request.deadline_at_s)

@@ -30,8 +30,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, ClassVar
 
+from edged.aio import take_cancel
 from edged.backends.base import BackendSpec, register
-from edged.backends.llama.engine import STUCK_GRACE_S, Merged, stuck_reason
+from edged.backends.llama.engine import STUCK_GRACE_S, Merged, finish_cancelled, stuck_reason
 from edged.backends.llama.worker import worker_main
 from edged.config import LocalModelConfig
 from edged.errors import BackendFailed, Unavailable
@@ -413,8 +414,20 @@ class ProcessLlamaBackend:
         job.conn = conn
         try:
             events = Merged(job.queue)
+            produced = 0
             while True:
-                ev = await events.next()
+                try:
+                    ev = await events.next()
+                except asyncio.CancelledError:
+                    if not take_cancel():
+                        raise
+                    # barge-in: stop the decode, end with its own usage (within a token)
+                    with contextlib.suppress(OSError, ValueError):
+                        conn.send(("cancel", job_id))
+                    running = job.started_at_s is not None
+                    ev = await finish_cancelled(events, running, produced)
+                if isinstance(ev, TextDelta):
+                    produced += ev.tokens
                 yield ev
                 if isinstance(ev, Finished):
                     return
