@@ -149,3 +149,21 @@ def test_a_malformed_cancel_is_refused_with_a_reason(payload: bytes) -> None:
 
 def test_a_cancel_names_one_request() -> None:
     assert wire.parse_cancel(b'{"id": "req-1.a:b_c"}') == "req-1.a:b_c"
+
+
+def test_the_protocol_doc_states_the_cancel_facts() -> None:
+    """docs/protocol.md names the topic edged subscribes, the size limit, and every reason a
+    cancel is ignored with, as the code spells them."""
+    from pathlib import Path
+
+    from edged.mqtt.topics import Topics
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+    section = doc[doc.index("## Cancelling a request (barge-in)") :]
+    section = section[: section.index("\n## ", 5)]
+    assert Topics("edged", "<device_id>").cancel in section
+    assert f"{wire.MAX_CANCEL_BYTES:,} bytes" in section
+    src = (Path(__file__).resolve().parents[2] / "edged" / "ingress" / "service.py").read_text()
+    for reason in ("malformed", "not_in_flight", "already_cancelled"):
+        assert reason in section and reason in src
+    assert "acl" in section.lower()

@@ -55,7 +55,10 @@ STATS: dict[str, Any] = {
     "queue_depth": 1,
     "in_flight": 2,
     "idle_w": 4.87512,
-    "ingress": {"received": 12, "admitted": 10, "rejected": 1, "duplicates": 1},
+    "ingress": {
+        **{"received": 12, "admitted": 10, "rejected": 1, "duplicates": 1},
+        **{"cancelled": 1, "cancels_ignored": 0},
+    },
     "cloud": {"breaker": "half_open", "requests_today": 3, "tokens_today": 412},
     "spool_dropped": 0,
     "spool_pending": 0,
