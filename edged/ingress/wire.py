@@ -53,6 +53,7 @@ class RequestBody(BaseModel):
     deadline_ms: int | None = Field(None, ge=1, le=MAX_DEADLINE_MS)
     reply_to: str | None = None
     policy: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    conversation: str | None = Field(None, pattern=r"^[A-Za-z0-9._:-]{1,128}$")
     # OpenAI shapes, checked by tools_wire (with paths into them); null is leaving them out
     tools: Any = None
     tool_choice: Any = None
@@ -329,6 +330,7 @@ def parse_request(
         tools=tools,
         tool_choice=tool_choice,
         response_format=response_format,
+        conversation=body.conversation,
     )
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from edged.backends.chat_prompt import PromptBuilder, control_tokens, text_tokenizer
+from edged.backends.llama.sessions import SessionCache, fingerprint, reused
 from edged.config import LocalModelConfig
 from edged.errors import BadRequest, EdgedError, Internal, Unavailable
 from edged.grammar import TEXT, Plan, plan_for
@@ -138,6 +139,8 @@ class LlamaEngine:
         #: to its first token (prompt evaluation). None until measured.
         self.tokens_per_s: float | None = None
         self.ttft_s: float | None = None
+        #: The conversation KV cache (built with the model).
+        self.sessions: SessionCache | None = None
 
     def load(self) -> None:
         """Load the model (seconds for a large one)."""
@@ -166,6 +169,18 @@ class LlamaEngine:
         self.tool_role = tool_role(self._prompt)
         self._tokenize_text = text_tokenizer(self.vocab)
         self.llm = llm
+        self.sessions = SessionCache(
+            self.cfg.session_cache_mb,
+            fingerprint(
+                str(self.model_path.resolve()),
+                self.model_path.stat().st_size,
+                llm.metadata.get("tokenizer.chat_template"),
+                self.cfg.system_prompt,
+                self.cfg.n_ctx,
+            ),
+            self.cfg.session_cache_dir,
+            self.cfg.session_cache_disk_mb,
+        )
         self.rss_after_load_mb = rss_mb()
 
     def plan(self, request: Request) -> Plan:
@@ -246,6 +261,7 @@ class LlamaEngine:
             if len(tokens) >= n_ctx:
                 raise BadRequest(f"prompt is {len(tokens)} tokens; the local context holds {n_ctx}")
             budget = min(request.max_tokens, n_ctx - len(tokens))
+            cached = self._cached(llm, request, tokens)
             if self.cfg.seed >= 0:
                 llm.set_seed(self.cfg.seed)
             if constraint is None:
@@ -278,7 +294,9 @@ class LlamaEngine:
                 if produced > 1 and constraint is None:  # forced tokens come in batches
                     rate = (produced - 1) / max(time.monotonic() - t_first, 1e-9)
                     self.tokens_per_s = _ema(self.tokens_per_s, rate)
-            emit(Finished(finish, Usage(prompt_tokens=len(tokens), completion_tokens=produced)))
+            emit(Finished(finish, Usage(len(tokens), produced, cached)))
+            if request.conversation is not None and self.sessions is not None:
+                self.sessions.store(llm, request.conversation)  # after the reply: off its path
         except EdgedError as e:
             emit(e)
         except Exception as e:
@@ -287,6 +305,14 @@ class LlamaEngine:
         finally:
             if self.job is not None and self.job[0] == t_job:
                 self.job = None
+
+    def _cached(self, llm: Any, request: Request, tokens: list[int]) -> int:
+        """Prompt tokens the decode will not evaluate again: the conversation's cached state
+        restored first where it serves more of them (:mod:`.sessions`)."""
+        sessions = self.sessions
+        if request.conversation is not None and sessions is not None and sessions.enabled:
+            return sessions.prepare(llm, request.conversation, tokens)
+        return reused(llm.input_ids[: llm.n_tokens].tolist(), tokens)
 
     def _decode_text(
         self,
