@@ -44,6 +44,8 @@ class BackendStats:
     breaker: BreakerState | None = None
     #: Seconds left of a wait the server asked for (0 when none).
     retry_after_s: float = 0.0
+    #: The conversation KV cache's figures (telemetry ``session_cache``); None: none kept.
+    sessions: dict[str, float | int | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

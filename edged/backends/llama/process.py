@@ -155,6 +155,7 @@ class ProcessLlamaBackend:
         self.rss_after_load_mb = float("nan")
         self.tokens_per_s: float | None = None
         self.ttft_s: float | None = None
+        self.sessions: dict[str, float | int | None] | None = None  # the worker's cache
         self.crashes = 0
         self.last_exit: str | None = None
 
@@ -243,6 +244,8 @@ class ProcessLlamaBackend:
         elif kind == "stats":
             self.tokens_per_s = msg[2] if msg[2] is not None else self.tokens_per_s
             self.ttft_s = msg[3] if msg[3] is not None else self.ttft_s
+            if len(msg) > 4 and msg[4] is not None:
+                self.sessions = msg[4]
 
     def _on_death(self, proc: Any) -> None:
         if proc is not self._proc:
@@ -353,6 +356,7 @@ class ProcessLlamaBackend:
             tokens_per_s=self.tokens_per_s,
             ttft_s=self.ttft_s,
             stuck=self.stuck(),
+            sessions=self.sessions,
         )
 
     @property

@@ -40,7 +40,7 @@ _MAGIC = b"EDKV1\n"
 @dataclass(slots=True)
 class _Entry:
     tokens: list[int]
-    data: bytes
+    data: bytearray
 
     @property
     def nbytes(self) -> int:
@@ -100,7 +100,7 @@ class SessionCache:
         """Bytes held in RAM now."""
         return sum(e.nbytes for e in self._ram.values())
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, float | int | None]:
         """Figures for telemetry: entries, RAM held, lookups, hit rate (None before any)."""
         return {
             "entries": len(self._ram),
@@ -143,12 +143,15 @@ class SessionCache:
         if size <= 0 or size > self.budget_bytes:
             self._ram.pop(conversation, None)
             return
-        buf = (ctypes.c_uint8 * size)()
+        data = bytearray(size)  # written in place: one copy of the state, no more
+        buf = (ctypes.c_uint8 * size).from_buffer(data)
         got = int(llama_cpp.llama_state_seq_get_data(ctx, buf, size, 0))
+        del buf
         if got <= 0:
             return
+        del data[got:]
         self._ram.pop(conversation, None)
-        self._ram[conversation] = _Entry([int(t) for t in llm.input_ids[:n]], bytes(buf)[:got])
+        self._ram[conversation] = _Entry([int(t) for t in llm.input_ids[:n]], data)
         while self.ram_bytes > self.budget_bytes and len(self._ram) > 1:
             old_key, old = self._ram.popitem(last=False)
             self.evictions += 1
@@ -168,8 +171,10 @@ class SessionCache:
 
         ctx = llm._ctx.ctx
         llm._ctx.kv_cache_clear()
-        buf = (ctypes.c_uint8 * len(entry.data)).from_buffer_copy(entry.data)
-        if int(llama_cpp.llama_state_seq_set_data(ctx, buf, len(entry.data), 0)) <= 0:
+        buf = (ctypes.c_uint8 * len(entry.data)).from_buffer(entry.data)  # no copy
+        ok = int(llama_cpp.llama_state_seq_set_data(ctx, buf, len(entry.data), 0)) > 0
+        del buf
+        if not ok:
             log.warning("event=session_restore_failed tokens=%d", len(entry.tokens))
             llm._ctx.kv_cache_clear()
             llm.n_tokens = 0
@@ -223,7 +228,7 @@ class SessionCache:
             return None
         tokens = list(struct.unpack_from(f"<{n_tok}i", raw, at))
         self.disk_reads += 1
-        return _Entry(tokens, raw[at + 4 * n_tok :])
+        return _Entry(tokens, bytearray(raw[at + 4 * n_tok :]))
 
     def _trim_disk(self) -> None:
         assert self.spill_dir is not None

@@ -114,6 +114,7 @@ class LlamaBackend:
             tokens_per_s=self.engine.tokens_per_s,
             ttft_s=self.engine.ttft_s,
             stuck=self.stuck(),
+            sessions=None if self.engine.sessions is None else self.engine.sessions.stats(),
         )
 
     @property

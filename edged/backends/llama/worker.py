@@ -3,7 +3,8 @@ pipe in order.
 
 Messages from the parent: ``("job", id, Request)``, ``("cancel", id)``, ``("stop",)``. To
 the parent: ``("ready", load_s, rss_before_mb, rss_after_mb)`` or ``("load_failed", why)``,
-then per job ``("ev", id, event-or-error)`` ... and ``("stats", id, tokens_per_s, ttft_s)``;
+then per job ``("ev", id, event-or-error)`` ... and ``("stats", id, tokens_per_s, ttft_s,
+sessions)`` (the conversation cache's figures);
 ``None`` ends the stream. The decode is :class:`~.engine.LlamaEngine`'s, unchanged.
 """
 
@@ -93,7 +94,8 @@ def worker_main(
             send(("ev", job_id, ev))
 
         engine.decode(request, cancel, emit)
-        send(("stats", job_id, engine.tokens_per_s, engine.ttft_s))
+        sessions = None if engine.sessions is None else engine.sessions.stats()
+        send(("stats", job_id, engine.tokens_per_s, engine.ttft_s, sessions))
         with lock:
             cancels.pop(job_id, None)
     send(None)
