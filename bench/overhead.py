@@ -164,12 +164,19 @@ def main() -> int:
         help="off: no rule packs (the serving overhead alone); default: the "
         "shipped pack (its hold-back keeps a word until the next token)",
     )
+    ap.add_argument(
+        "--chunk-flush-ms",
+        type=float,
+        default=0.0,
+        help="the daemon's [ingress] chunk_flush_ms (chunk coalescing; 0: off)",
+    )
     args = ap.parse_args()
     started = time.perf_counter()
     env = {
         "EDGED_LOCAL__N_THREADS": str(args.threads),
         "EDGED_LOG__LEVEL": "debug",
         "EDGED_LOCAL__ISOLATION": args.isolation,
+        "EDGED_INGRESS__CHUNK_FLUSH_MS": str(args.chunk_flush_ms),
         **({"EDGED_GUARDIAN__PACKS": "[]"} if args.guardian == "off" else {}),
     }
     res: dict[str, list[dict[str, Any]]] = {"raw": [], "stream": [], "edged": []}

@@ -203,7 +203,13 @@ class Ingress:
         return True
 
     def _start(self, req: Request, done: Callable[[], None], journalled: bool) -> None:
-        responder = Responder(self._pub, req.id, req.reply, self._cfg.mqtt.reply_qos)
+        responder = Responder(
+            self._pub,
+            req.id,
+            req.reply,
+            self._cfg.mqtt.reply_qos,
+            flush_s=self._cfg.ingress.chunk_flush_ms / 1000,
+        )
         scope = CancelScope()
         task = asyncio.create_task(
             self._serve(req, responder, done, journalled, scope), name=f"request-{req.id}"
