@@ -170,6 +170,12 @@ def main() -> int:
         default=0.0,
         help="the daemon's [ingress] chunk_flush_ms (chunk coalescing; 0: off)",
     )
+    ap.add_argument(
+        "--emit-flush-ms",
+        type=float,
+        default=0.0,
+        help="the daemon's [local] emit_flush_ms (the worker gathers text; 0: off)",
+    )
     args = ap.parse_args()
     started = time.perf_counter()
     env = {
@@ -177,6 +183,7 @@ def main() -> int:
         "EDGED_LOG__LEVEL": "debug",
         "EDGED_LOCAL__ISOLATION": args.isolation,
         "EDGED_INGRESS__CHUNK_FLUSH_MS": str(args.chunk_flush_ms),
+        "EDGED_LOCAL__EMIT_FLUSH_MS": str(args.emit_flush_ms),
         **({"EDGED_GUARDIAN__PACKS": "[]"} if args.guardian == "off" else {}),
     }
     res: dict[str, list[dict[str, Any]]] = {"raw": [], "stream": [], "edged": []}

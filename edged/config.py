@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edged.config_ingress import IngressConfig as IngressConfig  # noqa: PLC0414 (re-export)
-from edged.config_sessions import SessionCacheKeys
+from edged.config_sessions import SessionCacheKeys, StreamKeys
 from edged.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -96,7 +96,7 @@ class MqttConfig(_Model):
 BackendKind = Literal["llama", "fake"]
 
 
-class LocalModelConfig(SessionCacheKeys, _Model):
+class LocalModelConfig(SessionCacheKeys, StreamKeys, _Model):
     """The local llama.cpp backend."""
 
     backend: BackendKind = Field(

@@ -28,3 +28,16 @@ class SessionCacheKeys(BaseModel):
     session_cache_disk_mb: float = Field(
         512.0, ge=0, description="Disk for session_cache_dir, MiB; oldest files removed first."
     )
+
+
+class StreamKeys(BaseModel):
+    """How the local model's worker hands text to the daemon."""
+
+    emit_flush_ms: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        description="isolation 'process': the worker sends a job's first text at once and "
+        "then gathers its text for up to this long into one message (fewer hops per token "
+        "in the daemon); 0: one message per token.",
+    )

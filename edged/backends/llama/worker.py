@@ -19,7 +19,7 @@ from typing import Any
 
 from edged.backends.llama.engine import LlamaEngine
 from edged.config import LocalModelConfig
-from edged.types import Request
+from edged.types import Request, TextDelta
 
 
 def worker_main(
@@ -42,11 +42,14 @@ def worker_main(
     outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
 
     def sender() -> None:
-        while (msg := outbox.get()) is not None:
-            try:
-                conn.send(msg)
-            except (OSError, ValueError):
-                return
+        try:
+            if engine.cfg.emit_flush_ms > 0:
+                _send_gathered(outbox, conn, engine.cfg.emit_flush_ms / 1000)
+            else:
+                while (msg := outbox.get()) is not None:
+                    conn.send(msg)
+        except (OSError, ValueError):
+            return
 
     send = outbox.put
 
@@ -99,3 +102,45 @@ def worker_main(
         with lock:
             cancels.pop(job_id, None)
     send(None)
+
+
+def _send_gathered(
+    outbox: queue.SimpleQueue[tuple[Any, ...] | None], conn: Connection, flush_s: float
+) -> None:
+    """Send what the decode emits, a job's text after its first piece gathered for up to
+    ``flush_s`` into one ``TextDelta`` (``[local] emit_flush_ms``); anything else sends
+    what was gathered first, so the order is kept. Returns at the ``None`` that ends."""
+    held: list[Any] | None = None  # [job_id, texts, tokens, send_by_s]
+    texted: set[int] = set()  # jobs whose first text went
+
+    def release() -> None:
+        nonlocal held
+        if held is not None:
+            conn.send(("ev", held[0], TextDelta("".join(held[1]), held[2])))
+            held = None
+
+    while True:
+        try:
+            wait = None if held is None else max(held[3] - time.monotonic(), 0.0)
+            msg = outbox.get(timeout=wait)
+        except queue.Empty:
+            release()
+            continue
+        if msg is None:
+            release()
+            return
+        ev = msg[2] if msg[0] == "ev" else None
+        if isinstance(ev, TextDelta) and msg[1] in texted:
+            if held is not None and held[0] != msg[1]:
+                release()
+            if held is None:
+                held = [msg[1], [], 0, time.monotonic() + flush_s]
+            held[1].append(ev.text)
+            held[2] += ev.tokens
+            continue
+        release()
+        if isinstance(ev, TextDelta):
+            texted.add(msg[1])
+        elif msg[0] == "stats":
+            texted.discard(msg[1])
+        conn.send(msg)
