@@ -1,5 +1,6 @@
 """The worker's text gathering (``[local] emit_flush_ms``): a job's first text goes at
-once, later text is merged into one message per interval, and every other message (the
+once (and what follows within the interval), later text is merged into one message per
+interval, and every other message (the
 ``Finished``, the stats) sends what was gathered first, so the order is kept."""
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ def test_first_text_at_once_then_gathered_and_released_before_the_finish() -> No
     outbox.put(("ev", 1, TextDelta("Hel", 1)))
     time.sleep(0.02)
     assert conn.sent[-1] == ("ev", 1, TextDelta("Hel", 1))  # the first text is not held
+    outbox.put(("ev", 1, TextDelta("l", 1)))  # nor what follows within the interval
+    time.sleep(0.02)
+    assert conn.sent[-1] == ("ev", 1, TextDelta("l", 1))
+    time.sleep(0.03)
     outbox.put(("ev", 1, TextDelta("lo", 1)))
     outbox.put(("ev", 1, TextDelta(" wo", 1)))
     time.sleep(0.1)  # the interval passed: one message for both
@@ -50,4 +55,4 @@ def test_first_text_at_once_then_gathered_and_released_before_the_finish() -> No
     texts = "".join(
         m[2].text for m in conn.sent if m[0] == "ev" and m[1] == 1 and isinstance(m[2], TextDelta)
     )
-    assert texts == "Hello world"
+    assert texts == "Helllo world"

@@ -107,11 +107,15 @@ def worker_main(
 def _send_gathered(
     outbox: queue.SimpleQueue[tuple[Any, ...] | None], conn: Connection, flush_s: float
 ) -> None:
-    """Send what the decode emits, a job's text after its first piece gathered for up to
-    ``flush_s`` into one ``TextDelta`` (``[local] emit_flush_ms``); anything else sends
-    what was gathered first, so the order is kept. Returns at the ``None`` that ends."""
+    """Send what the decode emits, a job's text from ``flush_s`` after its first piece on
+    gathered for up to ``flush_s`` into one ``TextDelta`` (``[local] emit_flush_ms``);
+    anything else sends what was gathered first, so the order is kept. Returns at the
+    ``None`` that ends."""
     held: list[Any] | None = None  # [job_id, texts, tokens, send_by_s]
-    texted: set[int] = set()  # jobs whose first text went
+    # jobs whose first text went, and when: for ``flush_s`` after it every piece still goes
+    # at once, so a guardian holding the first word back until the next piece (the
+    # client's time to first chunk) never waits for an interval
+    texted: dict[int, float] = {}
 
     def release() -> None:
         nonlocal held
@@ -130,7 +134,7 @@ def _send_gathered(
             release()
             return
         ev = msg[2] if msg[0] == "ev" else None
-        if isinstance(ev, TextDelta) and msg[1] in texted:
+        if isinstance(ev, TextDelta) and time.monotonic() - texted.get(msg[1], 1e18) >= flush_s:
             if held is not None and held[0] != msg[1]:
                 release()
             if held is None:
@@ -140,7 +144,7 @@ def _send_gathered(
             continue
         release()
         if isinstance(ev, TextDelta):
-            texted.add(msg[1])
+            texted.setdefault(msg[1], time.monotonic())
         elif msg[0] == "stats":
-            texted.discard(msg[1])
+            texted.pop(msg[1], None)
         conn.send(msg)
