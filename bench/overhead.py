@@ -5,13 +5,16 @@ raw ``Llama.generate`` plus a token count (the floor), ``Llama.create_completion
 and the daemon over MQTT (QoS 1, loopback Mosquitto) timed at the client as chunks arrive.
 Decode rate is (tokens - 1) / (last token - first token). Added time to first token: direct
 (client TTFT minus llama.cpp's own time in the daemon, from its debug log) and A/B (edged minus
-raw per round). Then the daemon's memory without the model file's pages, and its idle CPU.
+raw per round). CPU per generated token of the daemon (its own process, the model worker
+left out) and of the broker, from /proc over the edged rounds. Then the daemon's memory
+without the model file's pages, and its idle CPU.
 
-    .venv/bin/python bench/overhead.py [--rounds 8] [--max-tokens 128] [--threads 1]
+    .venv/bin/python bench/overhead.py [--rounds 8] [--max-tokens 128] [--threads 1|all]
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -77,9 +80,32 @@ class Raw:
         return self._timed(gen, max_tokens, t0, None)
 
 
-def via_edged(c: h.Client, device_id: str, text: str, max_tokens: int) -> dict[str, Any]:
+class CpuMeter:
+    """CPU seconds (/proc) of the daemon's own process (the model worker left out) and of
+    the broker, summed over the edged rounds only."""
+
+    def __init__(self, daemon_pid: int, broker_pid: int) -> None:
+        self.pids = {"daemon": daemon_pid, "broker": broker_pid}
+        self.cpu_s = dict.fromkeys(self.pids, 0.0)
+        self._t0: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._t0 = {k: h.cpu_s(pid) for k, pid in self.pids.items()}
+
+    def stop(self) -> None:
+        for k, pid in self.pids.items():
+            self.cpu_s[k] += h.cpu_s(pid) - self._t0[k]
+
+
+def via_edged(
+    c: h.Client, device_id: str, text: str, max_tokens: int, cpu: CpuMeter | None = None
+) -> dict[str, Any]:
     body = {"messages": h.chat(text), "max_tokens": max_tokens, "temperature": 0.0}
+    if cpu is not None:
+        cpu.start()
     r = h.ask(c, device_id, body, "reply/overhead")
+    if cpu is not None:
+        cpu.stop()
     final = r["final"]
     if final.get("type") != "result" or r["first_s"] is None:
         raise RuntimeError(f"edged failed: {final}")
@@ -90,6 +116,7 @@ def via_edged(c: h.Client, device_id: str, text: str, max_tokens: int) -> dict[s
         "ttft_ms": (r["first_s"] - r["t0"]) * 1000,
         "tok_s": (n - 1) / span if n > 1 else float("nan"),
         "id": final["id"],
+        "chunks": len(r["chunks"]),
     }
 
 
@@ -117,7 +144,12 @@ def main() -> int:
     ap = h.parser(__doc__, "overhead")
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=1, help="decode threads, all three paths")
+    ap.add_argument(
+        "--threads",
+        type=lambda v: (os.cpu_count() or 1) if v == "all" else int(v),
+        default=1,
+        help="decode threads, all three paths ('all': every core)",
+    )
     ap.add_argument("--idle-s", type=float, default=10.0)
     ap.add_argument(
         "--isolation",
@@ -132,12 +164,26 @@ def main() -> int:
         help="off: no rule packs (the serving overhead alone); default: the "
         "shipped pack (its hold-back keeps a word until the next token)",
     )
+    ap.add_argument(
+        "--chunk-flush-ms",
+        type=float,
+        default=0.0,
+        help="the daemon's [ingress] chunk_flush_ms (chunk coalescing; 0: off)",
+    )
+    ap.add_argument(
+        "--emit-flush-ms",
+        type=float,
+        default=0.0,
+        help="the daemon's [local] emit_flush_ms (the worker gathers text; 0: off)",
+    )
     args = ap.parse_args()
     started = time.perf_counter()
     env = {
         "EDGED_LOCAL__N_THREADS": str(args.threads),
         "EDGED_LOG__LEVEL": "debug",
         "EDGED_LOCAL__ISOLATION": args.isolation,
+        "EDGED_INGRESS__CHUNK_FLUSH_MS": str(args.chunk_flush_ms),
+        "EDGED_LOCAL__EMIT_FLUSH_MS": str(args.emit_flush_ms),
         **({"EDGED_GUARDIAN__PACKS": "[]"} if args.guardian == "off" else {}),
     }
     res: dict[str, list[dict[str, Any]]] = {"raw": [], "stream": [], "edged": []}
@@ -148,13 +194,16 @@ def main() -> int:
         raw, stream = Raw(args.threads), Raw(args.threads)
         with h.Client(stack.broker.port) as c:
             c.subscribe("reply/overhead")
+            assert stack.broker.proc is not None
+            meter = CpuMeter(pid, stack.broker.proc.pid)
             paths = {
                 "raw": raw.generate,
                 "stream": stream.stream,
-                "edged": lambda t, n: via_edged(c, daemon.device_id, t, n),
+                "edged": lambda t, n: via_edged(c, daemon.device_id, t, n, meter),
             }
             for k, fn in enumerate(paths.values()):  # warm-up: model paged in, first calls paid
                 fn(h.story(97 + k), 8)
+            meter.cpu_s = dict.fromkeys(meter.cpu_s, 0.0)  # the warm-up not counted
             for i in range(args.rounds):
                 order = list(paths) if i % 2 == 0 else list(reversed(paths))
                 for name in order:
@@ -195,6 +244,12 @@ def main() -> int:
         "memory_mb": mem,
         "idle_s": args.idle_s,
         "idle_cpu_pct": idle_pct,
+        "threads": args.threads,
+        "edged_tokens": sum(tokens["edged"]),
+        "edged_chunks": sum(int(r["chunks"]) for r in res["edged"]),
+        "cpu_us_per_token": {
+            k: v / max(sum(tokens["edged"]), 1) * 1e6 for k, v in meter.cpu_s.items()
+        },
     }
     print(
         f"{args.rounds} rounds x {args.max_tokens} tokens, {args.threads} thread(s), greedy; "
@@ -209,6 +264,13 @@ def main() -> int:
     print(
         f"edged/raw tokens/s {f['ratio_edged_raw']:.3f} (goal >= 0.98); TTFT edged adds "
         f"{dp:.2f} ms direct ({h.goal(dp, 5)}, goal <= 5), {ap50:.2f} ms A/B (p50)"
+    )
+    cpt = f["cpu_us_per_token"]
+    both = cpt["daemon"] + cpt["broker"]
+    print(
+        f"CPU per generated token (/proc, edged rounds): daemon {cpt['daemon']:.0f} us, broker "
+        f"{cpt['broker']:.0f} us, together {both:.0f} us ({h.goal(both, 200)}, goal <= 200); "
+        f"{f['edged_chunks']} chunks for {f['edged_tokens']} tokens"
     )
     print(
         f"daemon RSS {mem['rss_mb']:.1f} MB, without model pages "

@@ -113,7 +113,7 @@ class App:
         self._background: set[asyncio.Future[Any]] = set()
 
     def _subscriptions(self, cfg: Config) -> tuple[tuple[str, int], ...]:
-        subs = [(self.topics.request, 1)]
+        subs = [(self.topics.request, 1), (self.topics.cancel, 1)]
         if cfg.power.source == "mqtt" and cfg.power.mqtt_topic:
             subs.append((cfg.power.mqtt_topic, 0))  # an external power meter
         return tuple(subs)

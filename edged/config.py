@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edged.config_accel import OffloadSettings as OffloadSettings  # noqa: PLC0414 (re-export)
 from edged.config_ingress import IngressConfig as IngressConfig  # noqa: PLC0414 (re-export)
+from edged.config_sessions import SessionCacheKeys, StreamKeys
 from edged.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -96,8 +97,9 @@ class MqttConfig(_Model):
 BackendKind = Literal["llama", "fake"]
 
 
-class LocalModelConfig(OffloadSettings):
-    """The local llama.cpp backend (with the GPU offload keys of edged/config_accel.py)."""
+class LocalModelConfig(OffloadSettings, SessionCacheKeys, StreamKeys):
+    """The local llama.cpp backend (with the GPU offload keys of edged/config_accel.py and
+    the session cache and stream keys of edged/config_sessions.py)."""
 
     backend: BackendKind = Field(
         "llama",

@@ -58,3 +58,12 @@ class IngressConfig(BaseModel):
         description="Most bytes of tool results in one request: the content of every tool "
         "turn, together (UTF-8).",
     )
+    chunk_flush_ms: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        description="Coalesce streamed chunks: the first goes at once, later text waits up to "
+        "this long (sent sooner at a word boundary once this long passed since the last "
+        "chunk), so one MQTT message carries several tokens. 0: one chunk per piece of text "
+        "(no waiting).",
+    )

@@ -7,6 +7,7 @@ error reply. The stages are passed in; this module only puts them in order.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
@@ -14,7 +15,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Protocol
 
-from edged.aio import deadline
+from edged.aio import CancelScope, cancel_scope, deadline, take_cancel
 from edged.backends.base import Backend
 from edged.energy.meter import Meter
 from edged.errors import BackendFailed, EdgedError, Internal, ToolCallInvalid
@@ -169,27 +170,44 @@ class Pipeline:
         calls: tuple[ToolCall, ...] = ()
         started: float | None = None
         first: float | None = None
-        async with aclosing(events) as stream:
-            async for ev in stream:
-                if isinstance(ev, TextDelta):
-                    if first is None:
-                        first = time.monotonic()
-                    parts.append(ev.text)
-                    if request.stream:
-                        reply.chunk(ev.text)
-                elif isinstance(ev, ToolCalls):
-                    # the one point a call is checked before it may leave the device
-                    # (whole, never fragments): valid, then decided by the tool rules
-                    calls = validate_calls(request, ev.calls)
-                    calls = guardian.check_calls(request, calls, verdict)  # guardian tools
-                    if first is None:
-                        first = time.monotonic()
-                elif isinstance(ev, Started):
-                    started = time.monotonic()
-                elif isinstance(ev, Finished):
-                    text = "".join(parts)
-                    reason, usage = _finish(request, ev, text, calls)
-                    return _Outcome(text, reason, usage, started, first, calls)
+        tokens = 0  # counted, for a cancel that ends the stream before its Finished
+        scope = cancel_scope() or CancelScope()  # barge-in (edged.aio.CancelScope)
+        if scope.requested:  # cancelled before the backend began: it never starts
+            await events.aclose()
+            return _Outcome("", "cancelled", Usage(None, 0), None, None)
+        async with scope.armed():
+            try:
+                async with aclosing(events) as stream:
+                    async for ev in stream:
+                        if isinstance(ev, TextDelta):
+                            if scope.requested:  # after a cancel nothing more is released
+                                continue
+                            if first is None:
+                                first = time.monotonic()
+                            parts.append(ev.text)
+                            tokens += ev.tokens
+                            if request.stream:
+                                reply.chunk(ev.text)
+                        elif isinstance(ev, ToolCalls):
+                            # the one point a call is checked before it may leave the device
+                            # (whole, never fragments): valid, then decided by the tool rules
+                            calls = validate_calls(request, ev.calls)
+                            calls = guardian.check_calls(request, calls, verdict)  # guardian tools
+                            if first is None:
+                                first = time.monotonic()
+                        elif isinstance(ev, Started):
+                            started = time.monotonic()
+                        elif isinstance(ev, Finished):
+                            text = "".join(parts)
+                            reason, usage = _finish(request, ev, text, calls)
+                            return _Outcome(text, reason, usage, started, first, calls)
+            except asyncio.CancelledError:
+                if not take_cancel():  # shutdown or deadline: not the client's cancel
+                    raise
+                # the backend was closed at once (queued, or a remote stream): what was
+                # released is the answer; the prompt's tokens are unknown here
+                text = "".join(parts)
+                return _Outcome(text, "cancelled", Usage(None, tokens), started, first)
         raise Internal("the backend's stream ended without finishing")
 
     @staticmethod

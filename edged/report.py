@@ -24,6 +24,7 @@ def result_fields(result: Result) -> dict[str, Any]:
         "usage": {
             "prompt_tokens": result.usage.prompt_tokens,
             "completion_tokens": result.usage.completion_tokens,
+            "cached_tokens": result.usage.cached_tokens,
         },
         "timing_ms": {
             "queue": _ms(result.timing.queue_ms),

@@ -44,6 +44,8 @@ class BackendStats:
     breaker: BreakerState | None = None
     #: Seconds left of a wait the server asked for (0 when none).
     retry_after_s: float = 0.0
+    #: The conversation KV cache's figures (telemetry ``session_cache``); None: none kept.
+    sessions: dict[str, float | int | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +172,8 @@ class Request:
     tool_choice: ToolChoice | None = None
     #: What the answer's text must be; None is plain text.
     response_format: ResponseFormat | None = None
+    #: The client's conversation key (like ``id``): the local backend keeps its KV state.
+    conversation: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +190,8 @@ class Usage:
 
     prompt_tokens: int | None  # None: the backend did not say (some servers send no usage)
     completion_tokens: int
+    #: Prompt tokens served from the KV cache (not evaluated again); None: not known.
+    cached_tokens: int | None = None
 
 
 # --- stream events: what a backend yields, in order -------------------------------------------

@@ -104,6 +104,7 @@ def request_record(req: Request, now_s: float, now_unix_s: float) -> dict[str, A
         "route": req.route,
         "sensitivity": req.sensitivity,
         "policy": req.policy,
+        **({"conversation": req.conversation} if req.conversation is not None else {}),
         "received_unix_s": unix(req.received_at_s),
         "deadline_unix_s": None if req.deadline_at_s is None else unix(req.deadline_at_s),
         **_tool_fields(req),
@@ -203,6 +204,7 @@ def request_from_record(rec: dict[str, Any], now_s: float, now_unix_s: float) ->
         received_at_s=mono(rec["received_unix_s"]),
         deadline_at_s=None if deadline is None else mono(deadline),
         policy=rec.get("policy"),
+        conversation=rec.get("conversation"),
         **_tools_from(rec),
     )
 

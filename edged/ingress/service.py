@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from edged.aio import CancelScope, set_cancel_scope
 from edged.config import Config
 from edged.errors import BadRequest, Busy, EdgedError, ShuttingDown
 from edged.ingress import journal as journal_mod
@@ -58,9 +59,13 @@ class Ingress:
         self._ack = ack
         self._handler = handler
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._scopes: dict[str, CancelScope] = {}  # barge-in, per request in flight
         self._recent: OrderedDict[str, None] = OrderedDict()
         self.closing = False
-        self.counts: dict[str, int] = {"received": 0, "admitted": 0, "rejected": 0, "duplicates": 0}
+        self.counts: dict[str, int] = {
+            **{"received": 0, "admitted": 0, "rejected": 0, "duplicates": 0},
+            **{"cancelled": 0, "cancels_ignored": 0},
+        }
         # Ids answered recently, kept on disk: a request whose final reply went out just
         # before a crash, but whose PUBACK did not, is redelivered and must not be served
         # twice. Loaded once here (before serving); appended off the event loop.
@@ -103,6 +108,8 @@ class Ingress:
     def on_message(self, msg: Incoming) -> None:
         """Handle one incoming PUBLISH (event loop thread; must not block)."""
         if msg.topic != self._topics.request:
+            if msg.topic == self._topics.cancel and not msg.retain:
+                self._on_cancel(msg.payload)
             self._ack(msg)()
             return
         if self.closing:
@@ -171,12 +178,44 @@ class Ingress:
             )
         self._start(req, done, journalled)
 
+    def _on_cancel(self, payload: bytes) -> None:
+        try:
+            rid = wire.parse_cancel(payload)
+        except ValueError as e:
+            self.counts["cancels_ignored"] += 1
+            log.warning("event=cancel_ignored reason=malformed detail=%r", str(e))
+            return
+        self.cancel(rid)
+
+    def cancel(self, request_id: str) -> bool:
+        """Stop request ``request_id`` (barge-in): it ends soon with its one final reply, a
+        ``cancelled`` result. False (logged, nothing changes) when no such request is in
+        flight here or it was cancelled already. For any ingress (MQTT cancel topic, HTTP
+        client gone); event loop thread only."""
+        scope = self._scopes.get(request_id)
+        if scope is None or not scope.request():
+            self.counts["cancels_ignored"] += 1
+            why = "not_in_flight" if scope is None else "already_cancelled"
+            log.info("event=cancel_ignored id=%s reason=%s", request_id, why)
+            return False
+        self.counts["cancelled"] += 1
+        log.info("event=cancel_requested id=%s", request_id)
+        return True
+
     def _start(self, req: Request, done: Callable[[], None], journalled: bool) -> None:
-        responder = Responder(self._pub, req.id, req.reply, self._cfg.mqtt.reply_qos)
+        responder = Responder(
+            self._pub,
+            req.id,
+            req.reply,
+            self._cfg.mqtt.reply_qos,
+            flush_s=self._cfg.ingress.chunk_flush_ms / 1000,
+        )
+        scope = CancelScope()
         task = asyncio.create_task(
-            self._serve(req, responder, done, journalled), name=f"request-{req.id}"
+            self._serve(req, responder, done, journalled, scope), name=f"request-{req.id}"
         )
         self._tasks[req.id] = task
+        self._scopes[req.id] = scope
 
     def _journalled(
         self, fut: asyncio.Future[None], request_id: str, ack: Callable[[], None]
@@ -225,15 +264,23 @@ class Ingress:
         Responder(self._pub, request_id, reply, self._cfg.mqtt.reply_qos).error(err)
 
     async def _serve(
-        self, req: Request, responder: Responder, done: Callable[[], None], journalled: bool = False
+        self,
+        req: Request,
+        responder: Responder,
+        done: Callable[[], None],
+        journalled: bool = False,
+        scope: CancelScope | None = None,
     ) -> None:
         try:
+            if scope is not None:
+                set_cancel_scope(scope)  # this task's context only
             await self._handler(req, responder)
         except asyncio.CancelledError:
             responder.error(ShuttingDown("edged is shutting down"))
             raise
         finally:
             self._tasks.pop(req.id, None)
+            self._scopes.pop(req.id, None)
             if self._answered_file is not None and responder.final is not None:
                 asyncio.get_running_loop().run_in_executor(
                     None,

@@ -53,6 +53,7 @@ class RequestBody(BaseModel):
     deadline_ms: int | None = Field(None, ge=1, le=MAX_DEADLINE_MS)
     reply_to: str | None = None
     policy: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    conversation: str | None = Field(None, pattern=r"^[A-Za-z0-9._:-]{1,128}$")
     # OpenAI shapes, checked by tools_wire (with paths into them); null is leaving them out
     tools: Any = None
     tool_choice: Any = None
@@ -329,10 +330,31 @@ def parse_request(
         tools=tools,
         tool_choice=tool_choice,
         response_format=response_format,
+        conversation=body.conversation,
     )
 
 
 # --- replies ------------------------------------------------------------------------------------
+
+
+MAX_CANCEL_BYTES = 1024
+
+
+def parse_cancel(payload: bytes) -> str:
+    """The request id of a cancel message ``{"id": "<request id>"}``; ValueError saying
+    why when it is not one (no other field is allowed)."""
+    if len(payload) > MAX_CANCEL_BYTES:
+        raise ValueError(f"cancel is {len(payload)} bytes; at most {MAX_CANCEL_BYTES}")
+    try:
+        data = parse_json(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"cancel is not valid JSON: {e}") from None
+    if not isinstance(data, dict) or set(data) != {"id"}:
+        raise ValueError('cancel must be an object with exactly one field, "id"')
+    rid = data["id"]
+    if not isinstance(rid, str) or not ID_RE.fullmatch(rid):
+        raise ValueError("cancel id must be a request id (1-128 of A-Z a-z 0-9 . _ : -)")
+    return rid
 
 
 def _dumps(obj: dict[str, Any]) -> bytes:

@@ -23,6 +23,11 @@ class Topics:
         return f"{self.base}/request"
 
     @property
+    def cancel(self) -> str:
+        """Where clients publish ``{"id": ...}`` to stop a request (barge-in)."""
+        return f"{self.base}/cancel"
+
+    @property
     def status(self) -> str:
         """Retained online/offline status; ``offline`` is also the last will."""
         return f"{self.base}/status"

@@ -41,6 +41,7 @@ def build_stats(
             "requests_today": cloud_usage.requests_today,
             "tokens_today": cloud_usage.tokens_today,
         },
+        "session_cache": local.sessions,
         "spool_dropped": outbox.dropped if outbox else 0,
         "spool_pending": outbox.spool.pending if outbox else 0,
         "spool_failed_writes": outbox.spool.failed_writes if outbox else 0,

@@ -17,6 +17,7 @@ BASE = {
     "edged.config",
     "edged.config_ingress",  # [ingress] models, split out of config.py (which re-exports them)
     "edged.config_accel",  # the [local] offload keys, split out of config.py likewise
+    "edged.config_sessions",  # [local] session cache keys, split out of config.py
     "edged.aio",
     "edged.logs",
     "edged.store",

@@ -55,8 +55,15 @@ STATS: dict[str, Any] = {
     "queue_depth": 1,
     "in_flight": 2,
     "idle_w": 4.87512,
-    "ingress": {"received": 12, "admitted": 10, "rejected": 1, "duplicates": 1},
+    "ingress": {
+        **{"received": 12, "admitted": 10, "rejected": 1, "duplicates": 1},
+        **{"cancelled": 1, "cancels_ignored": 0},
+    },
     "cloud": {"breaker": "half_open", "requests_today": 3, "tokens_today": 412},
+    "session_cache": {
+        **{"entries": 3, "ram_mb": 44.6, "budget_mb": 64.0, "lookups": 9, "hits": 8},
+        **{"hit_rate": 0.8889, "restores": 6, "evictions": 0},
+    },
     "spool_dropped": 0,
     "spool_pending": 0,
     "spool_failed_writes": 0,
@@ -556,7 +563,7 @@ def test_events_are_sent_for_each_outcome_and_validate(tmp_path: Path) -> None:
     measured, unknown, timeout, internal, blocked = events
     assert measured["outcome"] == "result" and measured["id"] == "kitchen-42"
     assert measured["timing_ms"] == {"queue": 0.412, "ttft": 38.905, "total": 121.337}
-    assert measured["usage"] == {"prompt_tokens": 31, "completion_tokens": 8}
+    assert measured["usage"] == {"prompt_tokens": 31, "completion_tokens": 8, "cached_tokens": None}
     assert measured["energy"]["joules"] == MEASURED.joules and measured["energy"]["reason"] is None
     assert measured["guardian"] == {"input": {"pii.email": 2}, "output": {}, "tools": {}}
     # unknown energy: every number null, with the reason

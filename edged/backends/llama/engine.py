@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import logging
 import threading
 import time
@@ -26,6 +27,7 @@ from typing import Any
 
 from edged.backends.chat_prompt import PromptBuilder, control_tokens, text_tokenizer
 from edged.backends.llama.offload import offload_kwargs, warn_once
+from edged.backends.llama.sessions import SessionCache, fingerprint, reused
 from edged.config import LocalModelConfig
 from edged.errors import BadRequest, EdgedError, Internal, Unavailable
 from edged.grammar import TEXT, Plan, plan_for
@@ -90,6 +92,29 @@ class Merged:
         return ev
 
 
+#: How long a cancelled running job is waited for (its ``Finished`` comes within a token).
+CANCEL_WAIT_S = 0.2
+
+
+async def finish_cancelled(
+    events: Merged, running: bool, produced: int, wait_s: float = CANCEL_WAIT_S
+) -> Finished:
+    """The ``Finished`` of a job the client cancelled (its cancel flag already set): for
+    a running job, its own (usage counted by the decode), text after the cancel dropped,
+    waiting at most ``wait_s``; for a queued one, or past that, at once with the tokens
+    counted so far (``produced``) and the prompt's size unknown."""
+    if running:
+        until = time.monotonic() + wait_s
+        with contextlib.suppress(asyncio.TimeoutError, EdgedError):
+            while (left := until - time.monotonic()) > 0:
+                ev = await asyncio.wait_for(events.next(), left)
+                if isinstance(ev, Finished):
+                    return Finished("cancelled", ev.usage)
+                if isinstance(ev, TextDelta):
+                    produced += ev.tokens
+    return Finished("cancelled", Usage(prompt_tokens=None, completion_tokens=produced))
+
+
 class LlamaEngine:
     """A llama.cpp model: loaded once, one decode job at a time (blocking calls)."""
 
@@ -115,6 +140,8 @@ class LlamaEngine:
         #: to its first token (prompt evaluation). None until measured.
         self.tokens_per_s: float | None = None
         self.ttft_s: float | None = None
+        #: The conversation KV cache (built with the model).
+        self.sessions: SessionCache | None = None
 
     def load(self) -> None:
         """Load the model (seconds for a large one)."""
@@ -147,6 +174,18 @@ class LlamaEngine:
         self.tool_role = tool_role(self._prompt)
         self._tokenize_text = text_tokenizer(self.vocab)
         self.llm = llm
+        self.sessions = SessionCache(
+            self.cfg.session_cache_mb,
+            fingerprint(
+                str(self.model_path.resolve()),
+                self.model_path.stat().st_size,
+                llm.metadata.get("tokenizer.chat_template"),
+                self.cfg.system_prompt,
+                self.cfg.n_ctx,
+            ),
+            self.cfg.session_cache_dir,
+            self.cfg.session_cache_disk_mb,
+        )
         self.rss_after_load_mb = rss_mb()
 
     def plan(self, request: Request) -> Plan:
@@ -210,7 +249,8 @@ class LlamaEngine:
         self, request: Request, cancel: threading.Event, emit: Callable[[Item], None]
     ) -> None:
         """One decode job (blocking). Reports only through ``emit``."""
-        if cancel.is_set():
+        if cancel.is_set():  # cancelled while queued: nothing evaluated
+            emit(Finished("cancelled", Usage(prompt_tokens=None, completion_tokens=0)))
             return
         t_job = time.monotonic()
         self.job = (t_job, request.deadline_at_s)
@@ -226,6 +266,7 @@ class LlamaEngine:
             if len(tokens) >= n_ctx:
                 raise BadRequest(f"prompt is {len(tokens)} tokens; the local context holds {n_ctx}")
             budget = min(request.max_tokens, n_ctx - len(tokens))
+            cached = self._cached(llm, request, tokens)
             if self.cfg.seed >= 0:
                 llm.set_seed(self.cfg.seed)
             if constraint is None:
@@ -258,7 +299,9 @@ class LlamaEngine:
                 if produced > 1 and constraint is None:  # forced tokens come in batches
                     rate = (produced - 1) / max(time.monotonic() - t_first, 1e-9)
                     self.tokens_per_s = _ema(self.tokens_per_s, rate)
-            emit(Finished(finish, Usage(prompt_tokens=len(tokens), completion_tokens=produced)))
+            emit(Finished(finish, Usage(len(tokens), produced, cached)))
+            if request.conversation is not None and self.sessions is not None:
+                self.sessions.store(llm, request.conversation)  # after the reply: off its path
         except EdgedError as e:
             emit(e)
         except Exception as e:
@@ -267,6 +310,14 @@ class LlamaEngine:
         finally:
             if self.job is not None and self.job[0] == t_job:
                 self.job = None
+
+    def _cached(self, llm: Any, request: Request, tokens: list[int]) -> int:
+        """Prompt tokens the decode will not evaluate again: the conversation's cached state
+        restored first where it serves more of them (:mod:`.sessions`)."""
+        sessions = self.sessions
+        if request.conversation is not None and sessions is not None and sessions.enabled:
+            return sessions.prepare(llm, request.conversation, tokens)
+        return reused(llm.input_ids[: llm.n_tokens].tolist(), tokens)
 
     def _decode_text(
         self,

@@ -30,8 +30,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, ClassVar
 
+from edged.aio import take_cancel
 from edged.backends.base import BackendSpec, register
-from edged.backends.llama.engine import STUCK_GRACE_S, Merged, stuck_reason
+from edged.backends.llama.engine import STUCK_GRACE_S, Merged, finish_cancelled, stuck_reason
 from edged.backends.llama.worker import worker_main
 from edged.config import LocalModelConfig
 from edged.errors import BackendFailed, Unavailable
@@ -154,6 +155,7 @@ class ProcessLlamaBackend:
         self.rss_after_load_mb = float("nan")
         self.tokens_per_s: float | None = None
         self.ttft_s: float | None = None
+        self.sessions: dict[str, float | int | None] | None = None  # the worker's cache
         self.crashes = 0
         self.last_exit: str | None = None
 
@@ -242,6 +244,8 @@ class ProcessLlamaBackend:
         elif kind == "stats":
             self.tokens_per_s = msg[2] if msg[2] is not None else self.tokens_per_s
             self.ttft_s = msg[3] if msg[3] is not None else self.ttft_s
+            if len(msg) > 4 and msg[4] is not None:
+                self.sessions = msg[4]
 
     def _on_death(self, proc: Any) -> None:
         if proc is not self._proc:
@@ -352,6 +356,7 @@ class ProcessLlamaBackend:
             tokens_per_s=self.tokens_per_s,
             ttft_s=self.ttft_s,
             stuck=self.stuck(),
+            sessions=self.sessions,
         )
 
     @property
@@ -413,8 +418,20 @@ class ProcessLlamaBackend:
         job.conn = conn
         try:
             events = Merged(job.queue)
+            produced = 0
             while True:
-                ev = await events.next()
+                try:
+                    ev = await events.next()
+                except asyncio.CancelledError:
+                    if not take_cancel():
+                        raise
+                    # barge-in: stop the decode, end with its own usage (within a token)
+                    with contextlib.suppress(OSError, ValueError):
+                        conn.send(("cancel", job_id))
+                    running = job.started_at_s is not None
+                    ev = await finish_cancelled(events, running, produced)
+                if isinstance(ev, TextDelta):
+                    produced += ev.tokens
                 yield ev
                 if isinstance(ev, Finished):
                     return

@@ -18,11 +18,19 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ClassVar
 
+from edged.aio import take_cancel
 from edged.backends.base import BackendSpec, register
-from edged.backends.llama.engine import STUCK_GRACE_S, Item, LlamaEngine, Merged, stuck_reason
+from edged.backends.llama.engine import (
+    STUCK_GRACE_S,
+    Item,
+    LlamaEngine,
+    Merged,
+    finish_cancelled,
+    stuck_reason,
+)
 from edged.config import LocalModelConfig
 from edged.errors import Unavailable
-from edged.types import BackendStats, Finished, Request, StreamEvent
+from edged.types import BackendStats, Finished, Request, Started, StreamEvent, TextDelta
 
 log = logging.getLogger("edged.backend.llama")
 
@@ -106,6 +114,7 @@ class LlamaBackend:
             tokens_per_s=self.engine.tokens_per_s,
             ttft_s=self.engine.ttft_s,
             stuck=self.stuck(),
+            sessions=None if self.engine.sessions is None else self.engine.sessions.stats(),
         )
 
     @property
@@ -144,8 +153,18 @@ class LlamaBackend:
         job = loop.run_in_executor(self._executor, self.engine.decode, request, cancel, emit)
         try:
             events = Merged(queue)
+            produced, running = 0, False
             while True:
-                ev = await events.next()
+                try:
+                    ev = await events.next()
+                except asyncio.CancelledError:
+                    if not take_cancel():
+                        raise
+                    cancel.set()  # barge-in: the decode stops within a token
+                    ev = await finish_cancelled(events, running, produced)
+                if isinstance(ev, TextDelta):
+                    produced += ev.tokens
+                running = running or isinstance(ev, Started)
                 yield ev
                 if isinstance(ev, Finished):
                     return
