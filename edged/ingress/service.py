@@ -26,7 +26,7 @@ from edged.errors import BadRequest, Busy, EdgedError, ShuttingDown
 from edged.ingress import journal as journal_mod
 from edged.ingress import wire
 from edged.ingress.journal import Entry, Journal
-from edged.ingress.responder import Publisher, Responder
+from edged.ingress.responder import FinalSink, Publisher, Responder
 from edged.mqtt.link import Incoming
 from edged.mqtt.topics import Topics
 from edged.store import RecordLog
@@ -34,7 +34,7 @@ from edged.types import ReplyAddress, Request
 
 log = logging.getLogger("edged.ingress")
 
-Handler = Callable[[Request, Responder], Awaitable[None]]
+Handler = Callable[[Request, FinalSink], Awaitable[None]]
 AckFactory = Callable[[Incoming], Callable[[], None]]
 
 
@@ -215,6 +215,26 @@ class Ingress:
             self._start(entry.request(), lambda: None, True)
         self._replay, self._replay_answered = [], []
 
+    def admit(self, req: Request, sink: FinalSink) -> asyncio.Task[None]:
+        """Admit a request from another front door (HTTP) under the same queue limit and
+        task bookkeeping as MQTT; raises ShuttingDown or Busy. Neither journalled nor kept
+        in the answered ids (its client is one connection, gone if edged stops)."""
+        if self.closing:
+            raise ShuttingDown("edged is shutting down")
+        self.counts["received"] += 1
+        if len(self._tasks) >= self._cfg.ingress.queue_limit or req.id in self._tasks:
+            self.counts["rejected"] += 1
+            raise Busy(
+                f"{len(self._tasks)} requests are in progress; the limit is "
+                f"{self._cfg.ingress.queue_limit}"
+            )
+        self.counts["admitted"] += 1
+        task = asyncio.create_task(
+            self._serve(req, sink, lambda: None, answered=False), name=f"request-{req.id}"
+        )
+        self._tasks[req.id] = task
+        return task
+
     def _reject(self, request_id: str | None, reply: ReplyAddress | None, err: EdgedError) -> None:
         log.info(
             "event=request_rejected id=%s code=%s reason=%r", request_id, err.code, err.message
@@ -225,7 +245,12 @@ class Ingress:
         Responder(self._pub, request_id, reply, self._cfg.mqtt.reply_qos).error(err)
 
     async def _serve(
-        self, req: Request, responder: Responder, done: Callable[[], None], journalled: bool = False
+        self,
+        req: Request,
+        responder: FinalSink,
+        done: Callable[[], None],
+        journalled: bool = False,
+        answered: bool = True,
     ) -> None:
         try:
             await self._handler(req, responder)
@@ -234,7 +259,7 @@ class Ingress:
             raise
         finally:
             self._tasks.pop(req.id, None)
-            if self._answered_file is not None and responder.final is not None:
+            if answered and self._answered_file is not None and responder.final is not None:
                 asyncio.get_running_loop().run_in_executor(
                     None,
                     _append_answered,

@@ -1,0 +1,45 @@
+"""Wiring of the HTTP front door (edged.ingress.http) into the daemon; app.py calls these."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from edged import __version__
+from edged.config import Config
+from edged.errors import ConfigError
+from edged.ingress.http import HttpFront, HttpServer
+from edged.ingress.service import Ingress
+from edged.secrets import read_secret
+
+
+def model_ids(backends: Mapping[str, object]) -> list[str]:
+    """The ``model`` names a client may send: ``auto`` (the router decides), then every
+    backend by name (today ``local``, and ``cloud`` when enabled)."""
+    return ["auto", *backends]
+
+
+def build_http(
+    cfg: Config, ingress: Ingress, backends: Mapping[str, object], connected: Any
+) -> HttpServer | None:
+    """The HTTP server when ``[http] enabled``; raises ConfigError for a non-loopback bind
+    without an API key. ``connected``: the MQTT link's connected event (for /healthz)."""
+    if not cfg.http.enabled:
+        return None
+    key = read_secret(cfg.http.api_key_env, cfg.http.api_key_credential)
+    if key is None and not cfg.http.loopback():
+        raise ConfigError(
+            f"http.host {cfg.http.host!r} is not loopback: set ${cfg.http.api_key_env} or "
+            f"the credential {cfg.http.api_key_credential!r} (refusing to serve without a key)"
+        )
+
+    def health() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "version": __version__,
+            "mqtt_connected": connected.is_set(),
+            "in_flight": ingress.in_flight,
+        }
+
+    front = HttpFront(cfg, ingress.admit, lambda: model_ids(backends), health, api_key=key)
+    return HttpServer(front)
