@@ -16,6 +16,7 @@ BASE = {
     "edged.errors",
     "edged.config",
     "edged.config_ingress",  # [ingress] models, split out of config.py (which re-exports them)
+    "edged.config_http",  # [http], the same way
     "edged.aio",
     "edged.logs",
     "edged.store",
@@ -100,7 +101,7 @@ def test_outer_package_imports_only_what_it_may(pkg: str) -> None:
 
 
 def test_base_modules_import_no_stage() -> None:
-    for name in ("types", "errors", "config", "config_ingress", "secrets", "figures"):
+    for name in ("types", "errors", "config", "config_ingress", "config_http", "secrets", "figures"):
         mods = edged_imports(PKG / f"{name}.py")
         assert mods <= BASE, (name, mods)
 
