@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edged import __version__
 from edged.config import Config
 from edged.errors import ConfigError
-from edged.ingress.http import HttpFront, HttpServer
 from edged.ingress.service import Ingress
 from edged.secrets import read_secret
+
+if TYPE_CHECKING:
+    from edged.ingress.http import HttpServer
 
 
 def model_ids(backends: Mapping[str, object]) -> list[str]:
@@ -26,6 +28,8 @@ def build_http(
     without an API key. ``connected``: the MQTT link's connected event (for /healthz)."""
     if not cfg.http.enabled:
         return None
+    from edged.ingress.http import HttpFront, HttpServer  # uvicorn only when it serves
+
     key = read_secret(cfg.http.api_key_env, cfg.http.api_key_credential)
     if key is None and not cfg.http.loopback():
         raise ConfigError(

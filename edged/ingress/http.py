@@ -17,7 +17,7 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import uvicorn
@@ -283,21 +283,13 @@ async def _event(send: Send, obj: dict[str, Any]) -> None:
     )
 
 
-class _Server(uvicorn.Server):
-    """uvicorn inside the daemon: the daemon owns the signals, not uvicorn."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
 class HttpServer:
     """Runs :class:`HttpFront` with uvicorn on the daemon's loop."""
 
     def __init__(self, front: HttpFront) -> None:
         cfg = front.cfg.http
         self.front = front
-        self.server = _Server(
+        self.server = uvicorn.Server(
             uvicorn.Config(
                 front,
                 host=cfg.host,
@@ -307,11 +299,12 @@ class HttpServer:
                 log_config=None,
                 access_log=False,
                 server_header=False,
+                date_header=False,
                 timeout_keep_alive=int(max(1, cfg.keepalive_s)),
                 timeout_graceful_shutdown=3,
             )
         )
-        self.task: asyncio.Task[None] | None = None
+        self.started = False
 
     async def start(self) -> bool:
         """Listen; False (logged) when the address cannot be bound: MQTT goes on serving."""
@@ -325,14 +318,19 @@ class HttpServer:
             sock.close()
             log.error("event=http_not_started host=%s port=%d error=%r", cfg.host, cfg.port, str(e))
             return False
-        self.task = asyncio.create_task(self.server.serve(sockets=[sock]), name="http")
-        while not self.server.started and not self.task.done():  # noqa: ASYNC110 (uvicorn has no started event)
-            await asyncio.sleep(0.02)
-        if self.task.done():
-            err = None if self.task.cancelled() else self.task.exception()
-            log.error("event=http_not_started error=%r", str(err) if err else "exited")
+        # uvicorn's startup and shutdown without its serve(): serve() would take the
+        # daemon's signals and wake the loop ten times a second (its main_loop tick)
+        config = self.server.config
+        config.load()
+        self.server.lifespan = config.lifespan_class(config)
+        try:
+            await self.server.startup(sockets=[sock])
+        except (OSError, SystemExit) as e:
+            sock.close()
+            log.error("event=http_not_started error=%r", str(e))
             return False
-        log.info("event=http_started host=%s port=%d", self.front.cfg.http.host, self.port)
+        self.started = True
+        log.info("event=http_started host=%s port=%d", cfg.host, self.port)
         return True
 
     @property
@@ -345,8 +343,9 @@ class HttpServer:
 
     async def stop(self) -> None:
         """Stop listening; connections still open get up to 3 s."""
-        if self.task is None:
+        if not self.started:
             return
+        self.started = False
         self.server.should_exit = True
-        with contextlib.suppress(BaseException):
-            await asyncio.wait_for(self.task, 10.0)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.server.shutdown(), 10.0)
