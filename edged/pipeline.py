@@ -7,6 +7,7 @@ error reply. The stages are passed in; this module only puts them in order.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
@@ -133,6 +134,9 @@ class Pipeline:
         except EdgedError as err:
             self._fail(request, reply, err)
             return
+        except asyncio.CancelledError:  # a client gone (HTTP) or shutdown: close the window
+            self.meter.end(request.id, 0)
+            raise
         except Exception:
             log.exception("event=request_failed id=%s", request.id)
             self._fail(request, reply, Internal("unexpected failure; see the device log"))

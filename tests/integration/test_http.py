@@ -91,7 +91,7 @@ def test_real_model_streams_and_answers_whole(
         assert whole.object == "chat.completion"
         assert whole.choices[0].finish_reason in ("stop", "length")
         assert whole.choices[0].message.content
-        ext = whole.model_extra["edged"]  # type: ignore[index]
+        ext = whole.model_extra["edged"]
         assert ext["route"]["backend"] == "local" and "energy" in ext and "guardian" in ext
         parts, finishes, extras = [], [], []
         for c in client.chat.completions.create(
@@ -139,8 +139,8 @@ def test_a_tool_call_reaches_the_sdk_whole(fake: tuple[Daemon, int], cloud: Scri
     cloud.script(answer, answer)
     client = sdk(fake[1])
     msgs = [{"role": "user", "content": "wake me at 6:30"}]
-    r = client.chat.completions.create(model="cloud", messages=msgs, tools=[ALARM])  # type: ignore[list-item]
-    call = r.choices[0].message.tool_calls[0]  # type: ignore[index]
+    r = client.chat.completions.create(model="cloud", messages=msgs, tools=[ALARM])
+    call = r.choices[0].message.tool_calls[0]
     assert r.choices[0].finish_reason == "tool_calls"
     assert (call.id, call.function.name, call.function.arguments) == ("call_1", "set_alarm", args)
     assert cloud.last["tools"] == [ALARM]
@@ -150,7 +150,7 @@ def test_a_tool_call_reaches_the_sdk_whole(fake: tuple[Daemon, int], cloud: Scri
             model="cloud",
             messages=msgs,
             tools=[ALARM],
-            stream=True,  # type: ignore[list-item]
+            stream=True,
         )
         if c.choices
     ]
@@ -165,7 +165,7 @@ def test_a_guardian_refusal_is_403_blocked(fake: tuple[Daemon, int]) -> None:
         with pytest.raises(openai.PermissionDeniedError) as e:
             r = client.chat.completions.create(model="local", messages=msgs, stream=streamed)
             if streamed:
-                list(r)  # type: ignore[arg-type]
+                list(r)
         assert e.value.status_code == 403 and e.value.code == "blocked"
         assert TOKEN not in str(e.value.body)
 

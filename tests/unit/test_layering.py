@@ -101,7 +101,8 @@ def test_outer_package_imports_only_what_it_may(pkg: str) -> None:
 
 
 def test_base_modules_import_no_stage() -> None:
-    for name in ("types", "errors", "config", "config_ingress", "config_http", "secrets", "figures"):
+    base = ("types", "errors", "config", "config_ingress", "config_http", "secrets", "figures")
+    for name in base:
         mods = edged_imports(PKG / f"{name}.py")
         assert mods <= BASE, (name, mods)
 
