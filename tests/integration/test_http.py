@@ -286,3 +286,19 @@ def test_a_key_is_required_when_set(broker: Broker, tmp_path: Path) -> None:
         assert json.loads(httpx.get(f"http://127.0.0.1:{port}/healthz").text)["status"] == "ok"
     finally:
         d.stop()
+
+
+def test_a_secret_in_the_cloud_answer_never_reaches_the_client(
+    fake: tuple[Daemon, int], cloud: ScriptedCloud
+) -> None:
+    cloud.clear()
+    cloud.script(stream(text("Sure, it is ", TOKEN[:10], TOKEN[10:], " there."), finish()))
+    body = {"model": "cloud", "stream": True, "messages": [{"role": "user", "content": "token?"}]}
+    r = httpx.post(f"http://127.0.0.1:{fake[1]}/v1/chat/completions", json=body, timeout=30)
+    assert TOKEN not in r.text and TOKEN[:10] not in r.text
+    if r.status_code == 200:  # text went out first: one error event, then [DONE]
+        events = [ln[6:] for ln in r.text.splitlines() if ln.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        assert json.loads(events[-2])["error"]["code"] == "blocked"
+    else:
+        assert r.status_code == 403 and r.json()["error"]["code"] == "blocked"
