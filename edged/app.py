@@ -291,6 +291,8 @@ class App:
         self.pipeline.guardian = guardian
         self.pipeline.router = router
         self.ingress.reconfigure(cfg)
+        if self.http is not None:  # new limits for HTTP requests too (not host/port/key)
+            self.http.front.cfg = cfg
         if self.reporter is not None:  # audit events carry arguments only with log_prompts
             self.reporter.log_arguments = cfg.log.log_prompts
         self.cfg = cfg
