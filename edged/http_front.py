@@ -45,5 +45,9 @@ def build_http(
             "in_flight": ingress.in_flight,
         }
 
-    front = HttpFront(cfg, ingress.admit, lambda: model_ids(backends), health, api_key=key)
+    # a clean cancel (issue 17's Ingress.cancel) where the ingress has one
+    cancel = getattr(ingress, "cancel", None)
+    front = HttpFront(
+        cfg, ingress.admit, lambda: model_ids(backends), health, api_key=key, cancel=cancel
+    )
     return HttpServer(front)

@@ -74,10 +74,13 @@ class HttpFront:
         admit: Admit,
         models: Callable[[], Sequence[str]],
         health: Callable[[], dict[str, Any]],
+        *,
         api_key: str | None,
+        cancel: Callable[[str], bool] | None = None,
     ) -> None:
         self.cfg = cfg
         self._admit = admit
+        self._cancel = cancel
         self._models = models
         self._health = health
         self._key = api_key.encode() if api_key else None
@@ -170,9 +173,19 @@ class HttpFront:
         finally:
             gone.cancel()
             if not task.done():
-                task.cancel()  # the pipeline's stream closes; the backend stops generating
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                await self._stop(task, req.id)
+
+    async def _stop(self, task: asyncio.Task[None], request_id: str) -> None:
+        """End a request whose client is gone: a clean cancel where the ingress offers one
+        (a ``cancelled`` outcome, given 2 s), else, or then, the task is cancelled (the
+        pipeline's stream closes; the backend stops generating)."""
+        if self._cancel is not None and self._cancel(request_id):
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(task), 2.0)
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
 
     async def _stream(
         self,
