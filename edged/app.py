@@ -32,6 +32,7 @@ from edged.figures import load_figures
 from edged.guardian import PassGuardian
 from edged.guardian.build import build_guardian
 from edged.guardian.engine import RuleGuardian
+from edged.http_front import build_http
 from edged.ingress.journal import Journal
 from edged.ingress.service import Ingress
 from edged.models import load_manifest, resolve
@@ -101,6 +102,7 @@ class App:
             answered_file=cfg.telemetry.state_dir / "answered-ids.txt",
             journal=Journal(cfg.telemetry.state_dir / "inflight.journal"),
         )
+        self.http = build_http(cfg, self.ingress, self.backends, self.link.connected)
         self.started_unix_s = time.time()
         self._stop = asyncio.Event()
         self.sampler: Sampler | None = None
@@ -244,6 +246,8 @@ class App:
         self.pipeline.guardian = guardian
         self.pipeline.router = router
         self.ingress.reconfigure(cfg)
+        if self.http is not None:  # new limits for HTTP requests too (not host/port/key)
+            self.http.front.cfg = cfg
         if self.reporter is not None:  # audit events carry arguments only with log_prompts
             self.reporter.log_arguments = cfg.log.log_prompts
         self.cfg = cfg
@@ -342,6 +346,8 @@ class App:
         # requests journalled but unanswered when edged stopped, before the link delivers any
         # (their replies wait in paho's queue until it is connected)
         self.ingress.resume()
+        if self.http is not None:
+            await self.http.start()
         link_task = asyncio.create_task(self.link.run(), name="mqtt-link")
         self.notifier.status(f"connecting to {self.cfg.mqtt.host}:{self.cfg.mqtt.port}")
         connected = asyncio.create_task(self.link.connected.wait())
@@ -371,6 +377,8 @@ class App:
             return 1
         log.info("event=stopping in_flight=%d", self.ingress.in_flight)
         await self.ingress.drain(SHUTDOWN_GRACE_S)
+        if self.http is not None:
+            await self.http.stop()
         for task in side_tasks:
             task.cancel()
         await asyncio.gather(*side_tasks, return_exceptions=True)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edged.config_accel import OffloadSettings as OffloadSettings  # noqa: PLC0414 (re-export)
+from edged.config_http import HttpConfig as HttpConfig  # noqa: PLC0414 (re-export)
 from edged.config_ingress import IngressConfig as IngressConfig  # noqa: PLC0414 (re-export)
 from edged.config_sessions import SessionCacheKeys, StreamKeys
 from edged.errors import ConfigError
@@ -31,7 +32,9 @@ else:  # pragma: no cover - exercised on 3.10 only
 ENV_PREFIX = "EDGED_"
 #: Environment variables with the prefix that are not config keys: the config path, and the
 #: default variables holding the broker password and the cloud API key.
-ENV_RESERVED = frozenset({"EDGED_CONFIG", "EDGED_MQTT_PASSWORD", "EDGED_CLOUD_API_KEY"})
+ENV_RESERVED = frozenset(
+    {"EDGED_CONFIG", "EDGED_MQTT_PASSWORD", "EDGED_CLOUD_API_KEY", "EDGED_HTTP_API_KEY"}
+)
 
 _TOPIC_SEGMENT_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
@@ -335,6 +338,7 @@ class Config(_Model):
     )
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     ingress: IngressConfig = Field(default_factory=IngressConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
     local: LocalModelConfig = Field(default_factory=LocalModelConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     cloud: CloudConfig = Field(default_factory=CloudConfig)

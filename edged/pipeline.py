@@ -134,6 +134,9 @@ class Pipeline:
         except EdgedError as err:
             self._fail(request, reply, err)
             return
+        except asyncio.CancelledError:  # a client gone (HTTP) or shutdown: close the window
+            self.meter.end(request.id, 0)
+            raise
         except Exception:
             log.exception("event=request_failed id=%s", request.id)
             self._fail(request, reply, Internal("unexpected failure; see the device log"))

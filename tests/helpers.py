@@ -252,6 +252,8 @@ class Daemon:
                 "EDGED_MODELS__MANIFEST": str(MANIFEST),
                 "EDGED_LOCAL__N_THREADS": str(TEST_N_THREADS),
                 "EDGED_LOG__LEVEL": "debug",
+                # configs/edged.toml serves HTTP on a fixed port: off unless a test turns it on
+                "EDGED_HTTP__ENABLED": "false",
                 # each daemon its own spool and state, beside its log
                 "EDGED_TELEMETRY__SPOOL_DIR": str(self.log_path.parent / f"spool-{self.device_id}"),
                 "EDGED_TELEMETRY__STATE_DIR": str(self.log_path.parent / f"state-{self.device_id}"),

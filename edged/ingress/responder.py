@@ -35,6 +35,25 @@ class Publisher(Protocol):
         ...
 
 
+class FinalSink(Protocol):
+    """A reply sink that knows whether its final reply went out (the responder, or the
+    HTTP front door's)."""
+
+    final: str | None
+
+    def chunk(self, text: str) -> None:
+        """A streamed piece of text."""
+        ...
+
+    def result(self, result: Result) -> None:
+        """The final result."""
+        ...
+
+    def error(self, err: EdgedError) -> None:
+        """The final error."""
+        ...
+
+
 class Responder:
     """Replies for one request: chunks in order, then exactly one result or error."""
 

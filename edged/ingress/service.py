@@ -27,7 +27,7 @@ from edged.errors import BadRequest, Busy, EdgedError, ShuttingDown
 from edged.ingress import journal as journal_mod
 from edged.ingress import wire
 from edged.ingress.journal import Entry, Journal
-from edged.ingress.responder import Publisher, Responder
+from edged.ingress.responder import FinalSink, Publisher, Responder
 from edged.mqtt.link import Incoming
 from edged.mqtt.topics import Topics
 from edged.store import RecordLog
@@ -35,7 +35,7 @@ from edged.types import ReplyAddress, Request
 
 log = logging.getLogger("edged.ingress")
 
-Handler = Callable[[Request, Responder], Awaitable[None]]
+Handler = Callable[[Request, FinalSink], Awaitable[None]]
 AckFactory = Callable[[Incoming], Callable[[], None]]
 
 
@@ -212,7 +212,7 @@ class Ingress:
         )
         scope = CancelScope()
         task = asyncio.create_task(
-            self._serve(req, responder, done, journalled, scope), name=f"request-{req.id}"
+            self._serve(req, responder, done, journalled, scope=scope), name=f"request-{req.id}"
         )
         self._tasks[req.id] = task
         self._scopes[req.id] = scope
@@ -254,6 +254,29 @@ class Ingress:
             self._start(entry.request(), lambda: None, True)
         self._replay, self._replay_answered = [], []
 
+    def admit(self, req: Request, sink: FinalSink) -> asyncio.Task[None]:
+        """Admit a request from another front door (HTTP) under the same queue limit and
+        task bookkeeping as MQTT; raises ShuttingDown or Busy. Neither journalled nor kept
+        in the answered ids (its client is one connection, gone if edged stops)."""
+        if self.closing:
+            raise ShuttingDown("edged is shutting down")
+        self.counts["received"] += 1
+        if len(self._tasks) >= self._cfg.ingress.queue_limit or req.id in self._tasks:
+            self.counts["rejected"] += 1
+            raise Busy(
+                f"{len(self._tasks)} requests are in progress; the limit is "
+                f"{self._cfg.ingress.queue_limit}"
+            )
+        self.counts["admitted"] += 1
+        scope = CancelScope()  # a client that hangs up cancels it like barge-in does
+        task = asyncio.create_task(
+            self._serve(req, sink, lambda: None, scope=scope, answered=False),
+            name=f"request-{req.id}",
+        )
+        self._tasks[req.id] = task
+        self._scopes[req.id] = scope
+        return task
+
     def _reject(self, request_id: str | None, reply: ReplyAddress | None, err: EdgedError) -> None:
         log.info(
             "event=request_rejected id=%s code=%s reason=%r", request_id, err.code, err.message
@@ -266,10 +289,12 @@ class Ingress:
     async def _serve(
         self,
         req: Request,
-        responder: Responder,
+        responder: FinalSink,
         done: Callable[[], None],
         journalled: bool = False,
+        *,
         scope: CancelScope | None = None,
+        answered: bool = True,
     ) -> None:
         try:
             if scope is not None:
@@ -281,7 +306,7 @@ class Ingress:
         finally:
             self._tasks.pop(req.id, None)
             self._scopes.pop(req.id, None)
-            if self._answered_file is not None and responder.final is not None:
+            if answered and self._answered_file is not None and responder.final is not None:
                 asyncio.get_running_loop().run_in_executor(
                     None,
                     _append_answered,

@@ -18,6 +18,7 @@ BASE = {
     "edged.config_ingress",  # [ingress] models, split out of config.py (which re-exports them)
     "edged.config_accel",  # the [local] offload keys, split out of config.py likewise
     "edged.config_sessions",  # [local] session cache keys, split out of config.py
+    "edged.config_http",  # [http], the same way
     "edged.aio",
     "edged.logs",
     "edged.store",
@@ -102,15 +103,18 @@ def test_outer_package_imports_only_what_it_may(pkg: str) -> None:
 
 
 def test_base_modules_import_no_stage() -> None:
-    for name in (
+    base = (
         "types",
         "errors",
         "config",
         "config_ingress",
         "config_accel",
+        "config_sessions",
+        "config_http",
         "secrets",
         "figures",
-    ):
+    )
+    for name in base:
         mods = edged_imports(PKG / f"{name}.py")
         assert mods <= BASE, (name, mods)
 
