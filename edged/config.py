@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from edged.config_backends import API_KEY_ENV_RE, NamedBackends, OffloadReason, TierPolicy
 from edged.config_ingress import IngressConfig as IngressConfig  # noqa: PLC0414 (re-export)
 from edged.errors import ConfigError
 
@@ -167,12 +168,7 @@ class CloudConfig(_Model):
     )
 
 
-OffloadReason = Literal[
-    "deadline", "queue_full", "battery_low", "thermal", "power_budget", "energy", "semantic"
-]
-
-
-class PolicyConfig(_Model):
+class PolicyConfig(TierPolicy, _Model):
     """One routing policy (a preset in configs/policies/, or inline). docs/routing.md."""
 
     description: str | None = None
@@ -334,6 +330,7 @@ class Config(_Model):
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     guardian: GuardianConfig = Field(default_factory=GuardianConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    backends: NamedBackends = Field(default_factory=dict, description="[backends.NAME] tables.")
 
     @field_validator("device_id")
     @classmethod
@@ -384,7 +381,9 @@ def env_override_vars(environ: Mapping[str, str]) -> list[tuple[str, list[str], 
     return [
         (name, [p.lower() for p in name[len(ENV_PREFIX) :].split("__")], raw)
         for name, raw in environ.items()
-        if name.startswith(ENV_PREFIX) and name not in ENV_RESERVED
+        if name.startswith(ENV_PREFIX)
+        and name not in ENV_RESERVED
+        and not API_KEY_ENV_RE.match(name)  # a named backend's key, never a config key
     ]
 
 

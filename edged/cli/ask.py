@@ -201,7 +201,7 @@ def add_parser(sub: Commands[argparse.ArgumentParser]) -> None:
     a.add_argument("--port", type=int)
     a.add_argument("--max-tokens", type=int)
     a.add_argument("--temperature", type=float)
-    a.add_argument("--route", choices=["auto", "local", "cloud"], default="auto")
+    a.add_argument("--route", default="auto", help="auto, local, cloud or a backend name")
     a.add_argument("--private", action="store_true", help="sensitivity: private")
     a.add_argument("--deadline-ms", type=int)
     a.add_argument("--no-stream", action="store_true", help="ask for the result only")
