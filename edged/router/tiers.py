@@ -130,7 +130,7 @@ def decide_tiers(
     legacy = replace(
         inp,
         hint=hint,
-        pinned=inp.pinned and not remotes and target is None,
+        pinned=inp.pinned and not remotes,
         local_ok=d is not None and d.ok,
         local_queue=d.queue if d else 0,
         local_tokens_per_s=d.tokens_per_s if d else None,
@@ -139,7 +139,7 @@ def decide_tiers(
         cloud_configured=bool(remotes),
         cloud_ok=bool(live),
         cloud_budget_left=not live or any(r.budget_left for r in live),
-        cloud_tools=not inp.needs_tools or any(r.tools for r in live) or not live,
+        cloud_tools=not inp.needs_tools or any(r.tools for r in (live or remotes)),
     )
     first_remote = bool(usable_pool) and usable_pool[0].trust != "device"
     want = "cloud" if first_remote and hint == "auto" else "local"
