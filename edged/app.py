@@ -35,7 +35,7 @@ from edged.guardian.build import build_guardian
 from edged.guardian.engine import RuleGuardian
 from edged.ingress.journal import Journal
 from edged.ingress.service import Ingress
-from edged.models import load_manifest, resolve
+from edged.models import load_manifest, model_file, resolve
 from edged.mqtt.link import Incoming, MqttLink, Will
 from edged.mqtt.topics import Topics
 from edged.pipeline import Pipeline
@@ -112,7 +112,7 @@ class App:
         self.backends: dict[str, Backend] = {LOCAL: self.local}
         if cfg.cloud.enabled:
             self.backends[CLOUD] = build(CLOUD_KIND, BackendSpec(CLOUD, cfg))
-        self.backends.update(build_named(cfg))  # [backends.NAME] (docs/routing.md, Tiers)
+        self.backends.update(build_named(cfg, lambda m: model_file(cfg, m)))  # [backends.NAME]
         self.embedder = LazyEmbedder(cfg)
         self.device_figures = load_figures(cfg)  # from `edged bench --write-profile`
         self.pipeline = Pipeline(

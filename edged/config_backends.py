@@ -39,7 +39,7 @@ TRUSTS: tuple[Trust, ...] = ("device", "lan", "public")
 RESERVED_NAMES = frozenset({"local", "cloud", "auto"})
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 #: An environment variable holding a named backend's API key (never a config key).
-API_KEY_ENV_RE = re.compile(r"^EDGED_[A-Z0-9_]+_API_KEY$")
+API_KEY_ENV_RE = re.compile(r"^EDGED_(?!.*__)[A-Z0-9_]+_API_KEY$")
 
 
 def api_key_env(name: str) -> str:

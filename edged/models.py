@@ -21,7 +21,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edged.config import format_validation_error, read_toml
+from edged.config import Config, format_validation_error, read_toml
 from edged.errors import ModelError
 
 if sys.version_info >= (3, 11):
@@ -225,3 +225,9 @@ def fetch(
         finally:
             os.close(dir_fd)
     return dest
+
+
+def model_file(cfg: Config, name: str) -> Path:
+    """The file of manifest model ``name`` under ``[models] dir`` (ModelError when the
+    manifest has no such model or the file is missing)."""
+    return resolve(load_manifest(cfg.models.manifest).get(name), cfg.models.dir)

@@ -9,14 +9,11 @@ the backends' :class:`~edged.types.BackendStats`, the router's
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from edged.energy.sampler import Sampler
 from edged.telemetry.outbox import Outbox
 from edged.types import BackendStats, CloudUsage
-
-if TYPE_CHECKING:
-    from edged.backends.base import Backend
 
 
 def build_stats(
@@ -33,10 +30,9 @@ def build_stats(
     backends: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The record's daemon figures (the reporter places them); ``backends``: per backend
-    (:func:`backends_report`), left out when not given."""
-    extra = {} if backends is None else {"backends": dict(backends)}
+    (:func:`backends_report`)."""
     return {
-        **extra,
+        "backends": dict(backends or {}),
         "queue_depth": local.queue_depth,
         "in_flight": in_flight,
         "idle_w": idle_w,
@@ -75,7 +71,15 @@ def alarms(
     return out
 
 
-def backends_report(backends: Mapping[str, Backend], router: object) -> dict[str, Any]:
+class _Reports(Protocol):
+    """What :func:`backends_report` reads from a backend (cached values, no I/O)."""
+
+    def healthy(self) -> bool: ...
+
+    def stats(self) -> BackendStats: ...
+
+
+def backends_report(backends: Mapping[str, _Reports], router: object) -> dict[str, Any]:
     """Per backend, by name: its trust class and kind (from the router's table), health,
     queue, breaker, measured tokens/s and today's requests and tokens (remote ones)."""
     table = getattr(router, "table", {})

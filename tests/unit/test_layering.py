@@ -16,6 +16,7 @@ BASE = {
     "edged.errors",
     "edged.config",
     "edged.config_ingress",  # [ingress] models, split out of config.py (which re-exports them)
+    "edged.config_backends",  # [backends.NAME] and the policies' tier keys, likewise
     "edged.aio",
     "edged.logs",
     "edged.store",
