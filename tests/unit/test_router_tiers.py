@@ -3,6 +3,9 @@ unit test of the pure functions, and the presets from configs/policies/."""
 
 from __future__ import annotations
 
+import asyncio
+import re
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,12 +14,32 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edged.config import PolicyConfig, RouterConfig
-from edged.errors import BadRequest, Timeout, Unavailable
+from edged.config_backends import BackendEntry
+from edged.energy.meter import NullMeter
+from edged.errors import BackendFailed, BadRequest, Timeout, Unavailable
+from edged.guardian import PassGuardian
+from edged.pipeline import Pipeline
 from edged.router.policy import RouteInputs, RouterState, decide
-from edged.router.router import load_policies
+from edged.router.router import Router, load_policies
 from edged.router.tiers import Candidate, decide_tiers, fallback_tiers, ordered
-from edged.types import RouteDecision
+from edged.telemetry.stats import backends_report
+from edged.types import (
+    BackendStats,
+    ChatMessage,
+    CloudUsage,
+    Finished,
+    ReplyAddress,
+    Request,
+    Result,
+    RouteDecision,
+    Sensitivity,
+    Started,
+    StreamEvent,
+    TextDelta,
+    Usage,
+)
 from tests.fuzzing import examples
+from tests.unit.doubles import Script, Sink
 from tests.unit.test_router import inputs, policies
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -248,3 +271,89 @@ def test_two_backends_decide_exactly_as_before(
     except (Unavailable, Timeout) as e:
         got = type(e)
     assert got == want
+
+
+# --- docs/routing.md holds the presets' tiers -----------------------------------------------
+
+
+def test_routing_md_three_tier_table_is_the_preset_files() -> None:
+    text = (ROOT / "docs" / "routing.md").read_text()
+    block = text[text.index("### The three-tier table, as presets") :]
+    rows = {}
+    for line in block.splitlines():
+        m = re.match(r"^\| `([a-z-]+)` \| ([a-z, ]+) \| ([a-z, ]+) \|", line)
+        if m:
+            rows[m.group(1)] = (m.group(2).split(", "), m.group(3).split(", "))
+    assert set(rows) == {"voice-agent", "trading-ops", "content-pipeline"}
+    for name, (order, private_on) in rows.items():
+        assert PRESETS[name].order == order, name
+        assert PRESETS[name].private_on == private_on, name
+
+
+# --- the Router with named backends: budgets per backend, fallback through the pipeline -----
+
+
+def _serve(
+    edge: Script, policy: str, sensitivity: Sensitivity = "normal", n: int = 1
+) -> tuple[Router, dict[str, Script], list[Sink]]:
+    ok: list[StreamEvent | Exception] = [Started(), TextDelta("hi"), Finished("stop", Usage(3, 2))]
+    backends = {"local": Script(list(ok)), "edge": edge, "cloud": Script(list(ok))}
+    table = {
+        "local": BackendEntry(name="local", kind="local", trust="device"),
+        "cloud": BackendEntry(name="cloud", kind="cloud", trust="public"),
+        "edge": BackendEntry(name="edge", kind="openai", trust="lan", daily_requests=1),
+    }
+    router = Router(RouterConfig(), PRESETS, backends, table=table)
+    p = Pipeline(guardian=PassGuardian(), router=router, backends=backends, meter=NullMeter())
+    sinks = []
+    for i in range(n):
+        sink = Sink()
+        req = Request(
+            id=f"r{i}",
+            messages=(ChatMessage("user", "hello"),),
+            max_tokens=8,
+            temperature=0.0,
+            stream=False,
+            route="auto",
+            sensitivity=sensitivity,
+            reply=ReplyAddress("reply/x"),
+            received_at_s=time.monotonic(),
+            policy=policy,
+        )
+        asyncio.run(p.handle(req, sink))
+        sinks.append(sink)
+    return router, backends, sinks
+
+
+def _route(sink: Sink) -> RouteDecision:
+    (final,) = sink.finals
+    assert isinstance(final, Result), final
+    return final.route
+
+
+def test_each_remote_backend_has_its_own_daily_budget_in_the_router() -> None:
+    ok: list[StreamEvent | Exception] = [Started(), TextDelta("x"), Finished("stop", Usage(1, 5))]
+    router, _, sinks = _serve(Script(ok), "trading-ops", n=2)
+    assert _route(sinks[0]) == RouteDecision("edge", ("policy",))
+    assert _route(sinks[1]) == RouteDecision("local", ("policy", "budget_spent"))
+    assert router.usage_today("edge") == CloudUsage(1, 5)
+    assert router.cloud_usage() == CloudUsage(0, 0)
+
+
+def test_lan_failing_before_its_first_token_falls_to_the_device_never_public() -> None:
+    failing = Script([BackendFailed("edge: refused", before_first_token=True)])
+    _, backends, sinks = _serve(failing, "trading-ops", "private")
+    assert _route(sinks[0]) == RouteDecision("local", ("private", "policy", "failed:edge"))
+    assert not backends["cloud"].closed  # the public backend was never asked
+
+
+def test_backends_report_names_each_backend_with_trust_and_usage() -> None:
+    ok: list[StreamEvent | Exception] = [Started(), TextDelta("x"), Finished("stop", Usage(1, 5))]
+    router, backends, _ = _serve(Script(ok), "trading-ops")
+    for b in backends.values():
+        b.stats = BackendStats  # type: ignore[attr-defined]  # the double has no figures
+    report = backends_report(backends, router)  # type: ignore[arg-type]  # doubles
+    assert list(report) == ["local", "edge", "cloud"]
+    assert report["edge"]["trust"] == "lan" and report["edge"]["requests_today"] == 1
+    assert report["edge"]["tokens_today"] == 5
+    assert report["local"]["requests_today"] is None and report["local"]["healthy"] is True
