@@ -119,3 +119,29 @@ def test_lan_down_private_falls_back_to_the_device_never_public(
         assert reasons[-1] == ["private", "policy", "cloud_down"]
     finally:
         lan.start()
+
+
+def test_a_second_local_model_serves_what_its_rule_sends_it(
+    broker: Broker, make_daemon: Callable[..., Daemon]
+) -> None:
+    from tests.helpers import MODELS_DIR
+
+    if not (MODELS_DIR / "gemma-3-270m-q4_k_m.gguf").exists():
+        pytest.skip("gemma3-270m not fetched: edged models fetch gemma3-270m")
+    small_first = {"small-first": {"order": ["gemma", "device"]}}
+    d = make_daemon(
+        EDGED_LOCAL__N_THREADS="1",
+        EDGED_BACKENDS=json.dumps(
+            {"gemma": {"kind": "llama", "trust": "device", "model": "gemma3-270m", "n_threads": 1}}
+        ),
+        EDGED_ROUTER__POLICIES=json.dumps(small_first),
+    )
+    final = ask(broker, d, {"prompt": "The capital of France is", "route": "gemma"})
+    assert final["type"] == "result", final
+    assert final["route"] == {"backend": "gemma", "reasons": ["hint"]}
+    assert final["usage"]["completion_tokens"] >= 1
+    # no remote backend here: rule 3 (no_cloud) decides, on the policy's first device model
+    final = ask(broker, d, {"prompt": "Hi.", "policy": "small-first"})
+    assert final["route"] == {"backend": "gemma", "reasons": ["no_cloud"]}
+    final = ask(broker, d, {"prompt": "Hi."})  # voice-agent: the device's first model, local
+    assert final["route"] == {"backend": "local", "reasons": ["no_cloud"]}
