@@ -193,7 +193,7 @@ class SemanticRoute(_Model):
     """Requests whose prompt resembles these examples prefer this backend."""
 
     name: str = Field(pattern=r"^[a-z0-9_-]{1,32}$")
-    backend: Literal["local", "cloud"]
+    backend: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")  # local, cloud, a device backend
     examples: list[str] = Field(min_length=1)
     threshold: float = Field(0.5, gt=0, le=1)
 

@@ -146,6 +146,11 @@ class Router:
             import numpy as np
 
             for r in cfg.semantic_routes:
+                if r.backend not in (LOCAL, CLOUD) and r.backend not in self.table:
+                    raise ConfigError(
+                        f"router.semantic_routes {r.name!r}: no backend {r.backend!r}; "
+                        f"known: {sorted(self.table)}"
+                    )
                 vecs = np.asarray(embedder.embed(list(r.examples)), dtype=np.float32)
                 self._route_vecs.append((r.name, r.backend, r.threshold, vecs))
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="router")

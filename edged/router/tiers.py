@@ -156,6 +156,13 @@ def decide_tiers(
         prefix = ()
     if decision.backend == LOCAL:
         assert d is not None  # decide() serves locally only when local_ok
+        if hint == "auto" and set(reasons) <= {"policy", "no_cloud", "charging"}:
+            for name, (backend, hit) in sorted(inp.semantic.items()):
+                if backend in (LOCAL, CLOUD):
+                    continue  # decide() weighed these
+                b = next((x for x in device if x.name == backend), None)
+                if hit and b is not None and _usable(b, inp.needs_tools):
+                    return RouteDecision(b.name, (*prefix, f"semantic:{name}")), new_state
         return RouteDecision(d.name, (*prefix, *reasons)), new_state
     for r in remotes:
         if _usable(r, inp.needs_tools) and _tier_allows(r, reasons, policy):

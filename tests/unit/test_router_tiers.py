@@ -357,3 +357,20 @@ def test_backends_report_names_each_backend_with_trust_and_usage() -> None:
     assert report["edge"]["trust"] == "lan" and report["edge"]["requests_today"] == 1
     assert report["edge"]["tokens_today"] == 5
     assert report["local"]["requests_today"] is None and report["local"]["healthy"] is True
+
+
+def test_a_semantic_route_may_send_work_to_a_second_device_model() -> None:
+    facts = {"facts": ("gemma", True)}
+    backends = (*ALL, GEMMA)
+    assert route(replace(NORMAL, semantic=facts), VOICE, backends) == RouteDecision(
+        "gemma", ("semantic:facts",)
+    )
+    # not matched: the device's first model; urgent conditions beat meaning
+    missed = {"facts": ("gemma", False)}
+    assert route(replace(NORMAL, semantic=missed), VOICE, backends).backend == "local"
+    late = replace(NORMAL, semantic=facts, remaining_s=1.0)
+    assert route(late, VOICE, backends) == RouteDecision("edge", ("deadline",))
+    # a private request may use it (it is on the device); a hint beats meaning
+    assert route(replace(PRIVATE, semantic=facts), VOICE, backends).backend == "local"
+    hinted = replace(NORMAL, semantic=facts, hint="local")
+    assert route(hinted, VOICE, backends) == RouteDecision("local", ("hint",))
