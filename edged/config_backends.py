@@ -35,8 +35,9 @@ if TYPE_CHECKING:
 Trust = Literal["device", "lan", "public"]
 TRUSTS: tuple[Trust, ...] = ("device", "lan", "public")
 #: Names a ``[backends.NAME]`` table may not take: the two built-in backends (configured by
-#: ``[local]`` and ``[cloud]``) and the route hint ``auto``.
-RESERVED_NAMES = frozenset({"local", "cloud", "auto"})
+#: ``[local]`` and ``[cloud]``), the route hint ``auto``, and the trust classes (a policy's
+#: ``order`` names both).
+RESERVED_NAMES = frozenset({"local", "cloud", "auto", "device", "lan", "public"})
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 #: An environment variable holding a named backend's API key (never a config key).
 API_KEY_ENV_RE = re.compile(r"^EDGED_(?!.*__)[A-Z0-9_]+_API_KEY$")
