@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edged.backends.base import LOCAL_KINDS, Backend, BackendSpec, build
+from edged.backends.resident import Residency, Resident, mem_available_mb
 from edged.config import Config
 from edged.config_backends import NamedBackendConfig, as_cloud_config
 
@@ -18,7 +19,13 @@ from edged.config_backends import NamedBackendConfig, as_cloud_config
 ModelFile = Callable[[str], Path]
 
 
-def build_one(name: str, b: NamedBackendConfig, cfg: Config, model_file: ModelFile) -> Backend:
+def build_one(
+    name: str,
+    b: NamedBackendConfig,
+    cfg: Config,
+    model_file: ModelFile,
+    book: Residency | None = None,
+) -> Backend:
     """One named backend (not started). A llama model missing from the manifest or from
     disk raises ModelError, as ``[local]``'s does."""
     if b.kind == "openai":
@@ -30,9 +37,23 @@ def build_one(name: str, b: NamedBackendConfig, cfg: Config, model_file: ModelFi
     )
     kind = LOCAL_KINDS[("llama", cfg.local.isolation)]
     spec_cfg = cfg.model_copy(update={"local": local})
-    return build(kind, BackendSpec(name, spec_cfg, model_file(b.model)))
+    path = model_file(b.model)
+    spec = BackendSpec(name, spec_cfg, path)
+    if b.keep_alive_s is None or book is None:
+        return build(kind, spec)
+    return Resident(
+        name,
+        lambda: build(kind, spec),
+        size_mb=path.stat().st_size / 1e6,
+        keep_alive_s=b.keep_alive_s,
+        book=book,
+    )
 
 
 def build_named(cfg: Config, model_file: ModelFile) -> dict[str, Backend]:
-    """Every ``[backends.NAME]`` backend, in the file's order (not started)."""
-    return {name: build_one(name, b, cfg, model_file) for name, b in cfg.backends.items()}
+    """Every ``[backends.NAME]`` backend, in the file's order (not started); the llama ones
+    with ``keep_alive_s`` share one residency book."""
+    limits = [b.max_resident_mb for b in cfg.backends.values() if b.max_resident_mb]
+    root = cfg.power.sysfs_root
+    book = Residency(max(limits) if limits else None, lambda: mem_available_mb(root))
+    return {name: build_one(name, b, cfg, model_file, book) for name, b in cfg.backends.items()}
