@@ -184,7 +184,7 @@ class Resident:
         inner, self.inner = self.inner, None
         if inner is not None:
             await inner.close()
-            log.info("event=model_unloaded backend=%s reason=%s", self.name, why)
+            log.info("event=residency_unloaded backend=%s reason=%s", self.name, why)
 
     async def _load(self) -> None:
         loop = asyncio.get_running_loop()
@@ -199,7 +199,7 @@ class Resident:
         )
         if plan.refused is not None:
             self.refused = plan.refused
-            log.warning("event=model_load_refused backend=%s reason=%r", self.name, plan.refused)
+            log.warning("event=residency_refused backend=%s reason=%r", self.name, plan.refused)
             raise BackendFailed(f"{self.name}: not loaded: {plan.refused}", before_first_token=True)
         for name in plan.evict:
             await self._book.members[name]._unload(f"evicted for {self.name}")
@@ -208,7 +208,7 @@ class Resident:
         await inner.start()
         self.inner, self.refused = inner, None
         self.load_s = time.monotonic() - t0
-        log.info("event=model_loaded backend=%s load_s=%.3f", self.name, self.load_s)
+        log.info("event=residency_loaded backend=%s load_s=%.3f", self.name, self.load_s)
 
     async def generate(self, request: Request) -> AsyncGenerator[StreamEvent, None]:
         """Load when needed (the load counts in the request's time), then stream."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -145,3 +146,42 @@ def test_a_second_local_model_serves_what_its_rule_sends_it(
     assert final["route"] == {"backend": "gemma", "reasons": ["no_cloud"]}
     final = ask(broker, d, {"prompt": "Hi."})  # voice-agent: the device's first model, local
     assert final["route"] == {"backend": "local", "reasons": ["no_cloud"]}
+
+
+def test_residency_unloads_an_idle_model_and_loads_it_again_on_demand(
+    broker: Broker, make_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    import time
+
+    from tests.helpers import MODELS_DIR
+
+    if not (MODELS_DIR / "gemma-3-270m-q4_k_m.gguf").exists():
+        pytest.skip("gemma3-270m not fetched: edged models fetch gemma3-270m")
+    gemma = {"kind": "llama", "trust": "device", "model": "gemma3-270m", "n_threads": 1}
+    d = make_daemon(
+        EDGED_LOCAL__N_THREADS="1",
+        EDGED_BACKENDS=json.dumps({"gemma": {**gemma, "keep_alive_s": 1}}),
+    )
+    for n in (1, 2):
+        final = ask(broker, d, {"prompt": "The capital of France is", "route": "gemma"})
+        assert final["route"] == {"backend": "gemma", "reasons": ["hint"]}, final
+        deadline = time.monotonic() + 15
+        while d.logs().count("event=residency_unloaded backend=gemma") < n:
+            assert time.monotonic() < deadline, "gemma was not unloaded after 1 s idle"
+            time.sleep(0.2)
+    assert d.logs().count("event=residency_loaded backend=gemma") == 2
+    d.stop()
+
+    # a device that cannot hold it: refused with the reason, and served by local instead
+    fake_proc = tmp_path / "root" / "proc"
+    fake_proc.mkdir(parents=True)
+    (fake_proc / "meminfo").write_text("MemTotal: 8000000 kB\nMemAvailable: 102400 kB\n")
+    d = make_daemon(
+        EDGED_LOCAL__N_THREADS="1",
+        EDGED_POWER__SYSFS_ROOT=str(tmp_path / "root"),
+        EDGED_BACKENDS=json.dumps({"gemma": {**gemma, "keep_alive_s": 1}}),
+    )
+    final = ask(broker, d, {"prompt": "Hi.", "route": "gemma"})
+    assert final["type"] == "result", final
+    assert final["route"] == {"backend": "local", "reasons": ["hint", "failed:gemma"]}
+    assert "event=residency_refused backend=gemma" in d.logs()
