@@ -134,6 +134,7 @@ class Resident:
         self.refused: str | None = None
         #: Seconds the last load took (counted in the request's time; telemetry).
         self.load_s: float | None = None
+        self._last: BackendStats | None = None  # the figures before the last unload
         book.members[name] = self
 
     def idle_s(self) -> float | None:
@@ -146,9 +147,23 @@ class Resident:
         """Loaded and healthy, or not loaded (it loads on demand, or says why not)."""
         return self.inner.healthy() if self.inner is not None else True
 
+    @property
+    def resident(self) -> bool:
+        """Whether the model is in memory now (telemetry)."""
+        return self.inner is not None
+
     def stats(self) -> BackendStats:
-        """The loaded backend's figures; an unloaded one has nothing queued."""
-        return self.inner.stats() if self.inner is not None else BackendStats(queue_depth=0)
+        """The loaded backend's figures. Unloaded: nothing queued, the speed measured while
+        it was loaded, and its time to first token plus the last load's time (so the
+        deadline estimate counts the load)."""
+        if self.inner is not None:
+            return self.inner.stats()
+        last = self._last
+        if last is None or last.ttft_s is None:
+            return BackendStats(queue_depth=0)
+        return BackendStats(
+            queue_depth=0, tokens_per_s=last.tokens_per_s, ttft_s=last.ttft_s + (self.load_s or 0)
+        )
 
     async def start(self) -> None:
         """A model kept for ever loads now; the others on their first request."""
@@ -183,6 +198,7 @@ class Resident:
     async def _unload(self, why: str) -> None:
         inner, self.inner = self.inner, None
         if inner is not None:
+            self._last = inner.stats()
             await inner.close()
             log.info("event=residency_unloaded backend=%s reason=%s", self.name, why)
 

@@ -100,5 +100,7 @@ def backends_report(backends: Mapping[str, _Reports], router: object) -> dict[st
             "tokens_per_s": None if s.tokens_per_s is None else round(s.tokens_per_s, 2),
             "requests_today": used.requests_today if used else None,
             "tokens_today": used.tokens_today if used else None,
+            # device models: in memory now (residency); remote: null
+            "resident": None if remote else bool(getattr(backend, "resident", True)),
         }
     return out

@@ -10,10 +10,26 @@ import pytest
 
 from edged.backends.resident import Plan, Residency, Resident, mem_available_mb, plan_load
 from edged.errors import BackendFailed
-from edged.types import Finished, ReplyAddress, Request, Started, StreamEvent, TextDelta, Usage
+from edged.types import (
+    BackendStats,
+    Finished,
+    ReplyAddress,
+    Request,
+    Started,
+    StreamEvent,
+    TextDelta,
+    Usage,
+)
 from tests.unit.doubles import Script
 
 OK: list[StreamEvent | Exception] = [Started(), TextDelta("hi"), Finished("stop", Usage(1, 1))]
+
+
+class Measured(Script):
+    """The scripted backend with the figures a real one has."""
+
+    def stats(self) -> BackendStats:
+        return BackendStats(queue_depth=0, tokens_per_s=200.0, ttft_s=0.05)
 
 
 def test_a_model_that_fits_loads() -> None:
@@ -68,10 +84,10 @@ async def _drain(b: Resident) -> list[StreamEvent]:
 
 def test_loads_on_demand_unloads_when_idle_and_loads_again() -> None:
     async def main() -> tuple[int, bool, bool, int]:
-        made: list[Script] = []
+        made: list[Measured] = []
 
-        def make() -> Script:
-            made.append(Script(list(OK)))
+        def make() -> Measured:
+            made.append(Measured(list(OK)))
             return made[-1]
 
         book = Residency(None, lambda: 4000.0)
@@ -92,7 +108,7 @@ def test_loads_on_demand_unloads_when_idle_and_loads_again() -> None:
 def test_a_load_that_does_not_fit_fails_before_the_first_token_with_the_reason() -> None:
     async def main() -> BackendFailed:
         book = Residency(None, lambda: 100.0)
-        r = Resident("gemma", lambda: Script(list(OK)), size_mb=250, keep_alive_s=1, book=book)
+        r = Resident("gemma", lambda: Measured(list(OK)), size_mb=250, keep_alive_s=1, book=book)
         with pytest.raises(BackendFailed) as e:
             await _drain(r)
         await r.close()
@@ -105,8 +121,8 @@ def test_a_load_that_does_not_fit_fails_before_the_first_token_with_the_reason()
 def test_an_idle_model_is_evicted_for_another() -> None:
     async def main() -> tuple[bool, bool]:
         book = Residency(300, lambda: None)
-        a = Resident("a", lambda: Script(list(OK)), size_mb=200, keep_alive_s=60, book=book)
-        b = Resident("b", lambda: Script(list(OK)), size_mb=200, keep_alive_s=60, book=book)
+        a = Resident("a", lambda: Measured(list(OK)), size_mb=200, keep_alive_s=60, book=book)
+        b = Resident("b", lambda: Measured(list(OK)), size_mb=200, keep_alive_s=60, book=book)
         await _drain(a)
         await _drain(b)
         out = (a.inner is None, b.inner is not None)
@@ -115,3 +131,17 @@ def test_an_idle_model_is_evicted_for_another() -> None:
         return out
 
     assert asyncio.run(main()) == (True, True)
+
+
+def test_an_unloaded_model_counts_its_load_time_in_the_estimate() -> None:
+    async def main() -> tuple[BackendStats, bool]:
+        book = Residency(None, lambda: None)
+        r = Resident("g", lambda: Measured(list(OK)), size_mb=10, keep_alive_s=60, book=book)
+        await _drain(r)
+        r.load_s = 0.5
+        await r._unload("test")
+        return r.stats(), r.resident
+
+    stats, resident = asyncio.run(main())
+    assert not resident
+    assert stats.tokens_per_s == 200.0 and stats.ttft_s == pytest.approx(0.55)
