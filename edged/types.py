@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 Role = Literal["system", "user", "assistant", "tool"]
-RouteHint = Literal["auto", "local", "cloud"]
+#: ``auto``, ``local``, ``cloud``, or a ``[backends.NAME]`` name (the router checks it).
+RouteHint = str
 Sensitivity = Literal["normal", "private"]
 FinishReason = Literal["stop", "length", "cancelled", "tool_calls"]
 #: ``tool_choice`` on the wire: ``auto``, ``none``, ``required``, or one named function.

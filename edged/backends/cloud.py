@@ -156,6 +156,8 @@ class CloudBackend:
         self._clock = clock
         #: No request before this (``clock`` time): the server asked us to wait.
         self._hold_until = 0.0
+        #: Moving average of streamed pieces/s after the first (telemetry), None until seen.
+        self._tokens_per_s: float | None = None
 
     def __repr__(self) -> str:
         return f"CloudBackend(name={self.name!r}, base_url={self._cfg.base_url!r})"
@@ -198,7 +200,11 @@ class CloudBackend:
 
     def stats(self) -> BackendStats:
         """The breaker's state and the wait the server asked for."""
-        return BackendStats(breaker=self.breaker.state, retry_after_s=self.retry_after_s)
+        return BackendStats(
+            breaker=self.breaker.state,
+            retry_after_s=self.retry_after_s,
+            tokens_per_s=self._tokens_per_s,
+        )
 
     async def restart(self) -> None:
         """Never stuck (every wait has a timeout): nothing to restart."""
@@ -224,6 +230,7 @@ class CloudBackend:
             if half_left_s < budget_s:
                 budget_s, by_deadline = max(half_left_s, 0.0), True
         first_by = time.monotonic() + budget_s
+        first_text_at: float | None = None
         timed_out = False
         try:
             async with aclosing(self._attempts(client, request)) as events:
@@ -256,14 +263,29 @@ class CloudBackend:
                     if isinstance(ev, TextDelta):
                         deltas += 1
                         answering = True
+                        if first_text_at is None:
+                            first_text_at = time.monotonic()
                     yield ev
             verdict = "success"
+            self._measure(deltas, first_text_at)
         except CloudFailed as e:
             if not timed_out:
                 verdict = "none" if e.status in REQUEST_FAULTS else "failure"
             raise
         finally:
             self._report(verdict, deltas)
+
+    def _measure(self, deltas: int, first_text_at: float | None) -> None:
+        """Fold one answer's decode rate (pieces after the first, per second) into the
+        moving average."""
+        if first_text_at is None or deltas < 2:
+            return
+        elapsed = time.monotonic() - first_text_at
+        if elapsed <= 0:
+            return
+        rate = (deltas - 1) / elapsed
+        old = self._tokens_per_s
+        self._tokens_per_s = rate if old is None else 0.8 * old + 0.2 * rate
 
     def _report(self, verdict: _Verdict, deltas: int) -> None:
         """Tell the breaker how an admitted request ended. Closed early (deadline, client

@@ -192,6 +192,15 @@ def _summary(msg: dict[str, Any], t0: float, first: float | None) -> None:
     )
 
 
+def _route(value: str) -> str:
+    """A route hint as the wire takes it (the daemon says whether the backend exists)."""
+    import re
+
+    if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", value):
+        raise argparse.ArgumentTypeError(f"{value!r}: auto, local, cloud or a backend's name")
+    return value
+
+
 def add_parser(sub: Commands[argparse.ArgumentParser]) -> None:
     """``edged ask``."""
     a = sub.add_parser("ask", help="ask a running edged something over MQTT")
@@ -202,7 +211,9 @@ def add_parser(sub: Commands[argparse.ArgumentParser]) -> None:
     a.add_argument("--port", type=int)
     a.add_argument("--max-tokens", type=int)
     a.add_argument("--temperature", type=float)
-    a.add_argument("--route", choices=["auto", "local", "cloud"], default="auto")
+    a.add_argument(
+        "--route", type=_route, default="auto", help="auto, local, cloud or a backend's name"
+    )
     a.add_argument("--private", action="store_true", help="sensitivity: private")
     a.add_argument("--deadline-ms", type=int)
     a.add_argument("--no-stream", action="store_true", help="ask for the result only")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from edged.accel import doctor_lines, with_board_defaults
 from edged.cli.common import Commands, load, with_config
-from edged.config import Config
+from edged.config import CloudConfig, Config
 from edged.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
@@ -164,6 +164,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print(f"cloud: {_check_cloud(cfg)}")  # the router falls back locally: not a problem
     else:
         print("cloud: not configured")
+    problems += _check_backends(cfg)
 
     if problems:
         print(f"{len(problems)} problem(s):")
@@ -220,23 +221,65 @@ def _check_broker(cfg: Config, timeout_s: float = 3.0) -> str | None:
     return None
 
 
-def _check_cloud(cfg: Config, timeout_s: float = 3.0) -> str:
+def _check_cloud(cfg: Config, timeout_s: float = 3.0, cloud: CloudConfig | None = None) -> str:
     """GET <base_url>/models with the configured key; the answer in a few words."""
     import urllib.error
     import urllib.request
 
     from edged.backends.cloud import read_api_key
 
-    auth = {"Authorization": f"Bearer {read_api_key(cfg.cloud)}"}
-    req = urllib.request.Request(cfg.cloud.base_url.rstrip("/") + "/models", headers=auth)
+    cc = cloud or cfg.cloud
+    auth = {"Authorization": f"Bearer {read_api_key(cc)}"}
+    req = urllib.request.Request(cc.base_url.rstrip("/") + "/models", headers=auth)
     try:
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-            return f"{cfg.cloud.base_url}: reachable (HTTP {resp.status})"
+            return f"{cc.base_url}: reachable (HTTP {resp.status})"
     except urllib.error.HTTPError as e:
-        return f"{cfg.cloud.base_url}: answers HTTP {e.code}"
+        return f"{cc.base_url}: answers HTTP {e.code}"
     except (OSError, ValueError) as e:
         why = getattr(e, "reason", e)
-        return f"{cfg.cloud.base_url}: unreachable ({why}); requests will stay local"
+        return f"{cc.base_url}: unreachable ({why}); requests go to the next allowed backend"
+
+
+def _check_backends(cfg: Config) -> list[str]:
+    """Every ``[backends.NAME]``: an openai server is asked for its models (down is not a
+    problem: the router routes around it); a llama model must be in the manifest and on
+    disk. And every policy's ``order`` must name trust classes or backends there are."""
+    from edged import models
+    from edged.config_backends import TRUSTS, as_cloud_config, backend_table
+    from edged.router.router import load_policies
+
+    problems: list[str] = []
+    for name, b in cfg.backends.items():
+        if b.kind == "openai":
+            print(
+                f"backend {name} ({b.trust}): {_check_cloud(cfg, cloud=as_cloud_config(name, b))}"
+            )
+            continue
+        try:
+            path = models.resolve(
+                models.load_manifest(cfg.models.manifest).get(b.model), cfg.models.dir
+            )
+            print(f"backend {name} ({b.trust}): model {b.model}: {path}")
+        except (ConfigError, ModelError) as e:
+            print(f"backend {name} ({b.trust}): model {b.model}: MISSING")
+            problems.append(
+                f"backend {name}: {e}. Fix: add the model to the manifest and fetch its "
+                f"file, or correct [backends.{name}] model"
+            )
+    known = set(TRUSTS) | set(backend_table(cfg))
+    try:
+        policies = load_policies(cfg.router)
+    except ConfigError as e:
+        return [*problems, f"{e}. Fix: correct the policy"]
+    for pname, policy in sorted(policies.items()):
+        unknown = [x for x in policy.order or () if x not in known]
+        if unknown:
+            problems.append(
+                f"policy {pname}: order names {unknown}, neither a trust class nor a backend "
+                f"here. Fix: add [backends.NAME] or correct the policy's order"
+            )
+    return problems
 
 
 def _sample_line(s: PowerSample) -> str:

@@ -25,7 +25,9 @@ def cmd_models(args: argparse.Namespace) -> int:
             )
         return 0
     names = args.names or (
-        [cfg.local.model] if args.action == "fetch" else [m.name for m in manifest.model]
+        [cfg.local.model, *(b.model for b in cfg.backends.values() if b.kind == "llama")]
+        if args.action == "fetch"
+        else [m.name for m in manifest.model]
     )
     status = 0
     for name in names:

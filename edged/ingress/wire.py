@@ -48,7 +48,7 @@ class RequestBody(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)  # absent: the device's default
     stream: StrictBool = True
-    route: Literal["auto", "local", "cloud"] = "auto"
+    route: str = Field("auto", pattern=r"^[a-z][a-z0-9_-]{0,31}$")  # or a backend name
     sensitivity: Literal["normal", "private"] = "normal"
     deadline_ms: int | None = Field(None, ge=1, le=MAX_DEADLINE_MS)
     reply_to: str | None = None

@@ -29,6 +29,13 @@ before its first token and the other one answers instead:
 
 ``cloud_failed``   the cloud failed before its first token; the local model answered
 ``local_failed``   the local model failed before its first token; the cloud answered
+``failed:<name>``  the named backend failed before its first token; the next backend of the
+                   policy's order answered (edged/router/tiers.py)
+
+Added by the tier step (edged/router/tiers.py):
+
+``not_allowed``    the request named a backend its policy may not use, or no remote
+                   backend's tier allows the offload condition
 
 :data:`REASONS` lists them all; ``tests/unit/test_reason_codes.py`` holds this docstring,
 docs/protocol.md, docs/routing.md and docs/schemas/result.schema.json to that list, and the
@@ -66,8 +73,12 @@ DECISION_REASONS = (
 SEMANTIC_PREFIX = "semantic:"
 #: The reason codes :func:`fallback` adds when a request goes to the other backend.
 FALLBACK_REASONS = ("cloud_failed", "local_failed")
-#: Every fixed reason code a route can carry (besides ``semantic:<name>``).
-REASONS = DECISION_REASONS + FALLBACK_REASONS
+#: The reason codes the tier step (edged/router/tiers.py) adds.
+TIER_REASONS = ("not_allowed",)
+#: Prefix of the fallback reason after a named backend failed: ``failed:<name>``.
+FAILED_PREFIX = "failed:"
+#: Every fixed reason code a route can carry (besides ``semantic:<name>``, ``failed:<name>``).
+REASONS = DECISION_REASONS + FALLBACK_REASONS + TIER_REASONS
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,11 +21,14 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from edged.config import PolicyConfig, RouterConfig, format_validation_error
+from edged.config_backends import BackendEntry
 from edged.errors import BackendFailed, BadRequest, ConfigError
-from edged.router.policy import RouteInputs, RouterState, battery_low, decide, fallback
+from edged.router.policy import RouteInputs, RouterState, battery_low
+from edged.router.tiers import Candidate, decide_tiers, fallback_tiers
 from edged.types import (
     CLOUD,
     LOCAL,
+    BackendStats,
     CloudUsage,
     Embedder,
     PowerState,
@@ -71,6 +74,19 @@ class LocalStats:
     ttft_s: float | None = None
 
 
+def default_table(names: Mapping[str, object]) -> dict[str, BackendEntry]:
+    """The backend table when none is given: ``local`` on the device, ``cloud`` public."""
+    out = {}
+    for name in names:
+        if name not in (LOCAL, CLOUD):
+            raise ValueError(f"backend {name!r} needs a table entry (its trust class)")
+        kind = "local" if name == LOCAL else "cloud"
+        out[name] = BackendEntry(
+            name=name, kind=kind, trust="device" if name == LOCAL else "public"
+        )
+    return out
+
+
 def load_policies(cfg: RouterConfig) -> dict[str, PolicyConfig]:
     """Presets from ``policy_dir`` (``<name>.toml``), then inline policies over them."""
     out: dict[str, PolicyConfig] = {}
@@ -106,6 +122,7 @@ class Router:
         embedder: Embedder | None = None,
         clock: Callable[[], float] = time.monotonic,
         today: Callable[[], dt.date] = lambda: dt.datetime.now(dt.timezone.utc).date(),
+        table: Mapping[str, BackendEntry] | None = None,
     ) -> None:
         self.cfg = cfg
         self.policies = dict(policies)
@@ -116,8 +133,10 @@ class Router:
         self._today = today
         self.state = RouterState()
         self._day = today()
-        self.cloud_requests_today = 0
-        self.cloud_tokens_today = 0
+        #: Every backend's name, kind, trust class and daily budget (config_backends).
+        self.table = dict(table) if table is not None else default_table(backends)
+        #: Today's [requests, completion tokens] per backend (the daily budgets).
+        self.today_usage: dict[str, list[int]] = {}
         self.counts: dict[str, int] = {}
         self._embedder = embedder
         self._route_vecs: list[tuple[str, str, float, Any]] = []
@@ -127,23 +146,73 @@ class Router:
             import numpy as np
 
             for r in cfg.semantic_routes:
+                if r.backend not in (LOCAL, CLOUD) and r.backend not in self.table:
+                    raise ConfigError(
+                        f"router.semantic_routes {r.name!r}: no backend {r.backend!r}; "
+                        f"known: {sorted(self.table)}"
+                    )
                 vecs = np.asarray(embedder.embed(list(r.examples)), dtype=np.float32)
                 self._route_vecs.append((r.name, r.backend, r.threshold, vecs))
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="router")
 
-    def _budget_left(self) -> bool:
+    @property
+    def cloud_requests_today(self) -> int:
+        """Requests routed to ``cloud`` today."""
+        return self._used(CLOUD)[0]
+
+    @property
+    def cloud_tokens_today(self) -> int:
+        """Completion tokens ``cloud`` answered with today."""
+        return self._used(CLOUD)[1]
+
+    def _used(self, name: str) -> list[int]:
         today = self._today()
         if today != self._day:
-            self._day, self.cloud_requests_today, self.cloud_tokens_today = today, 0, 0
-        if (
-            self.cfg.cloud_daily_requests is not None
-            and self.cloud_requests_today >= self.cfg.cloud_daily_requests
-        ):
+            self._day, self.today_usage = today, {}
+        return self.today_usage.setdefault(name, [0, 0])
+
+    def _budget_left(self, name: str = CLOUD) -> bool:
+        requests, tokens = self._used(name)
+        entry = self.table.get(name)
+        if name == CLOUD:  # [router] cloud_daily_* (a table built from the config agrees)
+            max_requests, max_tokens = self.cfg.cloud_daily_requests, self.cfg.cloud_daily_tokens
+        else:
+            max_requests = entry.daily_requests if entry else None
+            max_tokens = entry.daily_tokens if entry else None
+        if max_requests is not None and requests >= max_requests:
             return False
-        return not (
-            self.cfg.cloud_daily_tokens is not None
-            and self.cloud_tokens_today >= self.cfg.cloud_daily_tokens
-        )
+        return not (max_tokens is not None and tokens >= max_tokens)
+
+    def candidates(self, tools: bool) -> list[Candidate]:
+        """Every backend as the tier policy sees it (cached values, no I/O)."""
+        out = []
+        for name, backend in self.backends.items():
+            entry = self.table.get(name)
+            if entry is None:
+                continue
+            if name == LOCAL:
+                st = self._local_stats()
+                queue, tps, ttft = st.queue, st.tokens_per_s, st.ttft_s
+            elif entry.trust == "device":
+                stats = getattr(backend, "stats", None)
+                bs: BackendStats | None = stats() if callable(stats) else None
+                queue = (bs.queue_depth or 0) if bs else 0
+                tps, ttft = (bs.tokens_per_s, bs.ttft_s) if bs else (None, None)
+            else:
+                queue, tps, ttft = 0, None, None
+            out.append(
+                Candidate(
+                    name=name,
+                    trust=entry.trust,
+                    ok=backend.healthy(),
+                    budget_left=entry.trust == "device" or self._budget_left(name),
+                    tools=not tools or backend.supports_tools,
+                    queue=queue,
+                    tokens_per_s=tps,
+                    ttft_s=ttft,
+                )
+            )
+        return out
 
     def _semantic(self, text: str) -> dict[str, tuple[str, bool]]:
         import numpy as np
@@ -209,7 +278,7 @@ class Router:
         # cloud: anything else is decided before the policy looks at meaning.
         may_use_meaning = (
             request.route == "auto"
-            and CLOUD in self.backends
+            and len(self.backends) > 1
             and not (request.sensitivity == "private" or verdict.force_local)
         )
         if self._route_vecs and may_use_meaning:
@@ -219,7 +288,9 @@ class Router:
         inputs = self.inputs(request, verdict, semantic)
         # The battery state moves even when no backend can serve (decide raises then).
         self.state = RouterState(battery_low(inputs.power, policy, self.state.battery_low))
-        decision, self.state = decide(inputs, policy, self.state)
+        decision, self.state = decide_tiers(
+            inputs, self.candidates(inputs.needs_tools), policy, self.state
+        )
         self.record(decision)
         return decision
 
@@ -228,21 +299,20 @@ class Router:
     ) -> RouteDecision:
         """After ``route``'s backend failed: the other backend if it may serve
         (:func:`~edged.router.policy.fallback`), else ``failed`` is raised again."""
-        local = self.backends.get(LOCAL)
-        cloud = self.backends.get(CLOUD)
         tools = needs_tools(verdict.request)
-        decision = fallback(
+        decision = fallback_tiers(
             route,
             before_first_token=failed.before_first_token,
             pinned=verdict.request.sensitivity == "private" or verdict.force_local,
-            local_ok=local is not None and local.healthy() and (not tools or local.supports_tools),
-            cloud_ok=cloud is not None and cloud.healthy() and (not tools or cloud.supports_tools),
+            needs_tools=tools,
+            backends=self.candidates(tools),
+            policy=self.policy_for(verdict.request),
         )
         if decision is None:
             raise failed
         log.warning(
             "event=%s_fallback_%s error=%r",
-            "cloud_failed" if decision.backend == LOCAL else "local_failed",
+            decision.reasons[-1],
             decision.backend,
             failed.message,
         )
@@ -252,13 +322,20 @@ class Router:
         """Count a decision (telemetry) and a cloud request against today's budget."""
         key = f"{decision.backend}:{','.join(decision.reasons)}"
         self.counts[key] = self.counts.get(key, 0) + 1
-        if decision.backend == CLOUD:
-            self.cloud_requests_today += 1
+        entry = self.table.get(decision.backend)
+        if entry is not None and entry.trust != "device":
+            self._used(decision.backend)[0] += 1
 
     def served(self, route: RouteDecision, usage: Usage) -> None:
-        """Count the completion tokens a cloud answer took against today's budget."""
-        if route.backend == CLOUD:
-            self.cloud_tokens_today += usage.completion_tokens
+        """Count the completion tokens a remote answer took against today's budget."""
+        entry = self.table.get(route.backend)
+        if entry is not None and entry.trust != "device":
+            self._used(route.backend)[1] += usage.completion_tokens
+
+    def usage_today(self, name: str) -> CloudUsage:
+        """Today's requests and completion tokens of backend ``name`` (telemetry)."""
+        requests, tokens = self._used(name)
+        return CloudUsage(requests, tokens)
 
     def cloud_usage(self) -> CloudUsage:
         """Today's cloud requests and completion tokens (telemetry)."""
@@ -268,8 +345,7 @@ class Router:
         """Keep what the previous router remembered (after a reload)."""
         self.state = old.state
         self._day = old._day
-        self.cloud_requests_today = old.cloud_requests_today
-        self.cloud_tokens_today = old.cloud_tokens_today
+        self.today_usage = {k: list(v) for k, v in old.today_usage.items()}
         self.counts = dict(old.counts)
 
     def close(self) -> None:

@@ -9,7 +9,7 @@ the backends' :class:`~edged.types.BackendStats`, the router's
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from edged.energy.sampler import Sampler
 from edged.telemetry.outbox import Outbox
@@ -27,9 +27,12 @@ def build_stats(
     outbox: Outbox | None,
     sampler: Sampler | None,
     profile: str | None,
+    backends: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The record's daemon figures (the reporter places them)."""
+    """The record's daemon figures (the reporter places them); ``backends``: per backend
+    (:func:`backends_report`)."""
     return {
+        "backends": dict(backends or {}),
         "queue_depth": local.queue_depth,
         "in_flight": in_flight,
         "idle_w": idle_w,
@@ -66,4 +69,39 @@ def alarms(
         out.append("cloud_breaker_open")
     if cloud is not None and cloud.retry_after_s > 0:
         out.append("cloud_throttled")
+    return out
+
+
+class _Reports(Protocol):
+    """What :func:`backends_report` reads from a backend (cached values, no I/O)."""
+
+    def healthy(self) -> bool: ...
+
+    def stats(self) -> BackendStats: ...
+
+
+def backends_report(backends: Mapping[str, _Reports], router: object) -> dict[str, Any]:
+    """Per backend, by name: its trust class and kind (from the router's table), health,
+    queue, breaker, measured tokens/s and today's requests and tokens (remote ones)."""
+    table = getattr(router, "table", {})
+    usage_today = getattr(router, "usage_today", None)
+    out: dict[str, Any] = {}
+    for name, backend in backends.items():
+        s = backend.stats()
+        entry = table.get(name)
+        remote = entry is not None and entry.trust != "device"
+        used = usage_today(name) if remote and callable(usage_today) else None
+        out[name] = {
+            "kind": entry.kind if entry else None,
+            "trust": entry.trust if entry else None,
+            "healthy": backend.healthy(),
+            "queue_depth": s.queue_depth,
+            "breaker": s.breaker,
+            "retry_after_s": round(s.retry_after_s, 3),
+            "tokens_per_s": None if s.tokens_per_s is None else round(s.tokens_per_s, 2),
+            "requests_today": used.requests_today if used else None,
+            "tokens_today": used.tokens_today if used else None,
+            # device models: in memory now (residency); remote: null
+            "resident": None if remote else bool(getattr(backend, "resident", True)),
+        }
     return out

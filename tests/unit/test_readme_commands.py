@@ -273,7 +273,7 @@ def test_every_edged_command_shown_parses(cmd: Command) -> None:
         "edged doctor also bench/guardian.py, bench/router.py, bench/energy.py# board profile",
         "edged models list also bench/guardian.py, bench/router.py# what is present",
         "edged ask --temprature 0 'Hi'",  # a misspelt flag
-        "edged ask --route sky 'Hi'",  # a value the flag does not take
+        "edged ask --route Sky! 'Hi'",  # a value the flag does not take
         "edged stats --device kitchen-1",  # no such command
         "sudo EDGED_MQTT__PORT=1884 .venv/bin/edged bench --runs many",
         "make run && .venv/bin/edged models list --wheel",

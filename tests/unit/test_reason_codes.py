@@ -106,7 +106,7 @@ def test_every_decision_carries_only_listed_reasons(
 
 # --- the documents -------------------------------------------------------------------------
 
-DOCUMENTED = [*REASONS, "semantic:"]
+DOCUMENTED = [*REASONS, "semantic:", "failed:"]
 
 
 def _codes_in_backticks(text: str) -> set[str]:
@@ -126,9 +126,7 @@ def _protocol_route_row() -> str:
 def test_protocol_lists_every_reason_and_no_other() -> None:
     row = _protocol_route_row()
     start, end = row.index("at least one:"), row.index("each explained")
-    listed = {
-        "semantic:" if c.startswith("semantic:") else c for c in _codes_in_backticks(row[start:end])
-    }
+    listed = {c.split(":")[0] + ":" if ":" in c else c for c in _codes_in_backticks(row[start:end])}
     assert listed == set(DOCUMENTED)
 
 
@@ -147,8 +145,9 @@ def test_the_result_schema_lists_and_accepts_exactly_the_reasons() -> None:
     assert sorted(enum) == sorted(REASONS)
     words = set(re.findall(r"[a-z_]+(?::<route>)?", reasons["description"]))
     assert set(REASONS) <= words and "semantic:<route>" in words
+    assert "failed:<name>" in reasons["description"]
     v = Draft202012Validator(reasons)
-    for r in (*REASONS, "semantic:fresh-facts"):
+    for r in (*REASONS, "semantic:fresh-facts", "failed:edge"):
         assert v.is_valid([r]), r
     for bad in (["made_up"], [], ["semantic:"], ["cloud-failed"]):
         assert not v.is_valid(bad), bad

@@ -398,7 +398,7 @@ INVALID_REQUESTS: list[tuple[str, dict[str, Any]]] = [
     ("missing content", {"messages": [{"role": "user"}]}),
     ("max_tokens zero", {"prompt": "hi", "max_tokens": 0}),
     ("temperature too high", {"prompt": "hi", "temperature": 2.5}),
-    ("bad route", {"prompt": "hi", "route": "moon"}),
+    ("bad route", {"prompt": "hi", "route": "Moon!"}),
     ("bad sensitivity", {"prompt": "hi", "sensitivity": "secret"}),
     ("deadline zero", {"prompt": "hi", "deadline_ms": 0}),
     ("deadline too long", {"prompt": "hi", "deadline_ms": wire.MAX_DEADLINE_MS + 1}),

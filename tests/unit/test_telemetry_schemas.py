@@ -70,6 +70,30 @@ STATS: dict[str, Any] = {
     "spool_corrupt": 0,
     "profile": "jetson-orin-nano",
     "alarms": ["cloud_breaker_open"],
+    "backends": {
+        "local": {
+            "kind": "local",
+            "trust": "device",
+            "healthy": True,
+            "queue_depth": 1,
+            "breaker": None,
+            "retry_after_s": 0.0,
+            "tokens_per_s": 81.5,
+            "requests_today": None,
+            "tokens_today": None,
+        },
+        "edge": {
+            "kind": "openai",
+            "trust": "lan",
+            "healthy": False,
+            "queue_depth": None,
+            "breaker": "open",
+            "retry_after_s": 0.0,
+            "tokens_per_s": None,
+            "requests_today": 4,
+            "tokens_today": 96,
+        },
+    },
 }
 
 
@@ -297,6 +321,8 @@ STRING_FIELDS = {
     "backend",
     "reasons",
     "breaker",
+    "kind",
+    "trust",
     "profile",
     "alarms",
     "call_id",
@@ -536,8 +562,9 @@ def test_snapshot_with_the_real_app_stats_validates(tmp_path: Path) -> None:
     reporter._stats = app._stats
     snap = wire(reporter.snapshot())
     assert_valid("telemetry", snap)
-    # every field the schema requires is in the record, and nothing else
-    assert set(snap) == set(schema("telemetry")["required"])
+    # every field the schema requires is in the record, and nothing else (backends: optional
+    # in the schema, added later; the daemon always sends it)
+    assert set(snap) == set(schema("telemetry")["required"]) | {"backends"}
 
 
 # --- the request event ---------------------------------------------------------------------------
@@ -610,8 +637,9 @@ def test_schema_properties_are_what_the_reporter_emits(tmp_path: Path) -> None:
     keys |= set(reporter.event(request(), None, Timeout("late")))
     assert set(schema("request-event")["properties"]) == keys | {"historical", "spool_seq"}
     snap_keys = set(make_reporter(tmp_path, None, Clock()).snapshot())
-    assert set(schema("telemetry")["properties"]) == snap_keys | {"historical", "spool_seq"}
-    assert set(schema("telemetry")["required"]) == snap_keys
+    optional = {"historical", "spool_seq", "backends"}
+    assert set(schema("telemetry")["properties"]) == snap_keys | optional
+    assert set(schema("telemetry")["required"]) == snap_keys - {"backends"}
 
 
 # --- replayed records: historical and spool_seq --------------------------------------------------

@@ -108,7 +108,7 @@ def test_without_any_safe_address_the_rejection_has_no_reply() -> None:
         ({"prompt": "hi", "max_tokens": 10**9}, "max_tokens"),
         ({"prompt": "hi", "temperature": 9}, "temperature"),
         ({"prompt": "hi", "stream": "yes"}, "stream"),
-        ({"prompt": "hi", "route": "moon"}, "route"),
+        ({"prompt": "hi", "route": "Moon!"}, "route"),
         ({"prompt": "hi", "sensitivity": "secret"}, "sensitivity"),
         ({"prompt": "hi", "deadline_ms": -1}, "deadline_ms"),
         ({"prompt": "hi", "deadline_ms": 10**10}, "deadline_ms"),
