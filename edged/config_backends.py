@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from edged.config_accel import OFFLOAD_KEYS, OffloadSettings
+
 if TYPE_CHECKING:
     from edged.config import CloudConfig, Config
 
@@ -53,8 +55,9 @@ def api_key_credential(name: str) -> str:
     return f"{name}-api-key"
 
 
-class NamedBackendConfig(BaseModel):
-    """One ``[backends.NAME]`` table."""
+class NamedBackendConfig(OffloadSettings):
+    """One ``[backends.NAME]`` table. A ``llama`` one may set the GPU offload keys of
+    ``[local]`` (edged/config_accel.py); those it leaves unset are ``[local]``'s."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -111,6 +114,12 @@ class NamedBackendConfig(BaseModel):
                 raise ValueError("kind 'llama' runs on this device: trust must be 'device'")
             if self.base_url is not None:
                 raise ValueError("kind 'llama' has no base_url")
+        if self.kind == "openai":
+            set_here = [k for k in OFFLOAD_KEYS if getattr(self, k) is not None]
+            if set_here:
+                raise ValueError(
+                    f"kind 'openai' runs elsewhere: {', '.join(set_here)} are for llama"
+                )
         if self.kind == "openai" and self.trust == "device":
             raise ValueError("kind 'openai' is a server: trust must be 'lan' or 'public'")
         return self

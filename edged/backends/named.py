@@ -13,6 +13,7 @@ from pathlib import Path
 from edged.backends.base import LOCAL_KINDS, Backend, BackendSpec, build
 from edged.backends.resident import Residency, Resident, mem_available_mb
 from edged.config import Config
+from edged.config_accel import OFFLOAD_KEYS
 from edged.config_backends import NamedBackendConfig, as_cloud_config
 
 #: A model's name from the manifest -> its file on disk (raises ModelError when missing).
@@ -32,8 +33,9 @@ def build_one(
         from edged.backends.cloud import CloudBackend
 
         return CloudBackend(name=name, cfg=as_cloud_config(name, b))
+    offload = {k: getattr(b, k) for k in OFFLOAD_KEYS if getattr(b, k) is not None}
     local = cfg.local.model_copy(
-        update={"model": b.model, "n_threads": b.n_threads or cfg.local.n_threads}
+        update={"model": b.model, "n_threads": b.n_threads or cfg.local.n_threads, **offload}
     )
     kind = LOCAL_KINDS[("llama", cfg.local.isolation)]
     spec_cfg = cfg.model_copy(update={"local": local})

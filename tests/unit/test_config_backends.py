@@ -94,9 +94,29 @@ def test_backends_from_the_environment_as_json() -> None:
             '[backends.edge]\nkind = "openai"\ntrust = "lan"\nbase_url = "u"\nmodel = "m"\nx = 1',
             "unknown key",
         ),
+        (
+            '[backends.edge]\nkind = "openai"\ntrust = "lan"\nbase_url = "u"\nmodel = "m"\n'
+            "n_gpu_layers = -1",
+            "n_gpu_layers are for llama",
+        ),
     ],
 )
 def test_bad_tables_are_refused_with_the_key(tmp_path: Path, table: str, why: str) -> None:
     with pytest.raises(ConfigError, match="backends") as e:
         load_config(write(tmp_path, table), environ={})
     assert why in str(e.value)
+
+
+def test_a_llama_backend_sets_its_own_offload_and_inherits_the_rest(tmp_path: Path) -> None:
+    from edged.backends.named import build_one
+
+    text = (
+        "[local]\nflash_attn = true\nuse_mlock = true\n"
+        '[backends.gemma]\nkind = "llama"\ntrust = "device"\nmodel = "gemma3-270m"\n'
+        "n_gpu_layers = 12\n"
+    )
+    cfg = load_config(write(tmp_path, text), environ={})
+    backend = build_one("gemma", cfg.backends["gemma"], cfg, lambda _: tmp_path / "m.gguf")
+    local = backend._cfg  # type: ignore[attr-defined]  # what the worker is started with
+    assert (local.n_gpu_layers, local.flash_attn, local.use_mlock) == (12, True, True)
+    assert local.model == "gemma3-270m"
