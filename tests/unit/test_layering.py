@@ -18,6 +18,7 @@ BASE = {
     "edged.config_ingress",  # [ingress] models, split out of config.py (which re-exports them)
     "edged.config_accel",  # the [local] offload keys, split out of config.py likewise
     "edged.config_sessions",  # [local] session cache keys, split out of config.py
+    "edged.config_agent",  # [agent] and [tools.NAME] (device tools), split out likewise
     "edged.aio",
     "edged.logs",
     "edged.store",
@@ -44,6 +45,8 @@ STAGES = {
     "embeddings": BASE | {"edged.models"},
     "ingress": BASE | {"edged.mqtt.link", "edged.mqtt.topics", TOOLS},
     "mqtt": BASE,
+    # the agent loop: device tools' topics, validation of their calls (edged.tools)
+    "agent": BASE | {TOOLS},
 }
 
 
