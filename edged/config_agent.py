@@ -117,7 +117,8 @@ def template_problem(template: str, declared: set[str]) -> str | None:
         return "contains an MQTT wildcard"
     if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in literal):
         return "contains control characters"
-    if "{" in template.split("/")[0] or not template.split("/")[0]:
+    first = template.split("/", maxsplit=1)[0]
+    if "{" in first or not first:
         return "the first topic level must be literal text (no placeholder)"
     for name in placeholders(template):
         if name not in declared:
@@ -147,8 +148,7 @@ def check_tools_topics(
                 continue
             if template.split("/")[0] == topic_prefix:
                 raise ValueError(
-                    f"tools.{name}.{key}: {template!r} is under edged's own prefix "
-                    f"{topic_prefix!r}"
+                    f"tools.{name}.{key}: {template!r} is under edged's own prefix {topic_prefix!r}"
                 )
             if not any(_under(template, p) for p in prefixes):
                 raise ValueError(

@@ -10,6 +10,7 @@ template's levels, and starts with the text before its first placeholder.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from edged.config_agent import PLACEHOLDER_RE
@@ -44,7 +45,7 @@ def level_value(name: str, value: Any) -> str:
 
 def json_finite(value: int | float) -> bool:
     """True for a number JSON can write (not NaN or an infinity)."""
-    return isinstance(value, int) or value == value and abs(value) != float("inf")
+    return isinstance(value, int) or math.isfinite(value)
 
 
 def fill_topic(template: str, arguments: dict[str, Any]) -> str:

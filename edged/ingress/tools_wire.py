@@ -15,7 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edged.config import IngressConfig, ToolConfig
+from edged.config import IngressConfig
+from edged.config_agent import ToolConfig
 from edged.errors import BadRequest
 from edged.tools.schema import (
     NO_PARAMETERS,

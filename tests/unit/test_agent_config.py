@@ -15,7 +15,10 @@ LIGHT = {
     "description": "Switch a room's light on or off.",
     "parameters": {
         "type": "object",
-        "properties": {"room": {"type": "string", "enum": ["kitchen", "hall"]}, "on": {"type": "boolean"}},
+        "properties": {
+            "room": {"type": "string", "enum": ["kitchen", "hall"]},
+            "on": {"type": "boolean"},
+        },
         "required": ["room", "on"],
     },
     "topic": "home/{room}/light/set",
@@ -23,6 +26,11 @@ LIGHT = {
     "timeout_s": 3,
 }
 
+# the issue's line, as pinned (one TOML inline table on one line)
+PARAMETERS = (
+    '{ type = "object", properties = { room = { type = "string", enum = ["kitchen", "hall"] }, '
+    'on = { type = "boolean" } }, required = ["room", "on"] }'
+)
 PINNED = """
 [agent]
 tool_topic_prefixes = ["home/"]
@@ -30,11 +38,11 @@ max_steps = 4
 
 [tools.light_set]
 description = "Switch a room's light on or off."
-parameters = { type = "object", properties = { room = { type = "string", enum = ["kitchen", "hall"] }, on = { type = "boolean" } }, required = ["room", "on"] }
+parameters = PARAMETERS
 topic = "home/{room}/light/set"
 reply_topic = "home/{room}/light/state"
 timeout_s = 3
-"""
+""".replace("PARAMETERS", PARAMETERS)
 
 
 def cfg(**over: Any) -> Config:
@@ -71,7 +79,10 @@ def test_defaults_offer_no_device_tools() -> None:
         ({"reply_topic": "garden/{room}"}, "reply_topic"),
         ({"reply_topic": "edged/dev/x"}, "edged's own prefix"),
         ({"parameters": {"type": "string"}}, "object schema"),
-        ({"parameters": {"type": "object", "properties": {"r": {"type": "string", "pattern": "x"}}}}, "pattern"),
+        (
+            {"parameters": {"type": "object", "properties": {"r": {"pattern": "x"}}}},
+            "pattern",
+        ),
         ({"timeout_s": 0}, "timeout_s"),
         ({"extra": 1}, "extra"),
     ],
@@ -108,7 +119,7 @@ def test_bad_prefixes_are_refused(prefix: str) -> None:
 def test_a_bad_name_is_refused(tmp_path: Path) -> None:
     p = tmp_path / "edged.toml"
     p.write_text('[agent]\ntool_topic_prefixes = ["home/"]\n[tools."a b"]\ntopic = "home/x"\n')
-    with pytest.raises(ConfigError, match="tools: .*a tool name"):
+    with pytest.raises(ConfigError, match=r"tools: .*a tool name"):
         load_config(p, environ={})
 
 

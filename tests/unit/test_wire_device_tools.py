@@ -28,6 +28,7 @@ CFG = Config(
     agent={"tool_topic_prefixes": ["home/"]},
     tools={"light_set": LIGHT, "door_lock": {"topic": "home/door/lock"}},
 )
+LIGHTS = {"device_tools": ["light_set"]}
 ALARM = {"type": "function", "function": {"name": "set_alarm"}}
 
 
@@ -69,10 +70,10 @@ def test_no_device_tools_by_default() -> None:
 @pytest.mark.parametrize(
     ("body", "words"),
     [
-        ({"device_tools": ["unlock_door"]}, "device_tools[0]: \"unlock_door\" is not a device tool"),
-        ({"device_tools": ["light_set", "light_set"]}, "device_tools[1]: 'light_set' is named twice"),
+        ({"device_tools": ["unlock_door"]}, '[0]: "unlock_door" is not a device tool'),
+        ({"device_tools": ["light_set", "light_set"]}, "[1]: 'light_set' is named twice"),
         (
-            {"tools": [{"type": "function", "function": {"name": "light_set"}}], "device_tools": ["light_set"]},
+            {"tools": [{"type": "function", "function": {"name": "light_set"}}], **LIGHTS},
             "also a client tool",
         ),
         ({"device_tools": "light_set"}, "device_tools"),
@@ -100,5 +101,6 @@ def test_device_tools_count_against_max_tools() -> None:
 def test_the_journal_keeps_device_tools() -> None:
     r = parse({"device_tools": ["light_set"]})
     assert isinstance(r, Request)
-    back = request_from_record(json.loads(json.dumps(request_record(r, 100.0, 1000.0))), 100.0, 1000.0)
+    record = json.loads(json.dumps(request_record(r, 100.0, 1000.0)))
+    back = request_from_record(record, 100.0, 1000.0)
     assert back.device_tools == ("light_set",) and back.tools == r.tools
