@@ -228,10 +228,10 @@ class Pipeline:
                             # the one point a call is checked before it may leave the device
                             # (whole, never fragments): valid, then decided by the tool rules
                             # (device tools' calls are decided one by one by the agent loop)
-                            calls = validate_calls(request, ev.calls)
-                            device = tuple(c for c in calls if c.name in request.device_tools)
-                            if len(device) < len(calls):  # client calls end the turn alone
-                                client = tuple(c for c in calls if c not in device)
+                            valid = validate_calls(request, ev.calls)
+                            device = tuple(c for c in valid if c.name in request.device_tools)
+                            client = tuple(c for c in valid if c not in device)
+                            if client:  # client calls end the turn alone
                                 calls, device = guardian.check_calls(request, client, verdict), ()
                             if first is None:
                                 first = time.monotonic()
