@@ -27,7 +27,7 @@ from edged.config import Config
 from edged.errors import BadRequest, EdgedError, TooLarge
 from edged.ingress import tools_wire
 from edged.ingress.tools_wire import MessageBody
-from edged.report import result_fields
+from edged.report import result_fields, steps_field
 from edged.tools.validate import parse_json
 from edged.types import ChatMessage, ReplyAddress, Request, Result, ToolCall
 
@@ -403,5 +403,6 @@ def encode_result(result: Result) -> bytes:
             "text": result.text,
             "tool_calls": encode_tool_calls(result.tool_calls),
             **result_fields(result),
+            **steps_field(result.steps),
         }
     )

@@ -3,6 +3,7 @@ beside the client's tools; unknown names are bad_request; the journal keeps them
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from edged.config import Config
 from edged.ingress import wire
 from edged.ingress.journal import request_from_record, request_record
-from edged.types import Request, ToolChoice
+from edged.types import AgentStep, Request, ToolChoice
 
 LIGHT = {
     "description": "Switch a room's light on or off.",
@@ -104,3 +105,26 @@ def test_the_journal_keeps_device_tools() -> None:
     record = json.loads(json.dumps(request_record(r, 100.0, 1000.0)))
     back = request_from_record(record, 100.0, 1000.0)
     assert back.device_tools == ("light_set",) and back.tools == r.tools
+
+
+def test_a_result_with_steps_encodes_them_and_validates() -> None:
+    from tests.unit.test_schemas import MEASURED, TIMINGS, _result, assert_valid
+
+    base = _result(MEASURED, None, TIMINGS[0])
+    body = json.loads(wire.encode_result(base))
+    assert "steps" not in body  # no device-tool call: the key is left out
+    steps = (
+        AgentStep("light_set", "allow", (), 12.34567, "ok"),
+        AgentStep("unlock_door", "block", ("door.never",), None, "not_run"),
+        AgentStep("light_set", "allow", ("light.ok",), 3000.1, "timeout"),
+    )
+    body = json.loads(wire.encode_result(dataclasses.replace(base, steps=steps)))
+    assert body["steps"][0] == {
+        "tool": "light_set",
+        "decision": "allow",
+        "rules": [],
+        "latency_ms": 12.346,
+        "outcome": "ok",
+    }
+    assert body["steps"][1]["rules"] == ["door.never"] and body["steps"][1]["latency_ms"] is None
+    assert_valid("result", body)
