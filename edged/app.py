@@ -21,6 +21,8 @@ from typing import Any
 
 from edged import __version__
 from edged.accel import board_profile, with_board_defaults
+from edged.agent.loop import Agent
+from edged.agent.mqtt_executor import MqttToolExecutor
 from edged.aio import retire
 from edged.backends.base import CLOUD_KIND, LOCAL_KINDS, Backend, BackendSpec, build, factory
 from edged.backends.supervisor import Supervisor
@@ -77,11 +79,14 @@ class App:
             self.backends[CLOUD] = build(CLOUD_KIND, BackendSpec(CLOUD, cfg))
         self.embedder = LazyEmbedder(cfg)
         self.device_figures = load_figures(cfg)  # from `edged bench --write-profile`
+        # device tools ([tools.NAME]): published on this daemon's link (docs/agents.md)
+        self.tools = MqttToolExecutor(cfg.tools, lambda t, p: self.link.publish(t, p, qos=1))
         self.pipeline = Pipeline(
             guardian=PassGuardian(),
             router=self.build_router(cfg, semantic=False),
             backends=self.backends,
             meter=NullMeter(),
+            agent=Agent(cfg.tools, self.tools, cfg.agent.max_steps) if cfg.tools else None,
         )
         self.link = daemon_link(
             cfg,
@@ -116,6 +121,7 @@ class App:
         subs = [(self.topics.request, 1), (self.topics.cancel, 1)]
         if cfg.power.source == "mqtt" and cfg.power.mqtt_topic:
             subs.append((cfg.power.mqtt_topic, 0))  # an external power meter
+        subs.extend((t, 0) for t in self.tools.subscriptions)  # device tools' replies
         return tuple(subs)
 
     def _build_sampler(self) -> Sampler:
@@ -186,6 +192,9 @@ class App:
             source = self.sampler.source if self.sampler else None
             if isinstance(source, FedSource):
                 source.feed(msg.payload)
+            self.link.ack_when_done(msg)()
+            return
+        if self.tools.on_message(msg.topic, msg.payload, msg.retain):  # a device tool's reply
             self.link.ack_when_done(msg)()
             return
         self.ingress.on_message(msg)

@@ -154,8 +154,11 @@ class Agent:
     ) -> tuple[str, AgentStep]:
         """Decide and run one call: the tool turn's content, and the step."""
         request = verdict.request
-        tool = self.tools[call.name]
         before = dict(verdict.tools)
+        tool = self.tools.get(call.name)
+        if tool is None:  # a reload named a tool this loop was not built with
+            why = f"{call.name!r} is not a device tool of this running daemon (restart it)"
+            return _result("refused", why), AgentStep(call.name, "refused", (), None, "not_run")
         try:
             released = guardian.check_calls(request, (call,), verdict)
         except Blocked as e:
