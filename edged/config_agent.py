@@ -49,6 +49,13 @@ class AgentConfig(_Model):
         "prefixes; never under edged's own mqtt.topic_prefix. Empty: no device tools.",
     )
     max_steps: int = Field(4, ge=1, le=32, description="Model turns per request, at most.")
+    confirm_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="How long a device-tool call released by a guardian confirm rule waits for "
+        "the app's approval on edged/<device_id>/confirm; no answer in time is a denial.",
+    )
 
     @field_validator("tool_topic_prefixes")
     @classmethod

@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Literal, Protocol, TypeVar
 
 from edged.config_agent import ToolConfig
 from edged.errors import Blocked
@@ -46,6 +46,14 @@ class ToolExecutor(Protocol):
         self, topic: str, payload_json: str, reply_topic: str | None, timeout_s: float
     ) -> str | None:
         """The tool's result text, or None when no reply came in time."""
+        ...
+
+
+class Approver(Protocol):
+    """Asks the app before a call a guardian ``confirm`` rule released is run."""
+
+    async def approve(self, request: Request, call: ToolCall, rules: tuple[str, ...]) -> bool:
+        """True once approved; False when denied or not answered in time."""
         ...
 
 
@@ -99,11 +107,16 @@ class Agent:
     """The device tools of this device, the executor that runs them, and the step limit."""
 
     def __init__(
-        self, tools: Mapping[str, ToolConfig], executor: ToolExecutor, max_steps: int
+        self,
+        tools: Mapping[str, ToolConfig],
+        executor: ToolExecutor,
+        max_steps: int,
+        approver: Approver | None = None,
     ) -> None:
         self.tools = tools
         self.executor = executor
         self.max_steps = max_steps
+        self.approver = approver  # None: a confirm call is never run (fail closed)
 
     async def run(
         self,
@@ -167,11 +180,6 @@ class Agent:
                 call.name, "block", rules, None, "not_run"
             )
         rules = _fired(before, verdict.tools)
-        if released and released[0].confirm:  # no approval round trip yet: fail closed
-            why = "this call needs the user's confirmation; it was not run"
-            return _result("not_confirmed", why), AgentStep(
-                call.name, "confirm", rules, None, "not_run"
-            )
         arguments = parse_json(call.arguments)  # validated against the tool's schema
         try:
             topic = fill_topic(tool.topic, arguments)
@@ -181,16 +189,24 @@ class Agent:
             return _result("refused", f"not run: {e}"), AgentStep(
                 call.name, "refused", rules, None, "not_run"
             )
+        decision: Literal["allow", "confirm"] = "allow"
+        if released and released[0].confirm:  # ask first; no approval in time is a denial
+            decision = "confirm"
+            if self.approver is None or not await self.approver.approve(request, call, rules):
+                why = "the user did not approve this call; it was not run"
+                return _result("not_confirmed", why), AgentStep(
+                    call.name, "confirm", rules, None, "not_run"
+                )
         t0 = time.monotonic()
         got = await self.executor.call(topic, call.arguments, reply, tool.timeout_s)
         latency_ms = (time.monotonic() - t0) * 1000
         if got is None:
             why = f"no reply on {reply} within {tool.timeout_s:g} s"
             return _result("timeout", why), AgentStep(
-                call.name, "allow", rules, latency_ms, "timeout"
+                call.name, decision, rules, latency_ms, "timeout"
             )
         content = got if reply is not None else json.dumps({"status": "sent", "topic": topic})
-        return _cut(content), AgentStep(call.name, "allow", rules, latency_ms, "ok")
+        return _cut(content), AgentStep(call.name, decision, rules, latency_ms, "ok")
 
 
 def _fired(before: Mapping[str, int], after: Mapping[str, int]) -> tuple[str, ...]:

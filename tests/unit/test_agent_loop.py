@@ -32,6 +32,7 @@ from edged.types import (
     ReplyAddress,
     Request,
     Result,
+    RouteHint,
     Started,
     StreamEvent,
     TextDelta,
@@ -123,14 +124,14 @@ def light(room: str = "kitchen", cid: str = "call_1") -> ToolCall:
     return ToolCall(cid, "light_set", json.dumps({"room": room, "on": True}))
 
 
-def request(*device: str, route: str = "auto", client: tuple[ToolSpec, ...] = ()) -> Request:
+def request(*device: str, route: RouteHint = "auto", client: tuple[ToolSpec, ...] = ()) -> Request:
     return Request(
         id="a1",
         messages=(ChatMessage("user", "switch the kitchen light on"),),
         max_tokens=64,
         temperature=0.0,
         stream=True,
-        route=route,  # type: ignore[arg-type]
+        route=route,
         sensitivity="normal",
         reply=ReplyAddress("reply/x"),
         received_at_s=time.monotonic(),
