@@ -37,6 +37,7 @@ TOOLS = {
         "timeout_s": 5,
     },
     "unlock_door": {"description": "Unlock the front door.", "topic": "home/door/unlock"},
+    "heater_set": {"description": "Switch the heater on.", "topic": "home/heater/set"},
     "fan_set": {
         "description": "Switch the fan.",
         "topic": "home/fan/set",
@@ -50,6 +51,12 @@ id = "door.never"
 kind = "tool"
 tools = ["unlock_door"]
 action = "block"
+
+[[rule]]
+id = "heater.ask"
+kind = "tool"
+tools = ["heater_set"]
+action = "confirm"
 """
 
 
@@ -196,3 +203,33 @@ def test_no_reply_in_time_becomes_a_tool_result(
     assert content["error"] == "timeout" and "home/fan/state" in content["message"]
     assert res["steps"][0]["outcome"] == "timeout"
     assert res["text"] == "The fan did not answer."
+
+
+@pytest.mark.parametrize("approve", [True, False])
+def test_a_confirm_call_waits_for_the_apps_approval(
+    broker: Broker, agent_daemon: Daemon, cloud: ScriptedCloud, approve: bool
+) -> None:
+    cloud.script(
+        called("heater_set", {}, "call_h"),
+        stream(text("Done." if approve else "Not switched."), finish("stop")),
+    )
+    d = agent_daemon
+    rid = uuid.uuid4().hex[:10]
+    body = {"id": rid, "prompt": "Heat.", "route": "cloud", "device_tools": ["heater_set"]}
+    with Device(broker.port) as dev, Client(broker.port) as c:
+        c.subscribe("reply/agent")
+        c.publish(f"edged/{d.device_id}/request", json.dumps(body), response_topic="reply/agent")
+        asked = c.get(timeout_s=30).json()
+        assert asked["type"] == "confirm" and asked["id"] == rid, asked
+        assert asked["call_id"] == "call_h" and asked["tool"] == "heater_set"
+        assert asked["rules"] == ["heater.ask"]
+        time.sleep(0.3)
+        assert "home/heater/set" not in dev.topics(), "nothing acts before the approval"
+        answer = {"id": rid, "call_id": "call_h", "approve": approve}
+        c.publish(f"edged/{d.device_id}/confirm", json.dumps(answer))
+        final = c.collect(rid, timeout_s=30)[-1].json()
+        time.sleep(0.3)
+    assert final["type"] == "result", final
+    assert ("home/heater/set" in dev.topics()) is approve
+    step = final["steps"][0]
+    assert step["decision"] == "confirm" and step["outcome"] == ("ok" if approve else "not_run")
