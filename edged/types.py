@@ -271,8 +271,8 @@ class Timing:
 
 @dataclass(frozen=True, slots=True)
 class AgentStep:
-    """One device-tool call of the agent loop: its decision (``allow``, ``confirm``,
-    ``block``, or ``refused`` when its topic could not be filled), the guardian rule ids,
+    """One device-tool call of the agent loop: its decision (``allow``, ``confirm`` (run
+    only once the app approved), ``block``, or ``refused`` when its topic could not be filled), the guardian rule ids,
     and how long it took (None when it was never executed)."""
 
     tool: str
