@@ -271,9 +271,9 @@ class Timing:
 
 @dataclass(frozen=True, slots=True)
 class AgentStep:
-    """One device-tool call of the agent loop: its decision (``allow``, ``confirm`` (run
-    only once the app approved), ``block``, or ``refused`` when its topic could not be filled), the guardian rule ids,
-    and how long it took (None when it was never executed)."""
+    """One device-tool call of the agent loop: its decision (``allow``; ``confirm``: run
+    only once the app approved; ``block``; ``refused``: its topic could not be filled), the
+    guardian rule ids, and how long it took (None when it was never executed)."""
 
     tool: str
     decision: Literal["allow", "block", "confirm", "refused"]
