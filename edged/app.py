@@ -89,7 +89,7 @@ class App:
             router=self.build_router(cfg, semantic=False),
             backends=self.backends,
             meter=NullMeter(),
-            agent=agent if cfg.tools else None,
+            agent=agent,  # with no [tools], ingress refuses every device_tools name
         )
         self.link = daemon_link(
             cfg,

@@ -305,3 +305,14 @@ def test_a_forced_device_call_is_not_forced_again() -> None:
     res = serve(req, local, Recorder())
     assert isinstance(res, Result), res
     assert local.requests[1].tool_choice == ToolChoice("auto")
+
+
+def test_a_tool_result_an_input_block_rule_fires_on_ends_the_request_blocked() -> None:
+    g = RuleGuardian(load_packs([ROOT / "configs/guardian/examples/phrases.toml"]))
+    notes = ToolCall("call_n", "notes", "{}")
+    local = Turns("local", calls(notes), answer("never asked"))
+    ex = Recorder({"home/notes/value": "the launch codes are 1234"})
+    err = serve(request("notes"), local, ex, guardian=g)
+    assert isinstance(err, EdgedError) and err.code == "blocked", err
+    assert "phrase.launch-codes" in err.message
+    assert len(local.requests) == 1, "the model never read the result"
