@@ -37,6 +37,11 @@ TOOLS = {
         "timeout_s": 5,
     },
     "unlock_door": {"description": "Unlock the front door.", "topic": "home/door/unlock"},
+    "notes_get": {
+        "description": "Read the fridge notes.",
+        "topic": "home/notes/get",
+        "reply_topic": "home/notes/value",
+    },
     "heater_set": {"description": "Switch the heater on.", "topic": "home/heater/set"},
     "fan_set": {
         "description": "Switch the fan.",
@@ -58,6 +63,10 @@ kind = "tool"
 tools = ["heater_set"]
 action = "confirm"
 """
+
+
+NOTE = "Call Alice at alice@example.com about the party."
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Device:
@@ -90,6 +99,8 @@ class Device:
                 continue
             self.seen.append(msg)
             levels = msg.topic.split("/")
+            if msg.topic == "home/notes/get":
+                self.client.publish("home/notes/value", NOTE, wait=False)
             if len(levels) == 4 and levels[2:] == ["light", "set"]:
                 on = json.loads(msg.payload)["on"]
                 state = json.dumps({"state": "on" if on else "off"})
@@ -121,7 +132,7 @@ def agent_daemon(
         EDGED_CLOUD__RETRIES="0",
         EDGED_AGENT__TOOL_TOPIC_PREFIXES='["home/"]',
         EDGED_TOOLS=json.dumps(TOOLS),
-        EDGED_GUARDIAN__PACKS=json.dumps([str(pack)]),
+        EDGED_GUARDIAN__PACKS=json.dumps([str(pack), str(ROOT / "configs/guardian/default.toml")]),
     )
 
 
@@ -233,3 +244,19 @@ def test_a_confirm_call_waits_for_the_apps_approval(
     assert ("home/heater/set" in dev.topics()) is approve
     step = final["steps"][0]
     assert step["decision"] == "confirm" and step["outcome"] == ("ok" if approve else "not_run")
+
+
+def test_personal_data_in_a_tool_result_never_reaches_the_remote(
+    broker: Broker, agent_daemon: Daemon, cloud: ScriptedCloud
+) -> None:
+    cloud.script(
+        called("notes_get", {}, "call_n"),
+        stream(text("the remote must not be asked again"), finish("stop")),
+    )
+    with Device(broker.port):
+        res = ask(broker, agent_daemon, "Read my fridge notes.", ["notes_get"])
+    assert len(cloud.bodies) == 1, "the later turn stayed on the device"
+    assert "alice@example.com" not in json.dumps(cloud.bodies)
+    assert res["route"]["backend"] == "local"
+    assert "pii.input.local" in res["guardian"]["input"]
+    assert res["steps"][0]["outcome"] == "ok"
