@@ -316,3 +316,13 @@ def test_a_tool_result_an_input_block_rule_fires_on_ends_the_request_blocked() -
     assert isinstance(err, EdgedError) and err.code == "blocked", err
     assert "phrase.launch-codes" in err.message
     assert len(local.requests) == 1, "the model never read the result"
+
+
+def test_an_invalid_device_call_ends_the_request_and_nothing_runs() -> None:
+    bad = ToolCall("call_b", "light_set", '{"room": "kitchen"}')  # "on" is required
+    local = Turns("local", calls(light(cid="call_ok"), bad))
+    ex = Recorder()
+    err = serve(request("light_set"), local, ex)
+    assert isinstance(err, EdgedError) and err.code == "tool_call_invalid", err
+    assert "'on' is a required property" in err.message
+    assert ex.calls == []
