@@ -21,6 +21,9 @@ from typing import Any
 
 from edged import __version__
 from edged.accel import board_profile, with_board_defaults
+from edged.agent.confirm import MqttApprover
+from edged.agent.loop import Agent
+from edged.agent.mqtt_executor import MqttToolExecutor
 from edged.aio import retire
 from edged.backends.base import CLOUD_KIND, LOCAL_KINDS, Backend, BackendSpec, build, factory
 from edged.backends.named import build_named
@@ -52,7 +55,7 @@ from edged.telemetry.presence import status_payload
 from edged.telemetry.reporter import EnergyCounter, Reporter
 from edged.telemetry.spool import Spool
 from edged.telemetry.stats import backends_report, build_stats
-from edged.types import CLOUD, LOCAL, PowerState, ToolDecision
+from edged.types import CLOUD, LOCAL, PowerState, ReplyAddress, ToolDecision
 
 log = logging.getLogger("edged.app")
 
@@ -81,11 +84,16 @@ class App:
         self.backends.update(build_named(cfg, lambda m: model_file(cfg, m)))  # [backends.NAME]
         self.embedder = LazyEmbedder(cfg)
         self.device_figures = load_figures(cfg)  # from `edged bench --write-profile`
+        # device tools ([tools.NAME]): published on this daemon's link (docs/agents.md)
+        self.tools = MqttToolExecutor(cfg.tools, lambda t, p: self.link.publish(t, p, qos=1))
+        self.approver = MqttApprover(self._publish_reply, cfg.agent.confirm_timeout_s)
+        agent = Agent(cfg.tools, self.tools, cfg.agent.max_steps, self.approver)
         self.pipeline = Pipeline(
             guardian=PassGuardian(),
             router=self.build_router(cfg, semantic=False),
             backends=self.backends,
             meter=NullMeter(),
+            agent=agent,  # with no [tools], ingress refuses every device_tools name
         )
         self.link = daemon_link(
             cfg,
@@ -121,6 +129,9 @@ class App:
         subs = [(self.topics.request, 1), (self.topics.cancel, 1)]
         if cfg.power.source == "mqtt" and cfg.power.mqtt_topic:
             subs.append((cfg.power.mqtt_topic, 0))  # an external power meter
+        subs.extend((t, 0) for t in self.tools.subscriptions)  # device tools' replies
+        if cfg.tools:
+            subs.append((self.topics.confirm, 1))  # the app's approvals of confirm calls
         return tuple(subs)
 
     def _build_sampler(self) -> Sampler:
@@ -195,7 +206,18 @@ class App:
                 source.feed(msg.payload)
             self.link.ack_when_done(msg)()
             return
+        if self.tools.on_message(msg.topic, msg.payload, msg.retain):  # a device tool's reply
+            self.link.ack_when_done(msg)()
+            return
+        if msg.topic == self.topics.confirm:
+            self.approver.on_confirm(msg.payload)
+            self.link.ack_when_done(msg)()
+            return
         self.ingress.on_message(msg)
+
+    def _publish_reply(self, reply: ReplyAddress, payload: bytes) -> None:
+        qos = self.cfg.mqtt.reply_qos
+        self.link.publish(reply.topic, payload, qos=qos, correlation_data=reply.correlation_data)
 
     def _on_connected(self, session_present: bool) -> None:
         self.notifier.status(self._serving_status())

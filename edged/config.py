@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edged.config_accel import OffloadSettings as OffloadSettings  # noqa: PLC0414 (re-export)
+from edged.config_agent import AgentConfig, AgentField, ToolConfig, ToolsField  # [agent], [tools]
 from edged.config_backends import API_KEY_ENV_RE, NamedBackends, OffloadReason, TierPolicy
 from edged.config_http import HttpConfig as HttpConfig  # noqa: PLC0414 (re-export)
 from edged.config_ingress import IngressConfig as IngressConfig  # noqa: PLC0414 (re-export)
@@ -344,6 +345,8 @@ class Config(_Model):
     guardian: GuardianConfig = Field(default_factory=GuardianConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     backends: NamedBackends = Field(default_factory=dict, description="[backends.NAME] tables.")
+    agent: AgentField = Field(default_factory=AgentConfig)  # after mqtt: checked against it
+    tools: ToolsField = Field(default_factory=dict[str, ToolConfig])  # device tools (agents.md)
 
     @field_validator("device_id")
     @classmethod

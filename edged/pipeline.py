@@ -15,6 +15,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Protocol
 
+from edged.agent.loop import Agent, AgentRun
 from edged.aio import CancelScope, cancel_scope, deadline, take_cancel
 from edged.backends.base import Backend
 from edged.energy.meter import Meter
@@ -22,6 +23,7 @@ from edged.errors import BackendFailed, EdgedError, Internal, ToolCallInvalid
 from edged.guardian import Guardian
 from edged.tools.validate import check_no_call_owed, validate_calls, validate_text
 from edged.types import (
+    AgentStep,
     CloudUsage,
     EnergyReport,
     Finished,
@@ -97,6 +99,10 @@ class _Outcome:
     started_at_s: float | None
     first_text_at_s: float | None
     tool_calls: tuple[ToolCall, ...] = ()
+    steps: tuple[AgentStep, ...] = ()
+    #: Calls of device tools (``Request.device_tools``), for the agent loop to run.
+    device_calls: tuple[ToolCall, ...] = ()
+    route: RouteDecision | None = None
 
 
 class Pipeline:
@@ -110,12 +116,14 @@ class Pipeline:
         backends: Mapping[str, Backend],
         meter: Meter,
         observer: Observer | None = None,
+        agent: Agent | None = None,
     ) -> None:
         self.guardian = guardian
         self.router = router
         self.backends = backends
         self.meter = meter
         self.observer = observer
+        self.agent = agent  # device tools (edged.agent): None when the device has none
 
     async def handle(self, request: Request, reply: ReplySink) -> None:
         """Serve one request; always ends with exactly one ``result`` or ``error``."""
@@ -124,13 +132,17 @@ class Pipeline:
         try:
             async with deadline(request.deadline_at_s):
                 verdict = await guardian.check_input(request)  # guardian in
-                route = await self.router.route(verdict.request, verdict)  # router
-                try:
-                    out = await self._serve(route, verdict, guardian, reply)
-                except BackendFailed as failed:  # before any text: the router may go elsewhere
-                    route = self.router.fallback(route, failed, verdict)
-                    out = await self._serve(route, verdict, guardian, reply)
-                self.router.served(route, out.usage)
+                out = await self._turn(verdict, guardian, reply)  # router .. responder
+                if out.device_calls:  # device tools: edged acts, then asks the model again
+                    run = await self._agent().run(
+                        verdict,
+                        (out, out.device_calls, out.text),
+                        lambda v: self._agent_turn(v, guardian, reply),
+                        guardian,
+                    )
+                    verdict, out = run.verdict, _combined(run)
+                assert out.route is not None
+                route = out.route
         except EdgedError as err:
             self._fail(request, reply, err)
             return
@@ -146,6 +158,29 @@ class Pipeline:
         reply.result(result)
         if self.observer is not None:
             self.observer(request, result, None)
+
+    async def _turn(self, verdict: Verdict, guardian: Guardian, reply: ReplySink) -> _Outcome:
+        """One model turn: router -> backend -> guardian out -> responder (one fallback)."""
+        route = await self.router.route(verdict.request, verdict)  # router
+        try:
+            out = await self._serve(route, verdict, guardian, reply)
+        except BackendFailed as failed:  # before any text: the router may go elsewhere
+            route = self.router.fallback(route, failed, verdict)
+            out = await self._serve(route, verdict, guardian, reply)
+        self.router.served(route, out.usage)
+        out.route = route
+        return out
+
+    def _agent(self) -> Agent:
+        if self.agent is None:  # ingress offers device tools only where they are configured
+            raise Internal("a device tool was called, but this pipeline has no agent loop")
+        return self.agent
+
+    async def _agent_turn(
+        self, verdict: Verdict, guardian: Guardian, reply: ReplySink
+    ) -> tuple[_Outcome, tuple[ToolCall, ...], str]:
+        out = await self._turn(verdict, guardian, reply)
+        return out, out.device_calls, out.text
 
     async def _serve(
         self, route: RouteDecision, verdict: Verdict, guardian: Guardian, reply: ReplySink
@@ -171,6 +206,7 @@ class Pipeline:
         request = verdict.request
         parts: list[str] = []
         calls: tuple[ToolCall, ...] = ()
+        device: tuple[ToolCall, ...] = ()
         started: float | None = None
         first: float | None = None
         tokens = 0  # counted, for a cancel that ends the stream before its Finished
@@ -194,16 +230,22 @@ class Pipeline:
                         elif isinstance(ev, ToolCalls):
                             # the one point a call is checked before it may leave the device
                             # (whole, never fragments): valid, then decided by the tool rules
-                            calls = validate_calls(request, ev.calls)
-                            calls = guardian.check_calls(request, calls, verdict)  # guardian tools
+                            # (device tools' calls are decided one by one by the agent loop)
+                            valid = validate_calls(request, ev.calls)
+                            device = tuple(c for c in valid if c.name in request.device_tools)
+                            client = tuple(c for c in valid if c not in device)
+                            if client:  # client calls end the turn alone
+                                calls, device = guardian.check_calls(request, client, verdict), ()
                             if first is None:
                                 first = time.monotonic()
                         elif isinstance(ev, Started):
                             started = time.monotonic()
                         elif isinstance(ev, Finished):
                             text = "".join(parts)
-                            reason, usage = _finish(request, ev, text, calls)
-                            return _Outcome(text, reason, usage, started, first, calls)
+                            reason, usage = _finish(request, ev, text, calls or device)
+                            return _Outcome(
+                                text, reason, usage, started, first, calls, device_calls=device
+                            )
             except asyncio.CancelledError:
                 if not take_cancel():  # shutdown or deadline: not the client's cancel
                     raise
@@ -237,6 +279,7 @@ class Pipeline:
             energy=energy,
             guardian=guardian,
             tool_calls=out.tool_calls,
+            steps=out.steps,
         )
 
 
@@ -253,3 +296,26 @@ def _finish(
         check_no_call_owed(request)
         validate_text(request, text)
     return ev.finish_reason, ev.usage
+
+
+def _combined(run: AgentRun[_Outcome]) -> _Outcome:
+    """The agent loop's turns as one outcome: every turn's text (as it was streamed), the
+    last turn's finish and calls, usage summed, the first turn's timings. Stopped at the
+    step limit with device calls unanswered, the answer ends short: ``length``."""
+    outs, last = run.outcomes, run.outcomes[-1]
+    prompts = [o.usage.prompt_tokens for o in outs]
+    usage = Usage(
+        None if None in prompts else sum(p or 0 for p in prompts),
+        sum(o.usage.completion_tokens for o in outs),
+    )
+    firsts = [o.first_text_at_s for o in outs if o.first_text_at_s is not None]
+    return _Outcome(
+        text="".join(o.text for o in outs),
+        finish_reason="length" if run.out_of_steps else last.finish_reason,
+        usage=usage,
+        started_at_s=outs[0].started_at_s,
+        first_text_at_s=firsts[0] if firsts else None,
+        tool_calls=last.tool_calls,
+        steps=run.steps,
+        route=last.route,
+    )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edged.types import Result
+from edged.types import AgentStep, Result
 
 
 def _ms(v: float | None) -> float | None:
@@ -42,4 +42,23 @@ def result_fields(result: Result) -> dict[str, Any]:
             "reason": e.reason,
         },
         "guardian": None if g is None else {"input": g.input, "output": g.output, "tools": g.tools},
+    }
+
+
+def steps_field(steps: tuple[AgentStep, ...]) -> dict[str, Any]:
+    """``{"steps": [...]}`` for the device-tool calls of the agent loop; ``{}`` when there
+    were none (docs/schemas/result.schema.json)."""
+    if not steps:
+        return {}
+    return {
+        "steps": [
+            {
+                "tool": s.tool,
+                "decision": s.decision,
+                "rules": list(s.rules),
+                "latency_ms": _ms(s.latency_ms),
+                "outcome": s.outcome,
+            }
+            for s in steps
+        ]
     }

@@ -175,6 +175,8 @@ class Request:
     response_format: ResponseFormat | None = None
     #: The client's conversation key (like ``id``): the local backend keeps its KV state.
     conversation: str | None = None
+    #: Names of the device tools (``[tools.NAME]``) among ``tools``: edged executes them.
+    device_tools: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +271,20 @@ class Timing:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentStep:
+    """One device-tool call of the agent loop: its decision (``allow``; ``confirm``: run
+    only once the app approved; ``block``; ``refused``: its topic could not be filled), the
+    guardian rule ids, and how long it took (None when it was never executed)."""
+
+    tool: str
+    decision: Literal["allow", "block", "confirm", "refused"]
+    rules: tuple[str, ...]
+    latency_ms: float | None
+    #: ``ok`` (a reply came, or there is no reply topic), ``timeout``, or ``not_run``.
+    outcome: Literal["ok", "timeout", "not_run"] = "ok"
+
+
+@dataclass(frozen=True, slots=True)
 class Result:
     """The final successful outcome of one request."""
 
@@ -282,6 +298,8 @@ class Result:
     guardian: GuardianReport | None
     #: The turn's validated tool calls (``finish_reason`` is then ``tool_calls``).
     tool_calls: tuple[ToolCall, ...] = ()
+    #: The device-tool calls the agent loop made, in order (empty: none).
+    steps: tuple[AgentStep, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

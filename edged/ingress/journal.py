@@ -105,6 +105,7 @@ def request_record(req: Request, now_s: float, now_unix_s: float) -> dict[str, A
         "sensitivity": req.sensitivity,
         "policy": req.policy,
         **({"conversation": req.conversation} if req.conversation is not None else {}),
+        **({"device_tools": list(req.device_tools)} if req.device_tools else {}),
         "received_unix_s": unix(req.received_at_s),
         "deadline_unix_s": None if req.deadline_at_s is None else unix(req.deadline_at_s),
         **_tool_fields(req),
@@ -205,6 +206,7 @@ def request_from_record(rec: dict[str, Any], now_s: float, now_unix_s: float) ->
         deadline_at_s=None if deadline is None else mono(deadline),
         policy=rec.get("policy"),
         conversation=rec.get("conversation"),
+        device_tools=tuple(str(n) for n in rec.get("device_tools", ())),
         **_tools_from(rec),
     )
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edged.config import IngressConfig
+from edged.config_agent import ToolConfig
 from edged.errors import BadRequest
 from edged.tools.schema import (
     NO_PARAMETERS,
@@ -190,6 +191,36 @@ def parse_tools(value: object, cfg: IngressConfig) -> tuple[ToolSpec, ...]:
         specs.append(ToolSpec(name, description or "", params))
     check_tools(specs, "tools", max_tools=cfg.max_tools, max_schema_bytes=cfg.max_schema_bytes)
     return tuple(specs)
+
+
+def offer_device_tools(
+    tools: tuple[ToolSpec, ...],
+    names: Sequence[str] | None,
+    device: dict[str, ToolConfig],
+    cfg: IngressConfig,
+) -> tuple[tuple[ToolSpec, ...], tuple[str, ...]]:
+    """``tools`` with the device tools ``names`` (``[tools.NAME]``) offered beside them, and
+    those names: each must be a device tool, named once, not also a client tool."""
+    if not names:
+        return tools, ()
+    client = {t.name for t in tools}
+    specs = list(tools)
+    for i, name in enumerate(names):
+        where = f"device_tools[{i}]"
+        tool = device.get(name)
+        if tool is None:
+            raise BadRequest(
+                f"{where}: {json.dumps(name)[:80]} is not a device tool of this device "
+                f"({sorted(device)})"
+            )
+        if name in client:
+            raise BadRequest(f"{where}: {name!r} is also a client tool in tools")
+        if name in names[:i]:
+            raise BadRequest(f"{where}: {name!r} is named twice")
+        specs.append(ToolSpec(name, tool.description, tool.parameters))
+    if len(specs) > cfg.max_tools:
+        raise BadRequest(f"tools and device_tools: {len(specs)} tools; at most {cfg.max_tools}")
+    return tuple(specs), tuple(names)
 
 
 def parse_tool_choice(value: object, tools: Sequence[ToolSpec]) -> ToolChoice | None:

@@ -27,7 +27,7 @@ from edged.config import Config
 from edged.errors import BadRequest, EdgedError, TooLarge
 from edged.ingress import tools_wire
 from edged.ingress.tools_wire import MessageBody
-from edged.report import result_fields
+from edged.report import result_fields, steps_field
 from edged.tools.validate import parse_json
 from edged.types import ChatMessage, ReplyAddress, Request, Result, ToolCall
 
@@ -58,6 +58,7 @@ class RequestBody(BaseModel):
     tools: Any = None
     tool_choice: Any = None
     response_format: Any = None
+    device_tools: list[str] | None = None  # [tools.NAME] that edged executes (agents.md)
 
     @field_validator("temperature", mode="before")
     @classmethod
@@ -299,6 +300,9 @@ def parse_request(
             assert body.prompt is not None
             messages = (ChatMessage("user", body.prompt),)
         tools = () if body.tools is None else tools_wire.parse_tools(body.tools, cfg.ingress)
+        tools, device_tools = tools_wire.offer_device_tools(
+            tools, body.device_tools, cfg.tools, cfg.ingress
+        )
         tool_choice = tools_wire.parse_tool_choice(body.tool_choice, tools)
         response_format = tools_wire.parse_response_format(body.response_format, cfg.ingress)
     except BadRequest as e:
@@ -331,6 +335,7 @@ def parse_request(
         tool_choice=tool_choice,
         response_format=response_format,
         conversation=body.conversation,
+        device_tools=device_tools,
     )
 
 
@@ -398,5 +403,6 @@ def encode_result(result: Result) -> bytes:
             "text": result.text,
             "tool_calls": encode_tool_calls(result.tool_calls),
             **result_fields(result),
+            **steps_field(result.steps),
         }
     )

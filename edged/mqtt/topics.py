@@ -28,6 +28,11 @@ class Topics:
         return f"{self.base}/cancel"
 
     @property
+    def confirm(self) -> str:
+        """Where an app answers a device tool's ``confirm`` message (docs/agents.md)."""
+        return f"{self.base}/confirm"
+
+    @property
     def status(self) -> str:
         """Retained online/offline status; ``offline`` is also the last will."""
         return f"{self.base}/status"

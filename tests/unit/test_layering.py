@@ -20,6 +20,7 @@ BASE = {
     "edged.config_sessions",  # [local] session cache keys, split out of config.py
     "edged.config_http",  # [http], the same way
     "edged.config_backends",  # [backends.NAME] and the policies' tier keys, likewise
+    "edged.config_agent",  # [agent] and [tools.NAME] (device tools), split out likewise
     "edged.aio",
     "edged.logs",
     "edged.store",
@@ -46,6 +47,8 @@ STAGES = {
     "embeddings": BASE | {"edged.models"},
     "ingress": BASE | {"edged.mqtt.link", "edged.mqtt.topics", TOOLS},
     "mqtt": BASE,
+    # the agent loop: device tools' topics, validation of their calls (edged.tools)
+    "agent": BASE | {TOOLS},
 }
 
 
