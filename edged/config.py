@@ -302,6 +302,9 @@ class ModelsConfig(_Model):
 
     dir: Path = Field(Path("models"), description="Directory holding model files.")
     manifest: Path = Field(Path("models/manifest.toml"), description="Model manifest (TOML).")
+    max_resident_mb: float | None = Field(
+        None, gt=0, description="Most MB of on-demand models resident at once; None: MemAvailable."
+    )
 
 
 class GuardianConfig(_Model):

@@ -98,12 +98,6 @@ class NamedBackendConfig(OffloadSettings):
         description="kind llama: unload after this many seconds idle and load again on "
         "demand (-1: load at start, never unload); None: loaded at start like [local].",
     )
-    max_resident_mb: float | None = Field(
-        None,
-        gt=0,
-        description="Device-wide: the most MB of on-demand models resident at once (the "
-        "largest value given on any backend counts); None: only MemAvailable limits.",
-    )
 
     @model_validator(mode="after")
     def _kind_fields(self) -> NamedBackendConfig:

@@ -55,7 +55,6 @@ def build_one(
 def build_named(cfg: Config, model_file: ModelFile) -> dict[str, Backend]:
     """Every ``[backends.NAME]`` backend, in the file's order (not started); the llama ones
     with ``keep_alive_s`` share one residency book."""
-    limits = [b.max_resident_mb for b in cfg.backends.values() if b.max_resident_mb]
     root = cfg.power.sysfs_root
-    book = Residency(max(limits) if limits else None, lambda: mem_available_mb(root))
+    book = Residency(cfg.models.max_resident_mb, lambda: mem_available_mb(root))
     return {name: build_one(name, b, cfg, model_file, book) for name, b in cfg.backends.items()}

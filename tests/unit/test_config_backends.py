@@ -120,3 +120,21 @@ def test_a_llama_backend_sets_its_own_offload_and_inherits_the_rest(tmp_path: Pa
     local = backend._cfg  # type: ignore[attr-defined]  # what the worker is started with
     assert (local.n_gpu_layers, local.flash_attn, local.use_mlock) == (12, True, True)
     assert local.model == "gemma3-270m"
+
+
+def test_max_resident_mb_is_one_device_wide_key_under_models(tmp_path: Path) -> None:
+    from edged.backends.named import build_named
+    from edged.backends.resident import Resident
+
+    text = (
+        "[models]\nmax_resident_mb = 500\n"
+        '[backends.gemma]\nkind = "llama"\ntrust = "device"\nmodel = "gemma3-270m"\n'
+        "keep_alive_s = 30\n"
+    )
+    cfg = load_config(write(tmp_path, text), environ={})
+    (tmp_path / "m.gguf").write_bytes(b"\0" * 1024)  # sized, never loaded here
+    built = build_named(cfg, lambda _: tmp_path / "m.gguf")
+    assert isinstance(built["gemma"], Resident)
+    assert built["gemma"]._book.max_resident_mb == 500
+    with pytest.raises(ConfigError, match="max_resident_mb"):
+        load_config(write(tmp_path, text.replace("keep_alive_s", "max_resident_mb")), environ={})
