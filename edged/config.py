@@ -8,7 +8,6 @@ text, converted to the field's type.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import sys
@@ -20,7 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edged.config_accel import OffloadSettings as OffloadSettings  # noqa: PLC0414 (re-export)
 from edged.config_agent import AgentConfig, AgentField, ToolConfig, ToolsField  # [agent], [tools]
-from edged.config_backends import API_KEY_ENV_RE, NamedBackends, OffloadReason, TierPolicy
+from edged.config_backends import NamedBackends, OffloadReason, TierPolicy
+from edged.config_env import ENV_PREFIX as ENV_PREFIX  # noqa: PLC0414 (re-export)
+from edged.config_env import ENV_RESERVED as ENV_RESERVED  # noqa: PLC0414
+from edged.config_env import env_override_vars as env_override_vars  # noqa: PLC0414
+from edged.config_env import env_overrides, merge
 from edged.config_http import HttpConfig as HttpConfig  # noqa: PLC0414 (re-export)
 from edged.config_ingress import IngressConfig as IngressConfig  # noqa: PLC0414 (re-export)
 from edged.config_sessions import SessionCacheKeys, StreamKeys
@@ -30,13 +33,6 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
-
-ENV_PREFIX = "EDGED_"
-#: Environment variables with the prefix that are not config keys: the config path, and the
-#: default variables holding the broker password and the cloud API key.
-ENV_RESERVED = frozenset(
-    {"EDGED_CONFIG", "EDGED_MQTT_PASSWORD", "EDGED_CLOUD_API_KEY", "EDGED_HTTP_API_KEY"}
-)
 
 _TOPIC_SEGMENT_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
@@ -376,62 +372,6 @@ def read_toml(path: Path, what: str, error: type[Exception] = ConfigError) -> di
         raise error(f"{path}: not valid TOML: {e}") from e
 
 
-def _parse_env_value(raw: str) -> Any:
-    """Lists and tables are JSON; scalars stay strings and pydantic converts them per field
-    (so ``EDGED_DEVICE_ID=1234`` stays the string "1234" while ``EDGED_MQTT__PORT=1884``
-    becomes an int)."""
-    if raw.lstrip().startswith(("[", "{")):
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return raw
-    return raw
-
-
-def env_override_vars(environ: Mapping[str, str]) -> list[tuple[str, list[str], str]]:
-    """The ``EDGED_*`` variables that override config keys, in ``environ``'s order: (name,
-    key path lower-cased, raw value). ``EDGED_MQTT__PORT`` is ``["mqtt", "port"]``; an empty
-    segment (``EDGED_A____B``) stays ``""`` for :func:`env_overrides` to reject. Not
-    ``EDGED_CONFIG`` nor the variables holding secrets (:data:`ENV_RESERVED`).
-
-    The one reader of the names: :func:`load_config` applies these, ``edged check-config``
-    lists them.
-    """
-    return [
-        (name, [p.lower() for p in name[len(ENV_PREFIX) :].split("__")], raw)
-        for name, raw in environ.items()
-        if name.startswith(ENV_PREFIX)
-        and name not in ENV_RESERVED
-        and not API_KEY_ENV_RE.match(name)  # a named backend's key, never a config key
-    ]
-
-
-def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Turn ``EDGED_*`` variables into a nested dict of overrides (keys lower-cased)."""
-    out: dict[str, Any] = {}
-    for name, path, raw in env_override_vars(environ):
-        if any(not p for p in path):
-            raise ConfigError(f"{name}: empty key segment")
-        node = out
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"{name}: '{part}' is not a section")
-            node = child
-        node[path[-1]] = _parse_env_value(raw)
-    return out
-
-
-def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def format_validation_error(err: ValidationError, source: str) -> str:
     """One line per problem, each naming the key path: ``mqtt.port: Input should be ...``."""
     lines = []
@@ -456,6 +396,6 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     if overrides:
         source = f"{source} + environment"
     try:
-        return Config.model_validate(_merge(data, overrides))
+        return Config.model_validate(merge(data, overrides))
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, source)) from e

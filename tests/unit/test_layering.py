@@ -21,6 +21,7 @@ BASE = {
     "edged.config_http",  # [http], the same way
     "edged.config_backends",  # [backends.NAME] and the policies' tier keys, likewise
     "edged.config_agent",  # [agent] and [tools.NAME] (device tools), split out likewise
+    "edged.config_env",  # EDGED_* environment overrides, split out of config.py
     "edged.aio",
     "edged.logs",
     "edged.store",
@@ -115,6 +116,7 @@ def test_base_modules_import_no_stage() -> None:
         "config_accel",
         "config_sessions",
         "config_http",
+        "config_env",
         "secrets",
         "figures",
     )
