@@ -23,6 +23,7 @@ import pytest
 
 import tests.fuzzing  # noqa: F401  (registers the hypothesis profiles before they are loaded)
 from tests.helpers import DEFAULT_MODEL_FILE, Broker, CloudServer, Daemon
+from tests.scripted_cloud import ScriptedCloud
 
 
 @pytest.fixture(scope="session")
@@ -91,3 +92,13 @@ def cloud_server(
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def cloud() -> Iterator[ScriptedCloud]:
+    """A scripted OpenAI-compatible server (tests/scripted_cloud.py) for one test module:
+    the test decides what the remote streams."""
+    s = ScriptedCloud()
+    s.start()
+    yield s
+    s.stop()

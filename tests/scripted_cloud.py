@@ -311,3 +311,15 @@ class ScriptedCloud:
             f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
+
+
+def cloud_env(cloud: ScriptedCloud, **extra: str) -> dict[str, str]:
+    """A daemon's environment for serving from ``cloud``: the echoing fake local backend,
+    the cloud backend on the scripted server, no retry; ``extra`` adds or overrides."""
+    return {
+        "EDGED_LOCAL__BACKEND": "fake",
+        "EDGED_CLOUD__ENABLED": "true",
+        "EDGED_CLOUD__BASE_URL": cloud.base_url,
+        "EDGED_CLOUD__RETRIES": "0",
+        **extra,
+    }

@@ -12,14 +12,22 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.helpers import Broker, Client, Daemon, Msg
-from tests.scripted_cloud import Call, ScriptedCloud, call_fragments, finish, stream, text
+from tests.scripted_cloud import (
+    Call,
+    ScriptedCloud,
+    call_fragments,
+    cloud_env,
+    finish,
+    stream,
+    text,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -110,14 +118,6 @@ class Device:
         return [m.topic for m in self.seen]
 
 
-@pytest.fixture(scope="module")
-def cloud() -> Iterator[ScriptedCloud]:
-    s = ScriptedCloud()
-    s.start()
-    yield s
-    s.stop()
-
-
 @pytest.fixture
 def agent_daemon(
     make_daemon: Callable[..., Daemon], cloud: ScriptedCloud, tmp_path: Path
@@ -126,13 +126,14 @@ def agent_daemon(
     pack = tmp_path / "home.toml"
     pack.write_text(PACK)
     return make_daemon(
-        EDGED_LOCAL__BACKEND="fake",
-        EDGED_CLOUD__ENABLED="true",
-        EDGED_CLOUD__BASE_URL=cloud.base_url,
-        EDGED_CLOUD__RETRIES="0",
-        EDGED_AGENT__TOOL_TOPIC_PREFIXES='["home/"]',
-        EDGED_TOOLS=json.dumps(TOOLS),
-        EDGED_GUARDIAN__PACKS=json.dumps([str(pack), str(ROOT / "configs/guardian/default.toml")]),
+        **cloud_env(
+            cloud,
+            EDGED_AGENT__TOOL_TOPIC_PREFIXES='["home/"]',
+            EDGED_TOOLS=json.dumps(TOOLS),
+            EDGED_GUARDIAN__PACKS=json.dumps(
+                [str(pack), str(ROOT / "configs/guardian/default.toml")]
+            ),
+        ),
     )
 
 

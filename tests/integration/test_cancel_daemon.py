@@ -13,13 +13,13 @@ import json
 import queue
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from tests.helpers import Broker, Client, Daemon
-from tests.scripted_cloud import ScriptedCloud, finish, stream, text
+from tests.scripted_cloud import ScriptedCloud, cloud_env, finish, stream, text
 
 pytestmark = pytest.mark.integration
 
@@ -127,24 +127,15 @@ def test_cancel_while_decoding_and_while_queued(shared_daemon: Daemon, broker: B
 # --- the scripted remote ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def cloud() -> Iterator[ScriptedCloud]:
-    s = ScriptedCloud()
-    s.start()
-    yield s
-    s.stop()
-
-
 @pytest.fixture
 def cloud_daemon(make_daemon: Callable[..., Daemon], cloud: ScriptedCloud) -> Daemon:
     cloud.clear()
     return make_daemon(
-        EDGED_LOCAL__BACKEND="fake",
-        EDGED_CLOUD__ENABLED="true",
-        EDGED_CLOUD__BASE_URL=cloud.base_url,
-        EDGED_CLOUD__RETRIES="0",
-        EDGED_CLOUD__READ_TIMEOUT_S="30",
-        EDGED_CLOUD__FIRST_TOKEN_TIMEOUT_S="30",
+        **cloud_env(
+            cloud,
+            EDGED_CLOUD__READ_TIMEOUT_S="30",
+            EDGED_CLOUD__FIRST_TOKEN_TIMEOUT_S="30",
+        ),
     )
 
 

@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from tests.helpers import Broker, Client, Daemon
-from tests.scripted_cloud import Call, ScriptedCloud, call_fragments, chunk, finish, stream, text
+from tests.scripted_cloud import (
+    Call,
+    ScriptedCloud,
+    call_fragments,
+    chunk,
+    cloud_env,
+    finish,
+    stream,
+    text,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -37,23 +46,14 @@ ALARM = {
 }
 
 
-@pytest.fixture(scope="module")
-def cloud() -> Iterator[ScriptedCloud]:
-    s = ScriptedCloud()
-    s.start()
-    yield s
-    s.stop()
-
-
 @pytest.fixture
 def daemon(make_daemon: Callable[..., Daemon], cloud: ScriptedCloud) -> Daemon:
     cloud.clear()
     return make_daemon(
-        EDGED_LOCAL__BACKEND="fake",
-        EDGED_CLOUD__ENABLED="true",
-        EDGED_CLOUD__BASE_URL=cloud.base_url,
-        EDGED_CLOUD__RETRIES="0",
-        EDGED_CLOUD__READ_TIMEOUT_S="10",
+        **cloud_env(
+            cloud,
+            EDGED_CLOUD__READ_TIMEOUT_S="10",
+        ),
     )
 
 

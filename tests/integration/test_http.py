@@ -17,7 +17,15 @@ import openai
 import pytest
 
 from tests.helpers import Broker, Daemon, free_port
-from tests.scripted_cloud import Call, ScriptedCloud, call_fragments, finish, stream, text
+from tests.scripted_cloud import (
+    Call,
+    ScriptedCloud,
+    call_fragments,
+    cloud_env,
+    finish,
+    stream,
+    text,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -34,14 +42,6 @@ ALARM = {
         },
     },
 }
-
-
-@pytest.fixture(scope="module")
-def cloud() -> Iterator[ScriptedCloud]:
-    s = ScriptedCloud()
-    s.start()
-    yield s
-    s.stop()
 
 
 def _start(broker: Broker, log_dir: Path, **env: str) -> tuple[Daemon, int]:
@@ -64,13 +64,12 @@ def fake(
     d, port = _start(
         broker,
         tmp_path_factory.mktemp("http-fake"),
-        EDGED_LOCAL__BACKEND="fake",
-        EDGED_CLOUD__ENABLED="true",
-        EDGED_CLOUD__BASE_URL=cloud.base_url,
-        EDGED_CLOUD__RETRIES="0",
-        EDGED_CLOUD__READ_TIMEOUT_S="30",
-        EDGED_HTTP__BODY_TIMEOUT_S="2",
-        EDGED_INGRESS__MAX_PAYLOAD_BYTES="4096",
+        **cloud_env(
+            cloud,
+            EDGED_CLOUD__READ_TIMEOUT_S="30",
+            EDGED_HTTP__BODY_TIMEOUT_S="2",
+            EDGED_INGRESS__MAX_PAYLOAD_BYTES="4096",
+        ),
     )
     yield d, port
     d.stop()
