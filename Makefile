@@ -24,7 +24,11 @@ run: deps model broker
 # its daemons and brokers); TEST_WORKERS=0 runs it in one process. docs/testing.md.
 TEST_WORKERS ?= 3
 
+# The second local model (issue 16's tests of several local models and residency).
+TEST_MODELS := gemma3-270m
+
 test: dev-deps model
+	$(EDGED) models fetch $(TEST_MODELS) --config $(CONFIG)
 	scripts/bootstrap.sh mosquitto
 	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
