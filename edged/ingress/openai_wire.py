@@ -17,7 +17,6 @@ from edged.config import Config
 from edged.errors import BadRequest, EdgedError
 from edged.ingress import wire
 from edged.report import result_fields
-from edged.tools.validate import parse_json
 from edged.types import FinishReason, Request, Result
 
 #: The extension field (request and response): edged's own options and report.
@@ -153,19 +152,7 @@ def parse_chat(
         )
         assert isinstance(wire_reject, wire.Rejection)
         raise wire_reject.error
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise BadRequest(f"body is not valid UTF-8 (byte {e.start})") from None
-    if wire.json_depth_exceeds(text, wire.MAX_JSON_DEPTH):
-        raise BadRequest(f"JSON nests deeper than {wire.MAX_JSON_DEPTH} levels")
-    try:
-        data = parse_json(text)
-    except (ValueError, RecursionError) as e:
-        raise BadRequest(f"body is not valid JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise BadRequest("body must be a JSON object")
-    body = edged_body(data, models, request_id)
+    body = edged_body(wire.decode_object(raw, "body"), models, request_id)
     payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     parsed = wire.parse_request(
         payload,

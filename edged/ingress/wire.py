@@ -180,6 +180,28 @@ def _format_errors(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def decode_object(payload: bytes, what: str = "payload") -> dict[str, Any]:
+    """``payload`` as a JSON object: UTF-8, nested at most MAX_JSON_DEPTH deep (checked
+    before the parser runs), strict JSON (edged.tools.validate.parse_json), no unpaired
+    surrogate escape; BadRequest naming ``what`` when it is not one. Every front door's
+    request body goes through it (MQTT here, HTTP in openai_wire)."""
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadRequest(f"{what} is not valid UTF-8 (byte {e.start})") from None
+    if json_depth_exceeds(text, MAX_JSON_DEPTH):
+        raise BadRequest(f"JSON nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        data = parse_json(text)
+    except (ValueError, RecursionError) as e:
+        raise BadRequest(f"{what} is not valid JSON: {e}") from None
+    if _has_lone_surrogate(text):
+        raise BadRequest(f"{what} contains an unpaired UTF-16 surrogate escape (\\ud800-\\udfff)")
+    if not isinstance(data, dict):
+        raise BadRequest(f"{what} must be a JSON object")
+    return data
+
+
 def parse_request(
     payload: bytes,
     *,
@@ -234,23 +256,9 @@ def parse_request(
         )
     # 2. UTF-8 and JSON, with the nesting depth checked before the parser runs
     try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return reject(None, None, BadRequest(f"payload is not valid UTF-8 (byte {e.start})"))
-    if json_depth_exceeds(text, MAX_JSON_DEPTH):
-        return reject(None, None, BadRequest(f"JSON nests deeper than {MAX_JSON_DEPTH} levels"))
-    try:
-        data = parse_json(text)
-    except (ValueError, RecursionError) as e:
-        return reject(None, None, BadRequest(f"payload is not valid JSON: {e}"))
-    if _has_lone_surrogate(text):
-        return reject(
-            None,
-            None,
-            BadRequest("payload contains an unpaired UTF-16 surrogate escape (\\ud800-\\udfff)"),
-        )
-    if not isinstance(data, dict):
-        return reject(None, None, BadRequest("payload must be a JSON object"))
+        data = decode_object(payload)
+    except BadRequest as e:
+        return reject(None, None, e)
     # 3. the id: needed to address any reply
     raw_id = data.get("id")
     req_id: str

@@ -94,6 +94,10 @@ def test_size_and_depth_limits_are_the_mqtt_ones() -> None:
         )
     with pytest.raises(BadRequest, match="not valid JSON"):
         ow.parse_chat(b'{"a": NaN}', cfg=cfg, models=MODELS, request_id="h", received_at_s=0.0)
+    # an unpaired surrogate escape is refused as on MQTT (it once failed later, re-encoding)
+    lone = b'{"model": "local", "messages": [{"role": "user", "content": "a\\ud800b"}]}'
+    with pytest.raises(BadRequest, match="unpaired UTF-16 surrogate"):
+        ow.parse_chat(lone, cfg=cfg, models=MODELS, request_id="h", received_at_s=0.0)
 
 
 @pytest.mark.parametrize(
