@@ -303,10 +303,10 @@ def _combined(run: AgentRun[_Outcome]) -> _Outcome:
     last turn's finish and calls, usage summed, the first turn's timings. Stopped at the
     step limit with device calls unanswered, the answer ends short: ``length``."""
     outs, last = run.outcomes, run.outcomes[-1]
-    prompts = [o.usage.prompt_tokens for o in outs]
     usage = Usage(
-        None if None in prompts else sum(p or 0 for p in prompts),
+        _total([o.usage.prompt_tokens for o in outs]),
         sum(o.usage.completion_tokens for o in outs),
+        _total([o.usage.cached_tokens for o in outs]),
     )
     firsts = [o.first_text_at_s for o in outs if o.first_text_at_s is not None]
     return _Outcome(
@@ -319,3 +319,8 @@ def _combined(run: AgentRun[_Outcome]) -> _Outcome:
         steps=run.steps,
         route=last.route,
     )
+
+
+def _total(counts: list[int | None]) -> int | None:
+    """The sum of per-turn counts; unknown (None) when any turn's is."""
+    return None if None in counts else sum(c or 0 for c in counts)

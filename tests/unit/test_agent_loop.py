@@ -190,6 +190,18 @@ def test_a_device_call_is_published_and_its_reply_reaches_the_model() -> None:
     assert res.usage.completion_tokens == 8 and res.usage.prompt_tokens == 30
 
 
+def test_the_cached_prompt_tokens_of_every_turn_are_summed_unknown_if_one_is() -> None:
+    first = [Started(), ToolCalls((light(),)), Finished("tool_calls", Usage(10, 5, 7))]
+    last = [Started(), TextDelta("On."), Finished("stop", Usage(20, 3, 12))]
+    res = serve(request("light_set"), Turns("local", first, last), Recorder())
+    assert isinstance(res, Result), res
+    assert res.usage == Usage(30, 8, 19)
+    unknown = [Started(), TextDelta("On."), Finished("stop", Usage(20, 3))]
+    res = serve(request("light_set"), Turns("local", first, unknown), Recorder())
+    assert isinstance(res, Result), res
+    assert res.usage == Usage(30, 8, None)
+
+
 def test_a_blocked_device_call_is_never_executed_and_the_model_hears_why(
     tmp_path: Path,
 ) -> None:
