@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from edged.mqtt.link import AckTracker
+from edged.mqtt.acks import AckTracker
 
 
 def test_acks_go_out_in_arrival_order() -> None:
