@@ -3,7 +3,8 @@ starts again from its first step after a healthy run (``HEALTHY_RESET_S``)."""
 
 from __future__ import annotations
 
-from edged.backends.llama.process import HEALTHY_RESET_S, RESTART_BACKOFF_S, Backoff
+from edged.backends.llama.backoff import Backoff
+from edged.backends.llama.process import HEALTHY_RESET_S, RESTART_BACKOFF_S
 
 
 def test_grows_while_the_worker_dies_young_and_stays_at_the_last_step() -> None:

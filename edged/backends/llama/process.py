@@ -23,7 +23,6 @@ import contextlib
 import itertools
 import logging
 import multiprocessing as mp
-import threading
 import time
 from collections.abc import AsyncGenerator
 from multiprocessing.connection import Connection
@@ -32,7 +31,9 @@ from typing import Any, ClassVar
 
 from edged.aio import take_cancel
 from edged.backends.base import BackendSpec, register
+from edged.backends.llama.backoff import Backoff
 from edged.backends.llama.engine import STUCK_GRACE_S, Merged, finish_cancelled, stuck_reason
+from edged.backends.llama.pipe import FrameReader
 from edged.backends.llama.worker import worker_main
 from edged.config import LocalModelConfig
 from edged.errors import BackendFailed, Unavailable
@@ -50,30 +51,6 @@ MAX_REPLAYS = 2
 
 
 # --- the parent ------------------------------------------------------------------------------
-
-
-class Backoff:
-    """Restart delays that grow while a worker keeps dying young, and start again from the
-    first step once a worker has run ``healthy_s``. Times are ``time.monotonic()`` seconds."""
-
-    def __init__(self, steps_s: tuple[float, ...], healthy_s: float) -> None:
-        self.steps_s = steps_s
-        self.healthy_s = healthy_s
-        self.failures = 0  # deaths (and failed restarts) since the last healthy run
-        self._up_since_s: float | None = None
-
-    def up(self, now_s: float) -> None:
-        """A worker is running (its model loaded)."""
-        self._up_since_s = now_s
-
-    def died(self, now_s: float) -> float:
-        """The worker died (or a restart failed): the delay before the next start, seconds."""
-        if self._up_since_s is not None and now_s - self._up_since_s >= self.healthy_s:
-            self.failures = 0
-        self._up_since_s = None
-        delay = self.steps_s[min(self.failures, len(self.steps_s) - 1)]
-        self.failures += 1
-        return delay
 
 
 class _Job:
@@ -149,6 +126,7 @@ class ProcessLlamaBackend:
         self.start_s: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._restart_task: asyncio.Task[None] | None = None
+        self._watched: int | None = None  # the pipe the event loop reads
         self._restart_pending_s: float | None = None
         self.load_s: float | None = None
         self.rss_before_load_mb = float("nan")
@@ -165,6 +143,7 @@ class ProcessLlamaBackend:
         """Start the worker and wait until its model is loaded."""
         self._loop = asyncio.get_running_loop()
         await self._loop.run_in_executor(None, self._spawn)
+        self._watch()
 
     def _spawn(self) -> None:
         t_spawn = time.monotonic()
@@ -198,9 +177,6 @@ class ProcessLlamaBackend:
         self._backoff.up(time.monotonic())
         self.start_s = time.monotonic() - t_spawn
         self._proc, self._conn, self._ready = proc, parent, True
-        threading.Thread(
-            target=self._reader, args=(parent, proc), name="worker-reader", daemon=True
-        ).start()
         log.info(
             "event=model_loaded backend=%s path=%s load_s=%.2f worker_pid=%d "
             "spawn_s=%.2f rss_before_mb=%.1f rss_after_mb=%.1f",
@@ -213,21 +189,33 @@ class ProcessLlamaBackend:
             self.rss_after_load_mb,
         )
 
-    def _reader(self, conn: Connection, proc: Any) -> None:
-        """Reader thread: hands every message to the event loop, and the worker's death."""
-        loop = self._loop
+    def _watch(self) -> None:
+        """Read the new worker's pipe on the event loop (:mod:`.pipe`: one wake-up per
+        message, no reader thread); its end of file is the worker's death."""
+        loop, conn, proc = self._loop, self._conn, self._proc
         assert loop is not None
-        try:
-            while True:
-                try:
-                    msg = conn.recv()
-                except (EOFError, OSError):
-                    proc.join(2)
-                    loop.call_soon_threadsafe(self._on_death, proc)
-                    return
-                loop.call_soon_threadsafe(self._on_message, msg)
-        except RuntimeError:  # the event loop is closed: edged has stopped
+        if conn is None or proc is None:
             return
+        reader = FrameReader(conn.fileno())
+
+        def readable() -> None:
+            try:
+                msgs = reader.read()
+            except Exception as e:  # a broken pipe or message: as if the worker died
+                log.error("event=worker_pipe_failed backend=%s error=%r", self.name, str(e))
+                msgs = None
+            if msgs is None:  # the worker is gone: reap it off the loop, then the death path
+                loop.remove_reader(reader.fd)
+                if self._watched == reader.fd:
+                    self._watched = None
+                reaped = loop.run_in_executor(None, proc.join, 2)
+                reaped.add_done_callback(lambda _: self._on_death(proc))
+                return
+            for msg in msgs:
+                self._on_message(msg)
+
+        loop.add_reader(reader.fd, readable)
+        self._watched = reader.fd
 
     def _on_message(self, msg: tuple[Any, ...]) -> None:
         kind = msg[0]
@@ -387,6 +375,9 @@ class ProcessLlamaBackend:
         if self._restart_task is not None:
             self._restart_task.cancel()
         self._fail_waiting("edged is stopping")
+        if self._watched is not None and self._loop is not None:
+            self._loop.remove_reader(self._watched)
+            self._watched = None
         proc, conn = self._proc, self._conn
         if conn is not None:
             with contextlib.suppress(OSError, ValueError):
