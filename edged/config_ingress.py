@@ -59,11 +59,11 @@ class IngressConfig(BaseModel):
         "turn, together (UTF-8).",
     )
     chunk_flush_ms: float = Field(
-        0.0,
+        50.0,
         ge=0,
         le=1000,
-        description="Coalesce streamed chunks: the first goes at once, later text waits up to "
-        "this long (sent sooner at a word boundary once this long passed since the last "
-        "chunk), so one MQTT message carries several tokens. 0: one chunk per piece of text "
-        "(no waiting).",
+        description="Coalesce streamed chunks: the first goes at once, then at most one "
+        "chunk per this many milliseconds, text that comes sooner held until then (for every "
+        "backend; the local model's text is already gathered by [local] emit_flush_ms). "
+        "0: one chunk per piece of text (no waiting).",
     )

@@ -34,10 +34,10 @@ class StreamKeys(BaseModel):
     """How the local model's worker hands text to the daemon."""
 
     emit_flush_ms: float = Field(
-        0.0,
+        100.0,
         ge=0,
         le=1000,
-        description="isolation 'process': the worker sends a job's first text at once and "
-        "then gathers its text for up to this long into one message (fewer hops per token "
-        "in the daemon); 0: one message per token.",
+        description="The decode hands a job's first two pieces of text on at once, then "
+        "gathers its text into one piece per this many milliseconds (each hand-off wakes "
+        "the daemon, which costs far more than the Python it runs); 0: one per token.",
     )

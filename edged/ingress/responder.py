@@ -13,9 +13,6 @@ from edged.types import ReplyAddress, Result
 
 log = logging.getLogger("edged.responder")
 
-#: Where held text may be sent early: it ends a word (TTS wants whole words).
-_BOUNDARY = frozenset(" \n\t.,;:!?")
-
 
 class Publisher(Protocol):
     """The part of the MQTT link the responder uses."""
@@ -88,19 +85,19 @@ class Responder:
 
     def chunk(self, text: str) -> None:
         """Publish the next piece of streamed text (with coalescing on: the first at once,
-        later ones gathered for up to ``flush_s``, sent early at a word boundary)."""
+        then at most one chunk per ``flush_s``, text that comes sooner held until then)."""
         if self.final is not None or self.request_id is None:
             return
         if self._flush_s <= 0 or (self.seq == 0 and not self._held):
             self._publish_chunk(text)
             return
         self._held.append(text)
-        now = time.monotonic()
-        if now - self._sent_at >= self._flush_s and text[-1:] in _BOUNDARY:
+        wait_s = self._sent_at + self._flush_s - time.monotonic()
+        if wait_s <= 0:  # at most one chunk per interval: this one may go now
             self.flush()
         elif self._timer is None:
             loop = asyncio.get_running_loop()
-            self._timer = loop.call_at(loop.time() + self._flush_s, self.flush)
+            self._timer = loop.call_at(loop.time() + wait_s, self.flush)
 
     def flush(self) -> None:
         """Send the text held back by coalescing now, as one chunk."""

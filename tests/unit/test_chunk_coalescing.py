@@ -1,6 +1,7 @@
 """The responder's chunk coalescing (``ingress.chunk_flush_ms``): the first chunk goes at
-once, later text is gathered (sent at a word boundary once the interval passed, or by the
-timer), every held piece goes out before the final, in order, and nothing after it."""
+once, then at most one chunk per interval (text that comes sooner waits for the timer,
+which fires an interval after the last chunk, not after the held text came), every held
+piece goes out before the final, in order, and nothing after it."""
 
 from __future__ import annotations
 
@@ -57,18 +58,31 @@ def test_first_at_once_then_gathered_by_the_timer_and_flushed_before_the_final()
     assert [m["seq"] for m in p.sent if m["type"] == "chunk"] == [0, 1, 2]
 
 
-def test_a_word_boundary_after_the_interval_is_sent_at_once() -> None:
+def test_text_after_the_interval_goes_at_once_and_the_timer_counts_from_the_last_chunk() -> None:
     p = Pub()
+    due: list[float] = []
 
     async def main() -> None:
-        r = Responder(p, "r1", ReplyAddress("reply/x"), flush_s=0.02)
+        loop = asyncio.get_running_loop()
+        r = Responder(p, "r1", ReplyAddress("reply/x"), flush_s=0.05)
         r.chunk("One")
+        await asyncio.sleep(0.06)
+        r.chunk(" tw")  # the interval has passed: at once, mid-word or not
+        assert texts(p) == ["One", " tw"]
+        t_sent = loop.time()
         await asyncio.sleep(0.03)
-        r.chunk(" two ")  # the interval has passed and the text ends a word
-        assert texts(p) == ["One", " two "]
-        r.chunk("thr")  # mid-word, and just sent: held
-        assert texts(p) == ["One", " two "]
+        r.chunk("o th")  # 30 ms after the last chunk: held until 50 ms after it
+        assert texts(p) == ["One", " tw"]
+        timer = r._timer
+        assert timer is not None
+        due.append(timer.when() - t_sent)
+        await asyncio.sleep(timer.when() - loop.time() + 0.01)  # the timer has fired
+        assert len(texts(p)) == 3
+        r.chunk("ree")  # just sent: held
+        assert texts(p) == ["One", " tw", "o th"]
         r.flush()
-        assert texts(p) == ["One", " two ", "thr"]
+        assert texts(p) == ["One", " tw", "o th", "ree"]
 
     asyncio.run(main())
+    # the timer is due 50 ms after the last chunk, not 50 ms after the held text came (80)
+    assert abs(due[0] - 0.05) < 0.005

@@ -28,6 +28,7 @@ from edged.backends.llama.engine import (
     finish_cancelled,
     stuck_reason,
 )
+from edged.backends.llama.gather import gathering
 from edged.config import LocalModelConfig
 from edged.errors import Unavailable
 from edged.types import BackendStats, Finished, Request, Started, StreamEvent, TextDelta
@@ -150,7 +151,8 @@ class LlamaBackend:
 
         self._waiting += 1
         self._cancels.add(cancel)
-        job = loop.run_in_executor(self._executor, self.engine.decode, request, cancel, emit)
+        decode_emit = gathering(emit, self.engine.cfg.emit_flush_ms)
+        job = loop.run_in_executor(self._executor, self.engine.decode, request, cancel, decode_emit)
         try:
             events = Merged(queue)
             produced, running = 0, False

@@ -3,7 +3,8 @@ pipe in order.
 
 Messages from the parent: ``("job", id, Request)``, ``("cancel", id)``, ``("stop",)``. To
 the parent: ``("ready", load_s, rss_before_mb, rss_after_mb)`` or ``("load_failed", why)``,
-then per job ``("ev", id, event-or-error)`` ... and ``("stats", id, tokens_per_s, ttft_s,
+then per job ``("ev", id, event-or-error)`` (its text gathered on the decode thread,
+``[local] emit_flush_ms``: :mod:`.gather`) ... and ``("stats", id, tokens_per_s, ttft_s,
 sessions)`` (the conversation cache's figures);
 ``None`` ends the stream. The decode is :class:`~.engine.LlamaEngine`'s, unchanged.
 """
@@ -18,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from edged.backends.llama.engine import LlamaEngine
+from edged.backends.llama.gather import gathering
 from edged.config import LocalModelConfig
-from edged.types import Request, TextDelta
+from edged.types import Request
 
 
 def worker_main(
@@ -43,11 +45,8 @@ def worker_main(
 
     def sender() -> None:
         try:
-            if engine.cfg.emit_flush_ms > 0:
-                _send_gathered(outbox, conn, engine.cfg.emit_flush_ms / 1000)
-            else:
-                while (msg := outbox.get()) is not None:
-                    conn.send(msg)
+            while (msg := outbox.get()) is not None:
+                conn.send(msg)
         except (OSError, ValueError):
             return
 
@@ -96,55 +95,9 @@ def worker_main(
         def emit(ev: Any, job_id: int = job_id) -> None:
             send(("ev", job_id, ev))
 
-        engine.decode(request, cancel, emit)
+        engine.decode(request, cancel, gathering(emit, engine.cfg.emit_flush_ms))
         sessions = None if engine.sessions is None else engine.sessions.stats()
         send(("stats", job_id, engine.tokens_per_s, engine.ttft_s, sessions))
         with lock:
             cancels.pop(job_id, None)
     send(None)
-
-
-def _send_gathered(
-    outbox: queue.SimpleQueue[tuple[Any, ...] | None], conn: Connection, flush_s: float
-) -> None:
-    """Send what the decode emits, a job's text from ``flush_s`` after its first piece on
-    gathered for up to ``flush_s`` into one ``TextDelta`` (``[local] emit_flush_ms``);
-    anything else sends what was gathered first, so the order is kept. Returns at the
-    ``None`` that ends."""
-    held: list[Any] | None = None  # [job_id, texts, tokens, send_by_s]
-    # jobs whose first text went, and when: for ``flush_s`` after it every piece still goes
-    # at once, so a guardian holding the first word back until the next piece (the
-    # client's time to first chunk) never waits for an interval
-    texted: dict[int, float] = {}
-
-    def release() -> None:
-        nonlocal held
-        if held is not None:
-            conn.send(("ev", held[0], TextDelta("".join(held[1]), held[2])))
-            held = None
-
-    while True:
-        try:
-            wait = None if held is None else max(held[3] - time.monotonic(), 0.0)
-            msg = outbox.get(timeout=wait)
-        except queue.Empty:
-            release()
-            continue
-        if msg is None:
-            release()
-            return
-        ev = msg[2] if msg[0] == "ev" else None
-        if isinstance(ev, TextDelta) and time.monotonic() - texted.get(msg[1], 1e18) >= flush_s:
-            if held is not None and held[0] != msg[1]:
-                release()
-            if held is None:
-                held = [msg[1], [], 0, time.monotonic() + flush_s]
-            held[1].append(ev.text)
-            held[2] += ev.tokens
-            continue
-        release()
-        if isinstance(ev, TextDelta):
-            texted.setdefault(msg[1], time.monotonic())
-        elif msg[0] == "stats":
-            texted.pop(msg[1], None)
-        conn.send(msg)
