@@ -13,6 +13,7 @@ and writes its figures there with the machine they were measured on.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -165,7 +166,8 @@ def ask(
     """Publish one request (``c`` subscribed to ``reply``) and wait for its final reply.
 
     Returns ``t0`` (perf_counter at the publish), ``first_s``/``last_s`` (arrival of the first
-    and last chunk, None without chunks), ``chunks`` (their texts) and ``final`` (the body)."""
+    and last chunk, None without chunks), ``final_s`` (arrival of the final reply),
+    ``chunks`` (their texts) and ``final`` (the body)."""
     rid = str(body.setdefault("id", f"b-{uuid.uuid4().hex[:10]}"))
     payload = json.dumps(body)
     t0 = time.perf_counter()
@@ -184,6 +186,7 @@ def ask(
                 "t0": t0,
                 "first_s": chunks[0].at_s if chunks else None,
                 "last_s": chunks[-1].at_s if chunks else None,
+                "final_s": m.at_s,
                 "chunks": [x.json()["text"] for x in chunks],
                 "final": b,
             }
@@ -278,7 +281,12 @@ def proc_mb(pid: int) -> dict[str, float]:
 
 
 def cpu_s(pid: int, reaped: bool = False) -> float:
-    """user + system CPU seconds of ``pid``; ``reaped``: of its children it has waited for."""
+    """user + system CPU seconds of ``pid`` (every thread; to the nanosecond, from its CPU
+    clock, where /proc would count 10 ms ticks); ``reaped``: of its children it has waited
+    for (/proc)."""
+    if not reaped:
+        with contextlib.suppress(OSError):
+            return time.clock_gettime((~pid << 3) | 2)  # clock_getcpuclockid(pid)
     f = _stat(pid)
     i = 13 if reaped else 11
     return (int(f[i]) + int(f[i + 1])) / os.sysconf("SC_CLK_TCK")

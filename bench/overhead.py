@@ -3,7 +3,8 @@
 The same greedy answers three ways, interleaved round by round (a fresh prompt each round):
 raw ``Llama.generate`` plus a token count (the floor), ``Llama.create_completion(stream=True)``,
 and the daemon over MQTT (QoS 1, loopback Mosquitto) timed at the client as chunks arrive.
-Decode rate is (tokens - 1) / (last token - first token). Added time to first token: direct
+Decode rate is (tokens - 1) / (last token - first token); for edged, from the first chunk to
+the final reply (the text comes gathered, a few tokens per chunk). Added time to first token: direct
 (client TTFT minus llama.cpp's own time in the daemon, from its debug log) and A/B (edged minus
 raw per round). CPU per generated token of the daemon (its own process, the model worker
 left out) and of the broker, from /proc over the edged rounds. Then the daemon's memory
@@ -110,7 +111,10 @@ def via_edged(
     if final.get("type") != "result" or r["first_s"] is None:
         raise RuntimeError(f"edged failed: {final}")
     n = int(final["usage"]["completion_tokens"])
-    span = r["last_s"] - r["first_s"]
+    # from the first chunk to the final reply: chunks are gathered ([local] emit_flush_ms),
+    # so the last chunk's arrival says little about when the decode ended; the final reply
+    # follows the last token at once
+    span = r["final_s"] - r["first_s"]
     return {
         "tokens": n,
         "ttft_ms": (r["first_s"] - r["t0"]) * 1000,
@@ -118,6 +122,16 @@ def via_edged(
         "id": final["id"],
         "chunks": len(r["chunks"]),
     }
+
+
+def flush_env(chunk_ms: float | None, emit_ms: float | None) -> dict[str, str]:
+    """The daemon's coalescing settings that were given (None: its default)."""
+    env = {}
+    if chunk_ms is not None:
+        env["EDGED_INGRESS__CHUNK_FLUSH_MS"] = str(chunk_ms)
+    if emit_ms is not None:
+        env["EDGED_LOCAL__EMIT_FLUSH_MS"] = str(emit_ms)
+    return env
 
 
 def rss_split(pid: int) -> dict[str, float]:
@@ -167,14 +181,16 @@ def main() -> int:
     ap.add_argument(
         "--chunk-flush-ms",
         type=float,
-        default=0.0,
-        help="the daemon's [ingress] chunk_flush_ms (chunk coalescing; 0: off)",
+        default=None,
+        help="the daemon's [ingress] chunk_flush_ms (chunk coalescing; 0: off; default: "
+        "the daemon's own)",
     )
     ap.add_argument(
         "--emit-flush-ms",
         type=float,
-        default=0.0,
-        help="the daemon's [local] emit_flush_ms (the worker gathers text; 0: off)",
+        default=None,
+        help="the daemon's [local] emit_flush_ms (the decode gathers text; 0: off; default: "
+        "the daemon's own)",
     )
     args = ap.parse_args()
     started = time.perf_counter()
@@ -182,8 +198,7 @@ def main() -> int:
         "EDGED_LOCAL__N_THREADS": str(args.threads),
         "EDGED_LOG__LEVEL": "debug",
         "EDGED_LOCAL__ISOLATION": args.isolation,
-        "EDGED_INGRESS__CHUNK_FLUSH_MS": str(args.chunk_flush_ms),
-        "EDGED_LOCAL__EMIT_FLUSH_MS": str(args.emit_flush_ms),
+        **flush_env(args.chunk_flush_ms, args.emit_flush_ms),
         **({"EDGED_GUARDIAN__PACKS": "[]"} if args.guardian == "off" else {}),
     }
     res: dict[str, list[dict[str, Any]]] = {"raw": [], "stream": [], "edged": []}
@@ -245,6 +260,8 @@ def main() -> int:
         "idle_s": args.idle_s,
         "idle_cpu_pct": idle_pct,
         "threads": args.threads,
+        "chunk_flush_ms": args.chunk_flush_ms,
+        "emit_flush_ms": args.emit_flush_ms,
         "edged_tokens": sum(tokens["edged"]),
         "edged_chunks": sum(int(r["chunks"]) for r in res["edged"]),
         "cpu_us_per_token": {
