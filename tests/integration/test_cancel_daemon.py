@@ -97,7 +97,7 @@ def test_cancel_while_decoding_and_while_queued(shared_daemon: Daemon, broker: B
         r = Replies(c)
         a = send(c, d, {"prompt": LONG})
         b = send(c, d, {"prompt": LONG})  # waits behind a (one decode at a time)
-        r.until(lambda: len(r.chunks(a)) >= 3 or r.final(a) is not None)
+        r.until(lambda: r.chunks(a) or r.final(a) is not None)
         assert r.final(a) is None, "the answer ended before it could be cancelled"
         cancel(c, d, json.dumps({"id": b}))  # queued: ends at once, never decoded
         r.until(lambda: r.final(b) is not None)
@@ -112,7 +112,7 @@ def test_cancel_while_decoding_and_while_queued(shared_daemon: Daemon, broker: B
         assert fb["usage"]["completion_tokens"] == 0
         fa = check_cancelled(r, a)
         produced = fa["usage"]["completion_tokens"]
-        assert len(r.chunks(a)) >= 3 and produced >= len(r.chunks(a)) and produced < 300
+        assert r.chunks(a) and produced >= len(r.chunks(a)) and produced < 300
         assert isinstance(fa["usage"]["prompt_tokens"], int)  # the decode's own count
 
         # the device serves the next request normally
