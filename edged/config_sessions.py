@@ -37,7 +37,7 @@ class StreamKeys(BaseModel):
         100.0,
         ge=0,
         le=1000,
-        description="The decode hands a job's first two pieces of text on at once, then "
+        description="The decode hands a job's first three pieces of text on at once, then "
         "gathers its text into one piece per this many milliseconds (each hand-off wakes "
         "the daemon, which costs far more than the Python it runs); 0: one per token.",
     )

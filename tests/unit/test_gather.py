@@ -1,5 +1,5 @@
 """Text gathering on the decode thread (``[local] emit_flush_ms``, :mod:`.llama.gather`):
-a job's first two pieces of text go at once, later text is handed on
+a job's first three pieces of text go at once, later text is handed on
 at the first token at least the interval after the last hand-off, and anything that is not
 text hands on what was gathered first, so order and text are kept."""
 
@@ -22,7 +22,7 @@ class Clock:
         return self.now
 
 
-def test_first_two_at_once_then_one_message_per_interval_and_released_before_finish() -> None:
+def test_first_three_at_once_then_one_message_per_interval_and_released_before_finish() -> None:
     sent: list[Any] = []
     clock = Clock()
     g = TextGather(sent.append, 0.05, clock)
@@ -30,7 +30,9 @@ def test_first_two_at_once_then_one_message_per_interval_and_released_before_fin
     g(TextDelta("Hel", 1))
     assert sent[-1] == TextDelta("Hel", 1)  # the first text is not held
     clock.now += 0.01
-    g(TextDelta("l", 1))  # nor the next (a guardian may hold the first word until it comes)
+    g(TextDelta("l", 1))  # nor the next two (a guardian may hold the first word until then)
+    assert sent[-1] == TextDelta("l", 1)
+    g(TextDelta("l", 1))
     assert sent[-1] == TextDelta("l", 1)
     clock.now += 0.04  # 40 ms after the last hand-off: held
     g(TextDelta("lo", 1))
@@ -44,8 +46,8 @@ def test_first_two_at_once_then_one_message_per_interval_and_released_before_fin
     g(Finished("stop", Usage(3, 5)))  # not text: what was gathered goes first
     assert sent[-2:] == [TextDelta("rld", 1), Finished("stop", Usage(3, 5))]
     text = "".join(e.text for e in sent if isinstance(e, TextDelta))
-    assert text == "Helllo world"
-    assert sum(e.tokens for e in sent if isinstance(e, TextDelta)) == 5
+    assert text == "Hellllo world"
+    assert sum(e.tokens for e in sent if isinstance(e, TextDelta)) == 6
 
 
 def test_tokens_slower_than_the_interval_are_never_held() -> None:
@@ -62,13 +64,15 @@ def test_an_error_hands_on_the_held_text_first() -> None:
     sent: list[Any] = []
     clock = Clock()
     g = TextGather(sent.append, 0.04, clock)
-    g(TextDelta("a", 1))
+    for t in "xyz":  # the first three: at once
+        g(TextDelta(t, 1))
     clock.now += 0.05
-    g(TextDelta("b", 1))  # 50 ms since "a" went: goes at once
+    g(TextDelta("b", 1))  # 50 ms since "z" went: goes at once
     g(TextDelta("c", 1))  # held (0 ms since "b")
+    assert sent[-1] == TextDelta("b", 1)
     err = RuntimeError("decode failed")
     g(err)
-    assert sent == [TextDelta("a", 1), TextDelta("b", 1), TextDelta("c", 1), err]
+    assert sent[-3:] == [TextDelta("b", 1), TextDelta("c", 1), err]
 
 
 def test_off_is_the_emit_itself() -> None:

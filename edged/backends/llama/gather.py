@@ -6,7 +6,7 @@ costs far more than the Python it runs: on the 2-core development VM an idle asy
 pays about 250 us of CPU to wake for nothing (docs/benchmarks.md). So the decode thread
 itself gathers a job's text: its first ``AT_ONCE`` pieces go at once (the client's time to
 first chunk never waits for an interval, not even behind a guardian that holds the first
-word back until the next piece comes); after that, text is handed on at the first token at
+word back for a piece or two); after that, text is handed on at the first token at
 least ``flush_s`` after the last hand-off. No timer and no extra thread: a
 held piece waits at most until the next token, which with tokens slower than ``flush_s``
 means it is never held. Anything that is not text (``Finished``, a tool call, an error)
@@ -22,7 +22,7 @@ from typing import Any
 from edged.types import TextDelta
 
 #: A job's first pieces of text, handed on at once.
-AT_ONCE = 2
+AT_ONCE = 3
 
 
 class TextGather:
