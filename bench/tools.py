@@ -66,6 +66,9 @@ SETS = {
 }
 
 
+ROWS = ("raw", "auto", "forced", "warm")
+
+
 def _alarm(hour: str, minute: str = "0", label: str = "a") -> str:
     return (
         f'{{"name":"set_alarm","arguments":{{"hour":{hour},"minute":{minute},"label":"{label}"}}}}'
@@ -183,14 +186,11 @@ def med(xs: list[Any]) -> float:
 
 
 def table(threads: int, name: str, rows: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Print one table; its summaries."""
+    """One table's summaries, row by row (medians over the rounds)."""
     base_tps = med([x["decode_tps"] for x in rows["raw"]])
     base_first = med([x["first_ms"] for x in rows["raw"]])
     s_auto = med([x["sample_ms"] for x in rows["auto"]])
-    print(
-        f"   {'row':7s} {'first ms':>8s} {'tok/s':>6s} {'ratio':>5s} {'tokens':>6s} "
-        f"{'smpl ms':>7s} {'resmpl':>6s} {'est':>5s} {'calls':>5s} {'call ms':>7s} {'added':>6s}"
-    )
+    raw_ms = 1e3 / base_tps
     out = []
     for row, xs in rows.items():
         tps = med([x["decode_tps"] for x in xs])
@@ -204,23 +204,17 @@ def table(threads: int, name: str, rows: dict[str, list[dict[str, Any]]]) -> lis
             "ratio": tps / base_tps,
             "tokens": med([x["tokens"] for x in xs]),
         }
-        line = f"   {row:7s} {s['first_ms']:8.0f} {tps:6.1f} {s['ratio']:5.2f} {s['tokens']:6.0f}"
         if row != "raw":
             s["sample_ms"] = med([x["sample_ms"] for x in xs])
             s["resampled"] = med([x["resampled"] for x in xs])
             s["calls"] = sum(x["call"] for x in xs)
-            line += f" {s['sample_ms']:7.2f} {s['resampled']:6.0f}"
         if row in ("forced", "warm"):
-            raw_ms = 1e3 / base_tps
             s["est"] = raw_ms / (raw_ms + s["sample_ms"] - s_auto)
             s["whole_call_ms"] = med([x["whole_ms"] for x in xs])
-            line += f" {s['est']:5.2f} {s['calls']:2d}/{len(xs):<2d} {s['whole_call_ms']:7.0f}"
-            if row == "forced":  # warm: its prompt is not cold, so no like-for-like floor
-                s["added_ms"] = s["whole_call_ms"] - (base_first + s["tokens"] * raw_ms)
-                line += f" {s['added_ms']:6.0f}"
-        if row == "auto":
-            line += f" {'':5s} {s['calls']:2d}/{len(xs):<2d}"
-        print(line)
+        if row == "forced":  # warm: its prompt is not cold, so no like-for-like floor
+            s["added_ms"] = s["whole_call_ms"] - (base_first + s["tokens"] * raw_ms)
+            print(f"   forced: est {s['est']:.2f}, calls {s['calls']}/{len(xs)}", end="")
+            print(f", whole call {s['whole_call_ms']:.0f} ms (+{s['added_ms']:.0f} over raw)")
         out.append(s)
     return out
 
@@ -258,10 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                 times.append((time.perf_counter() - t) * 1e3)
             print(f"-- {name}: compile {times[0]:.1f} ms, cached {times[1]:.2f} ms")
             rows: dict[str, list[dict[str, Any]]] = {
-                "raw": [],
-                "auto": [],
-                "forced": [],
-                "warm": [],
+                r: [] for r in ("raw", "auto", "forced", "warm")
             }
             for r in range(args.rounds):
                 ask = REQUESTS[r % len(REQUESTS)]
