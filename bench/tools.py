@@ -1,38 +1,13 @@
 """What a tool call costs on the local model: edged's constrained decode against raw llama.cpp.
 
-One process, one model (the default GGUF), the same prompt for every row: edged's generic
-tool prompt for a 1-tool set (``set_alarm``) or a 10-tool set (both in
-``bench/data/tools.json``), and a user request. Rows, interleaved round by round so that
-machine noise hits them alike:
+Range probes first (fixed ``set_alarm`` calls fed token by token to the llguidance and GBNF
+engines: each must accept exactly the valid ones), then four rows interleaved round by round
+on the same prompt: raw ``Llama.generate`` (the floor), ``auto``, ``forced`` (``required``)
+and ``warm`` (``required`` with the tools' block in the KV cache). docs/benchmarks.md
+describes each column (``est``: the grammar's own cost as a decode-rate ratio).
 
-  raw       ``llama_cpp.Llama.generate`` on the prompt's tokens, same sampler settings, no
-            constraint (the floor; it writes prose until EOS or --max-tokens)
-  auto      ``tool_choice: auto`` through ``LlamaEngine.decode``: edged's own loop, free text
-            watched for the call marker (the model mostly writes prose: no grammar runs)
-  forced    ``tool_choice: required`` through ``LlamaEngine.decode``: request to ``ToolCalls``
-
-Per row: ms to the first token (prompt evaluation; for edged, prompt building and the
-grammar lookup too); decode tokens/s (tokens after the first over the time from the first to
-the last; ``forced`` counts the tokens the grammar forced, which are part of the call and are
-evaluated in batches); its ratio against ``raw`` in the same table; sampling ms per sampled
-token in edged's loop (grammar checks and masks included) and resamples; and ``est``, the
-grammar's own cost as a decode-rate ratio, raw ms/token / (raw ms/token + forced sampling
-ms - auto sampling ms), which keeps the batched forced tokens and the machine's noise out.
-``forced`` also gets the whole call in ms and what it adds over ``raw`` writing as many
-tokens (raw prompt ms + n x raw ms/token). Every prompt is evaluated cold (KV cache cleared)
-except in ``warm``: a ``required`` call with the next ask right after ``forced``, so the
-tools' system block is reused from the KV cache, as in a conversation.
-Compile time (first, then cached) and the llguidance tokenizer build are printed too.
-
-Range probes first (deterministic, no sampling): fixed ``set_alarm`` calls fed token by token
-to each of edged's engines (llguidance and the GBNF fallback), two valid and six that break a
-bound (hour 24, 203, -1, ``07``, minute 60, a 25-character label); an engine must accept
-exactly the valid ones. (The study that chose the engine, with other engines and its own
-decode loop, is ``bench/grammar.py`` in git history at commit 8c5c76d.)
-
-    .venv/bin/python bench/tools.py [--rounds 5] [--threads 1 2] [--max-tokens 64]
-        [--json OUT.json] [--gbnf]    (--gbnf: the fallback engine, as if no llguidance;
-        --rounds 0: the range probes only)
+    .venv/bin/python bench/tools.py [--rounds 5] [--threads 1 2] [--max-tokens 64] [--gbnf]
+        (--gbnf: the fallback engine, as if no llguidance; --rounds 0: the range probes only)
 """
 
 from __future__ import annotations
