@@ -342,6 +342,19 @@ def bench_stream(matcher: Matcher, texts: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def streamed(matcher: Matcher, text: str, finish: bool) -> tuple[list[str], list[str]]:
+    """What the stream filter released piece by piece (up to and including the step that
+    blocked, if one did; then ``finish``'s), and the rules that blocked."""
+    filt = StreamFilter(matcher)
+    out = []
+    for p in [*pieces(text), None] if finish else pieces(text):
+        step = filt.feed(p) if p is not None else filt.finish()
+        out.append(step.release)
+        if step.blocked_by:
+            return out, step.blocked_by
+    return out, []
+
+
 def stream_leaks(matcher: Matcher, texts: Sequence[str], phrases: Sequence[str]) -> dict[str, Any]:
     """Stream texts with a PII value inserted (must be redacted, not even half of it
     released) and texts with a phrase inserted (must stop before the phrase starts)."""
@@ -354,16 +367,8 @@ def stream_leaks(matcher: Matcher, texts: Sequence[str], phrases: Sequence[str])
     for k, t in enumerate(texts):
         det = names[k % len(names)]
         value = PII_SAMPLES[det]
-        text, _, _ = insert(t, None, value)
-        filt = StreamFilter(matcher)
-        out = []
-        blocked_by: list[str] = []
-        for p in [*pieces(text), None]:
-            step = filt.feed(p) if p is not None else filt.finish()
-            out.append(step.release)
-            if step.blocked_by:  # a phrase in the value ("PRIVATE KEY") or the chat: stopped
-                blocked_by = step.blocked_by
-                break
+        # a phrase in the value ("PRIVATE KEY") or the chat stops the stream
+        out, blocked_by = streamed(matcher, insert(t, None, value)[0], finish=True)
         released = "".join(out)
         if value in released:
             leaks[det] += 1
@@ -375,18 +380,10 @@ def stream_leaks(matcher: Matcher, texts: Sequence[str], phrases: Sequence[str])
             missed_redaction[det] += 1
 
         text, p_at, _ = insert(t, phrases[(k * 13) % len(phrases)], None)
-        filt = StreamFilter(matcher)
-        got: list[str] = []
-        blocked = False
-        for p in pieces(text):
-            step = filt.feed(p)
-            if step.blocked_by:
-                blocked = True
-                break
-            got.append(step.release)
+        got, blocked = streamed(matcher, text, finish=False)
         if not blocked:
             not_blocked += 1
-        rel = "".join(got)
+        rel = "".join(got[:-1] if blocked else got)  # what left before the blocking step
         if "[REDACTED:" not in rel and len(rel) > p_at:
             late_block += 1
     return {
@@ -616,56 +613,32 @@ def main() -> int:
             re_rounds=re_rounds,
         )
     for size, limit in (("200", GOALS["p99_us_200"]), ("2000", GOALS["p99_us_2k"])):
-        row = f["texts"][f"{size}_plain"]
-        print(
-            f"scan p99 at {size} B: {row['scan_p99_us']:.1f} us (goal <= {limit:g}: "
-            f"{h.goal(row['scan_p99_us'], limit)}); scan/re p50 {row['ratio_scan_re_p50']:.3f}"
-        )
-    missed = [
-        f"{size} B {det}"
-        for size, rows in f["caught"].items()
-        for det, row in rows.items()
-        if row["value"] < row["n"] or row["phrase"] < row["n"]
-    ]
-    print(f"inserted values and phrases missed: {missed or 'none'}")
+        p99 = f["texts"][f"{size}_plain"]["scan_p99_us"]
+        print(f"scan p99 at {size} B: {p99:.1f} us (<= {limit:g}: {h.goal(p99, limit)})")
     f["breakdown_2k_p50_us"] = breakdown(matcher_in, sets["2000_plain"][:100], 1 if quick else 3)
 
     # 3: the stream filter
     f["stream"] = {str(n): bench_stream(matcher_out, sets[f"{n}_plain"]) for n in (200, 2000)}
-    st = f["stream"]["2000"]
-    limit = GOALS["stream_us_per_token"]
-    print(
-        f"stream feed mean {st['feed_mean_us']:.1f} us at 2 KB (goal <= {limit:g}: "
-        f"{h.goal(st['feed_mean_us'], limit)}); hold-back p99 {st['hold_p99_tokens']:.2f} tokens"
-    )
+    mean, limit = f["stream"]["2000"]["feed_mean_us"], GOALS["stream_us_per_token"]
+    print(f"stream feed mean at 2 KB: {mean:.1f} us (<= {limit:g}: {h.goal(mean, limit)})")
     texts = sets["200_plain"] + sets["2000_plain"]
-    f["stream_leaks"] = lk = stream_leaks(matcher_out, texts, phrases)
-    leaked = {k: v for k, v in lk.items() if k not in ("texts", "pii_stream_stopped") and v}
-    print(f"stream leaks: {leaked or 'none'}")
+    f["stream_leaks"] = stream_leaks(matcher_out, texts, phrases)
 
     # 4: a semantic rule
     sem_inputs = [t for t in corpus if 18 <= len(t.split()) <= 22]
     n_sem = 40 if quick else 200
     sem_inputs = sem_inputs[:: max(1, len(sem_inputs) // n_sem)][:n_sem]
     try:
-        f["semantic"] = sem = bench_semantic(sem_inputs, 1 if quick else 2)
-        print(f"semantic check_text p99, 1 thread: {sem['threads1']['p99_ms']:.2f} ms")
-    except ModelError as e:
+        f["semantic"] = bench_semantic(sem_inputs, 1 if quick else 2)
+    except ModelError as e:  # edged models fetch minilm-l6-v2-int8 minilm-l6-v2-tokenizer
         f["semantic"] = {"error": str(e)}
-        print(
-            f"semantic skipped: {e} (edged models fetch minilm-l6-v2-int8 minilm-l6-v2-tokenizer)"
-        )
 
     # 5: false positives on the benign corpus
     fp_corpus = corpus[::10] if quick else corpus
     f["fp_default"] = fpd = fp_default(fp_corpus)
-    f["fp_phrases"] = fpp = fp_phrases(fp_corpus, phrases)
+    f["fp_phrases"] = fp_phrases(fp_corpus, phrases)
     ex = fpd["input"]["excluding_true_positives"]
-    unreviewed = sum(x["verdict"] == "unreviewed" for x in fpd["examples"])
-    print(
-        f"default pack, input: {ex['flagged']} of {ex['n']} false positives "
-        f"({unreviewed} flagged texts unreviewed); 1,000 phrases: {fpp['flagged']} blocked"
-    )
+    print(f"default pack, input: {ex['flagged']} of {ex['n']} false positives")
     guardian.close()
     h.write(args, f, started=started)
     return 0

@@ -128,17 +128,8 @@ def main() -> int:
     args = ap.parse_args()
     started = time.perf_counter()
     out = asyncio.run(run(args))
-    print(
-        f"{'temperature':>11} {'right':>13} {'always right':>13} {'never right':>12} "
-        f"{'median tokens':>14} {'cut at max':>10}"
-    )
-    n = out["questions"]
     for t, f in out["by_temperature"].items():
-        print(
-            f"{t:>11} {f['right']:>4}/{f['answers']:<3} {f['right_pct']:5.1f}% "
-            f"{f['questions_always_right']:>10}/{n} {f['questions_never_right']:>9}/{n} "
-            f"{f['median_tokens']:>14} {f['hit_max_tokens']:>10}"
-        )
+        print(f"temperature {t}: {f['right']}/{f['answers']} right ({f['right_pct']:.1f}%)")
     h.write(args, out, model=out["model"], n_threads=out["n_threads"], started=started)
     return 0
 

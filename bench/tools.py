@@ -1,38 +1,13 @@
 """What a tool call costs on the local model: edged's constrained decode against raw llama.cpp.
 
-One process, one model (the default GGUF), the same prompt for every row: edged's generic
-tool prompt for a 1-tool set (``set_alarm``) or a 10-tool set (both in
-``bench/data/tools.json``), and a user request. Rows, interleaved round by round so that
-machine noise hits them alike:
+Range probes first (fixed ``set_alarm`` calls fed token by token to the llguidance and GBNF
+engines: each must accept exactly the valid ones), then four rows interleaved round by round
+on the same prompt: raw ``Llama.generate`` (the floor), ``auto``, ``forced`` (``required``)
+and ``warm`` (``required`` with the tools' block in the KV cache). docs/benchmarks.md
+describes each column (``est``: the grammar's own cost as a decode-rate ratio).
 
-  raw       ``llama_cpp.Llama.generate`` on the prompt's tokens, same sampler settings, no
-            constraint (the floor; it writes prose until EOS or --max-tokens)
-  auto      ``tool_choice: auto`` through ``LlamaEngine.decode``: edged's own loop, free text
-            watched for the call marker (the model mostly writes prose: no grammar runs)
-  forced    ``tool_choice: required`` through ``LlamaEngine.decode``: request to ``ToolCalls``
-
-Per row: ms to the first token (prompt evaluation; for edged, prompt building and the
-grammar lookup too); decode tokens/s (tokens after the first over the time from the first to
-the last; ``forced`` counts the tokens the grammar forced, which are part of the call and are
-evaluated in batches); its ratio against ``raw`` in the same table; sampling ms per sampled
-token in edged's loop (grammar checks and masks included) and resamples; and ``est``, the
-grammar's own cost as a decode-rate ratio, raw ms/token / (raw ms/token + forced sampling
-ms - auto sampling ms), which keeps the batched forced tokens and the machine's noise out.
-``forced`` also gets the whole call in ms and what it adds over ``raw`` writing as many
-tokens (raw prompt ms + n x raw ms/token). Every prompt is evaluated cold (KV cache cleared)
-except in ``warm``: a ``required`` call with the next ask right after ``forced``, so the
-tools' system block is reused from the KV cache, as in a conversation.
-Compile time (first, then cached) and the llguidance tokenizer build are printed too.
-
-Range probes first (deterministic, no sampling): fixed ``set_alarm`` calls fed token by token
-to each of edged's engines (llguidance and the GBNF fallback), two valid and six that break a
-bound (hour 24, 203, -1, ``07``, minute 60, a 25-character label); an engine must accept
-exactly the valid ones. (The study that chose the engine, with other engines and its own
-decode loop, is ``bench/grammar.py`` in git history at commit 8c5c76d.)
-
-    .venv/bin/python bench/tools.py [--rounds 5] [--threads 1 2] [--max-tokens 64]
-        [--json OUT.json] [--gbnf]    (--gbnf: the fallback engine, as if no llguidance;
-        --rounds 0: the range probes only)
+    .venv/bin/python bench/tools.py [--rounds 5] [--threads 1 2] [--max-tokens 64] [--gbnf]
+        (--gbnf: the fallback engine, as if no llguidance; --rounds 0: the range probes only)
 """
 
 from __future__ import annotations
@@ -64,6 +39,9 @@ SETS = {
     "1-tool": [ToolSpec(t["name"], t["description"], t["parameters"]) for t in TOOLS[:1]],
     "10-tool": [ToolSpec(t["name"], t["description"], t["parameters"]) for t in TOOLS],
 }
+
+
+ROWS = ("raw", "auto", "forced", "warm")
 
 
 def _alarm(hour: str, minute: str = "0", label: str = "a") -> str:
@@ -183,14 +161,11 @@ def med(xs: list[Any]) -> float:
 
 
 def table(threads: int, name: str, rows: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Print one table; its summaries."""
+    """One table's summaries, row by row (medians over the rounds)."""
     base_tps = med([x["decode_tps"] for x in rows["raw"]])
     base_first = med([x["first_ms"] for x in rows["raw"]])
     s_auto = med([x["sample_ms"] for x in rows["auto"]])
-    print(
-        f"   {'row':7s} {'first ms':>8s} {'tok/s':>6s} {'ratio':>5s} {'tokens':>6s} "
-        f"{'smpl ms':>7s} {'resmpl':>6s} {'est':>5s} {'calls':>5s} {'call ms':>7s} {'added':>6s}"
-    )
+    raw_ms = 1e3 / base_tps
     out = []
     for row, xs in rows.items():
         tps = med([x["decode_tps"] for x in xs])
@@ -204,23 +179,17 @@ def table(threads: int, name: str, rows: dict[str, list[dict[str, Any]]]) -> lis
             "ratio": tps / base_tps,
             "tokens": med([x["tokens"] for x in xs]),
         }
-        line = f"   {row:7s} {s['first_ms']:8.0f} {tps:6.1f} {s['ratio']:5.2f} {s['tokens']:6.0f}"
         if row != "raw":
             s["sample_ms"] = med([x["sample_ms"] for x in xs])
             s["resampled"] = med([x["resampled"] for x in xs])
             s["calls"] = sum(x["call"] for x in xs)
-            line += f" {s['sample_ms']:7.2f} {s['resampled']:6.0f}"
         if row in ("forced", "warm"):
-            raw_ms = 1e3 / base_tps
             s["est"] = raw_ms / (raw_ms + s["sample_ms"] - s_auto)
             s["whole_call_ms"] = med([x["whole_ms"] for x in xs])
-            line += f" {s['est']:5.2f} {s['calls']:2d}/{len(xs):<2d} {s['whole_call_ms']:7.0f}"
-            if row == "forced":  # warm: its prompt is not cold, so no like-for-like floor
-                s["added_ms"] = s["whole_call_ms"] - (base_first + s["tokens"] * raw_ms)
-                line += f" {s['added_ms']:6.0f}"
-        if row == "auto":
-            line += f" {'':5s} {s['calls']:2d}/{len(xs):<2d}"
-        print(line)
+        if row == "forced":  # warm: its prompt is not cold, so no like-for-like floor
+            s["added_ms"] = s["whole_call_ms"] - (base_first + s["tokens"] * raw_ms)
+            print(f"   forced: est {s['est']:.2f}, calls {s['calls']}/{len(xs)}", end="")
+            print(f", whole call {s['whole_call_ms']:.0f} ms (+{s['added_ms']:.0f} over raw)")
         out.append(s)
     return out
 
@@ -258,10 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                 times.append((time.perf_counter() - t) * 1e3)
             print(f"-- {name}: compile {times[0]:.1f} ms, cached {times[1]:.2f} ms")
             rows: dict[str, list[dict[str, Any]]] = {
-                "raw": [],
-                "auto": [],
-                "forced": [],
-                "warm": [],
+                r: [] for r in ("raw", "auto", "forced", "warm")
             }
             for r in range(args.rounds):
                 ask = REQUESTS[r % len(REQUESTS)]

@@ -18,6 +18,7 @@ from typing import Protocol
 from edged.agent.loop import Agent, AgentRun
 from edged.aio import CancelScope, cancel_scope, deadline, take_cancel
 from edged.backends.base import Backend
+from edged.config_backends import BackendEntry
 from edged.energy.meter import Meter
 from edged.errors import BackendFailed, EdgedError, Internal, ToolCallInvalid
 from edged.guardian import Guardian
@@ -64,6 +65,15 @@ class Router(Protocol):
 
     def cloud_usage(self) -> CloudUsage:
         """Today's cloud requests and tokens (telemetry)."""
+        ...
+
+    @property
+    def table(self) -> Mapping[str, BackendEntry]:
+        """Every backend's kind and trust class (telemetry's per-backend report)."""
+        ...
+
+    def usage_today(self, name: str) -> CloudUsage:
+        """Today's requests and tokens of backend ``name`` (telemetry)."""
         ...
 
     def close(self) -> None:

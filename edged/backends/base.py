@@ -46,6 +46,12 @@ class Backend(Protocol):
         """Its figures now (cached values, no I/O)."""
         ...
 
+    @property
+    def resident(self) -> bool:
+        """Whether its model is in memory now (telemetry): False only for one that loads on
+        demand and is unloaded; True for one loaded at start, and for a remote one."""
+        ...
+
     async def restart(self) -> None:
         """End a stuck decode and be ready again (the supervisor calls it when
         ``stats().stuck`` says why); a backend that cannot get stuck does nothing."""

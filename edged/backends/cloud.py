@@ -198,6 +198,11 @@ class CloudBackend:
         """Seconds left of a wait the server asked for (0 when none)."""
         return max(0.0, self._hold_until - self._clock())
 
+    @property
+    def resident(self) -> bool:
+        """Remote: nothing of it is in this device's memory to unload (telemetry says null)."""
+        return True
+
     def stats(self) -> BackendStats:
         """The breaker's state and the wait the server asked for."""
         return BackendStats(

@@ -63,6 +63,11 @@ class FakeBackend:
         """Nothing measured."""
         return BackendStats()
 
+    @property
+    def resident(self) -> bool:
+        """Nothing to load: always resident."""
+        return True
+
     async def restart(self) -> None:
         """Never stuck: nothing to restart."""
 

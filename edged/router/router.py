@@ -64,6 +64,10 @@ class BackendView(Protocol):
         """Whether it honours tools, tool_choice and response_format."""
         ...
 
+    def stats(self) -> BackendStats:
+        """Its queue and measured speeds (read for device backends other than ``local``)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class LocalStats:
@@ -194,10 +198,8 @@ class Router:
                 st = self._local_stats()
                 queue, tps, ttft = st.queue, st.tokens_per_s, st.ttft_s
             elif entry.trust == "device":
-                stats = getattr(backend, "stats", None)
-                bs: BackendStats | None = stats() if callable(stats) else None
-                queue = (bs.queue_depth or 0) if bs else 0
-                tps, ttft = (bs.tokens_per_s, bs.ttft_s) if bs else (None, None)
+                bs = backend.stats()
+                queue, tps, ttft = bs.queue_depth or 0, bs.tokens_per_s, bs.ttft_s
             else:
                 queue, tps, ttft = 0, None, None
             out.append(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from edged.config_backends import BackendEntry
 from edged.energy.sampler import Sampler
 from edged.telemetry.outbox import Outbox
 from edged.types import BackendStats, CloudUsage
@@ -79,18 +80,28 @@ class _Reports(Protocol):
 
     def stats(self) -> BackendStats: ...
 
+    @property
+    def resident(self) -> bool: ...
 
-def backends_report(backends: Mapping[str, _Reports], router: object) -> dict[str, Any]:
+
+class _Usage(Protocol):
+    """What :func:`backends_report` reads from the router."""
+
+    @property
+    def table(self) -> Mapping[str, BackendEntry]: ...
+
+    def usage_today(self, name: str) -> CloudUsage: ...
+
+
+def backends_report(backends: Mapping[str, _Reports], router: _Usage) -> dict[str, Any]:
     """Per backend, by name: its trust class and kind (from the router's table), health,
     queue, breaker, measured tokens/s and today's requests and tokens (remote ones)."""
-    table = getattr(router, "table", {})
-    usage_today = getattr(router, "usage_today", None)
     out: dict[str, Any] = {}
     for name, backend in backends.items():
         s = backend.stats()
-        entry = table.get(name)
+        entry = router.table.get(name)
         remote = entry is not None and entry.trust != "device"
-        used = usage_today(name) if remote and callable(usage_today) else None
+        used = router.usage_today(name) if remote else None
         out[name] = {
             "kind": entry.kind if entry else None,
             "trust": entry.trust if entry else None,
@@ -102,6 +113,6 @@ def backends_report(backends: Mapping[str, _Reports], router: object) -> dict[st
             "requests_today": used.requests_today if used else None,
             "tokens_today": used.tokens_today if used else None,
             # device models: in memory now (residency); remote: null
-            "resident": None if remote else bool(getattr(backend, "resident", True)),
+            "resident": None if remote else backend.resident,
         }
     return out

@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import AsyncGenerator
 
 from edged.errors import EdgedError
-from edged.types import Request, Result, StreamEvent
+from edged.types import BackendStats, Request, Result, StreamEvent
 
 
 class Script:
@@ -28,8 +28,17 @@ class Script:
         self.supports_tools = supports_tools
         self.closed = False
 
+    #: In memory now (telemetry's ``resident``)
+    resident = True
+
     def healthy(self) -> bool:
         return True
+
+    def stats(self) -> BackendStats:
+        return BackendStats()
+
+    async def restart(self) -> None:
+        pass
 
     async def start(self) -> None:
         pass

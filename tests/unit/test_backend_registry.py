@@ -45,3 +45,18 @@ def test_kinds_build_their_classes() -> None:
 def test_an_unknown_kind_names_the_known_ones() -> None:
     with pytest.raises(KeyError, match="llama_process"):
         factory("onnx")
+
+
+def test_every_kind_and_the_on_demand_wrapper_has_the_whole_backend_surface() -> None:
+    from edged.backends.resident import Resident
+
+    # ``name`` and ``supports_tools`` may be instance attributes
+    members = [m for m in dir(Backend) if not m.startswith("_")]
+    members = [m for m in members if m not in ("name", "supports_tools")]
+    assert {"stats", "restart", "resident", "healthy"} <= set(members)
+    for cls in [*(factory(k) for k in sorted(kinds())), Resident]:
+        missing = [m for m in members if not hasattr(cls, m)]
+        assert not missing, f"{cls.__name__} lacks {missing}"
+    cfg = Config.model_validate({"local": {"backend": "fake"}})
+    assert build("fake", BackendSpec("local", cfg)).resident is True
+    assert build(CLOUD_KIND, BackendSpec("cloud", cfg)).resident is True

@@ -119,10 +119,38 @@ def test_base_modules_import_no_stage() -> None:
         "config_env",
         "secrets",
         "figures",
+        "aio",
+        "logs",
+        "store",
+        "report",
+        "config_backends",
+        "models",  # the model manifest (the embeddings stage reads it)
     )
     for name in base:
         mods = edged_imports(PKG / f"{name}.py")
         assert mods <= BASE, (name, mods)
+    # [agent] and [tools.NAME] check their schemas with the pure tool-schema library
+    assert {m for m in edged_imports(PKG / "config_agent.py") if not m.startswith(TOOLS)} <= BASE
+
+
+# where the stages meet (anything allowed): the composition root, the request path, the HTTP
+# front door, and the accelerator report that reads several stages' probes
+COMPOSITION = {"__init__", "app", "pipeline", "http_front", "accel"}
+BASE_MODULES = {m.removeprefix("edged.") for m in BASE} | {"figures", "models", "config_agent"}
+
+
+def test_every_module_is_in_a_layer() -> None:
+    """A new module or package must be placed in a layer here before it is imported."""
+    unplaced = []
+    for p in sorted(PKG.iterdir()):
+        if p.is_dir() and (p / "__init__.py").exists():
+            if p.name not in STAGES and p.name not in OUTER:
+                unplaced.append(f"{p.name}/")
+        elif p.suffix == ".py" and p.stem not in COMPOSITION | BASE_MODULES:
+            unplaced.append(p.name)
+    assert not unplaced, (
+        f"modules in no layer (add them to STAGES, OUTER, BASE or COMPOSITION): {unplaced}"
+    )
 
 
 def test_the_scanner_sees_imports() -> None:

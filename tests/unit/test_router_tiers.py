@@ -350,13 +350,13 @@ def test_lan_failing_before_its_first_token_falls_to_the_device_never_public() -
 def test_backends_report_names_each_backend_with_trust_and_usage() -> None:
     ok: list[StreamEvent | Exception] = [Started(), TextDelta("x"), Finished("stop", Usage(1, 5))]
     router, backends, _ = _serve(Script(ok), "trading-ops")
-    for b in backends.values():
-        b.stats = BackendStats  # type: ignore[attr-defined]  # the double has no figures
-    report = backends_report(backends, router)  # type: ignore[arg-type]  # doubles
+    backends["local"].resident = False  # type: ignore[misc]  # unloaded (on demand)
+    report = backends_report(backends, router)
     assert list(report) == ["local", "edge", "cloud"]
     assert report["edge"]["trust"] == "lan" and report["edge"]["requests_today"] == 1
     assert report["edge"]["tokens_today"] == 5
     assert report["local"]["requests_today"] is None and report["local"]["healthy"] is True
+    assert report["local"]["resident"] is False and report["edge"]["resident"] is None
 
 
 def test_a_semantic_route_may_send_work_to_a_second_device_model() -> None:
@@ -374,3 +374,18 @@ def test_a_semantic_route_may_send_work_to_a_second_device_model() -> None:
     assert route(replace(PRIVATE, semantic=facts), VOICE, backends).backend == "local"
     hinted = replace(NORMAL, semantic=facts, hint="local")
     assert route(hinted, VOICE, backends) == RouteDecision("local", ("hint",))
+
+
+def test_a_second_device_model_is_a_candidate_with_its_own_figures() -> None:
+    class Busy(Script):
+        def stats(self) -> BackendStats:
+            return BackendStats(queue_depth=3, tokens_per_s=12.5, ttft_s=0.4)
+
+    backends = {"local": Script([]), "gemma": Busy([])}
+    table = {
+        "local": BackendEntry(name="local", kind="local", trust="device"),
+        "gemma": BackendEntry(name="gemma", kind="llama", trust="device"),
+    }
+    router = Router(RouterConfig(), PRESETS, backends, table=table)
+    gemma = {c.name: c for c in router.candidates(tools=False)}["gemma"]
+    assert (gemma.queue, gemma.tokens_per_s, gemma.ttft_s) == (3, 12.5, 0.4)

@@ -337,6 +337,11 @@ class ProcessLlamaBackend:
         """The worker runs, has its model, and no job is stuck."""
         return self._ready and self.stuck() is None
 
+    @property
+    def resident(self) -> bool:
+        """Loaded at start and kept (:class:`~edged.backends.resident.Resident` loads on demand)."""
+        return True
+
     def stats(self) -> BackendStats:
         """Queue depth, measured speeds, and whether a decode is stuck."""
         return BackendStats(

@@ -108,6 +108,11 @@ class LlamaBackend:
         finally:
             self._restarting = False
 
+    @property
+    def resident(self) -> bool:
+        """Loaded at start and kept (:class:`~edged.backends.resident.Resident` loads on demand)."""
+        return True
+
     def stats(self) -> BackendStats:
         """Queue depth, measured speeds, and whether a decode is stuck."""
         return BackendStats(
