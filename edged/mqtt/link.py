@@ -22,7 +22,6 @@ import socket
 import ssl
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +30,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from edged.mqtt.acks import AckTracker as AckTracker  # noqa: PLC0414 (re-export)
 
 log = logging.getLogger("edged.mqtt")
 
@@ -68,54 +69,6 @@ class Incoming:
 def props_for(packet_type: int) -> Properties:
     """An empty MQTT v5 property set for one packet type."""
     return Properties(packet_type)  # type: ignore[no-untyped-call]
-
-
-class AckTracker:
-    """Sends PUBACKs in the order the PUBLISHes arrived, each once its work is done.
-
-    MQTT requires acknowledgements in arrival order; a request that finishes early waits
-    for the ones that arrived before it.
-
-    Packet ids belong to one session. After :meth:`reset` (a new session: the broker lost
-    the old one) the broker numbers messages from 1 again, so a request of the old session
-    that finishes later must not acknowledge the new message that got its number: ``done``
-    takes the ``generation`` its message arrived in and ignores an older one.
-    """
-
-    def __init__(self, send_ack: Callable[[int], None]) -> None:
-        self._send_ack = send_ack
-        self._pending: OrderedDict[int, bool] = OrderedDict()
-        #: Incremented by every :meth:`reset`.
-        self.generation = 0
-
-    def track(self, mid: int) -> bool:
-        """Start tracking ``mid``; False when it is already tracked (a redelivery)."""
-        if mid in self._pending:
-            return False
-        self._pending[mid] = False
-        return True
-
-    def done(self, mid: int, generation: int | None = None) -> None:
-        """Mark ``mid`` finished and send every PUBACK that is now due. ``generation``: the
-        one ``mid`` was tracked in; a message of an earlier session is not acknowledged."""
-        if mid not in self._pending or (generation is not None and generation != self.generation):
-            return
-        self._pending[mid] = True
-        while self._pending:
-            head, finished = next(iter(self._pending.items()))
-            if not finished:
-                break
-            del self._pending[head]
-            self._send_ack(head)
-
-    def reset(self) -> None:
-        """Forget everything and start a new generation (a new session: what the broker
-        still holds unacknowledged it redelivers; what it lost is gone)."""
-        self._pending.clear()
-        self.generation += 1
-
-    def __len__(self) -> int:
-        return len(self._pending)
 
 
 class MqttLink:
@@ -330,6 +283,14 @@ class MqttLink:
             if expiry_s is not None:
                 props.MessageExpiryInterval = expiry_s
         return self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+
+    def subscribe(self, topic: str, qos: int) -> None:
+        """Add a subscription (kept while the link lives): sent now when connected, and at
+        every reconnect; one already held is not sent again."""
+        if (topic, qos) not in self._subscriptions:
+            self._subscriptions = (*self._subscriptions, (topic, qos))
+            if self.connected.is_set():
+                self._client.subscribe(topic, qos=qos)
 
     def ack_when_done(self, incoming: Incoming) -> Callable[[], None]:
         """Track a QoS 1 message; returns the callable that marks its work finished."""
