@@ -144,6 +144,13 @@ class Agent:
                     self.observe(step)
                 turns.append(ChatMessage("tool", content, tool_call_id=call.id))
             verdict = await self._reread(verdict, tuple(turns), guardian)
+            choice = verdict.request.tool_choice
+            log.debug(
+                "event=agent_turn id=%s turn=%d tool_choice=%s",
+                verdict.request.id,
+                len(outcomes) + 1,
+                "unset" if choice is None else choice.mode,
+            )
             outcome, calls, text = await turn(verdict)
             outcomes.append(outcome)
         return AgentRun(tuple(outcomes), verdict, tuple(steps), False)
