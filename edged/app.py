@@ -21,6 +21,7 @@ from typing import Any
 
 from edged import __version__
 from edged.accel import board_profile, with_board_defaults
+from edged.agent.build import reload_agent
 from edged.agent.confirm import MqttApprover
 from edged.agent.loop import Agent
 from edged.agent.mqtt_executor import MqttToolExecutor
@@ -55,7 +56,7 @@ from edged.telemetry.presence import status_payload
 from edged.telemetry.reporter import EnergyCounter, Reporter
 from edged.telemetry.spool import Spool
 from edged.telemetry.stats import backends_report, build_stats
-from edged.types import CLOUD, LOCAL, PowerState, ReplyAddress, ToolDecision
+from edged.types import CLOUD, LOCAL, AgentStep, PowerState, ReplyAddress, ToolDecision
 
 log = logging.getLogger("edged.app")
 
@@ -87,7 +88,7 @@ class App:
         # device tools ([tools.NAME]): published on this daemon's link (docs/agents.md)
         self.tools = MqttToolExecutor(cfg.tools, lambda t, p: self.link.publish(t, p, qos=1))
         self.approver = MqttApprover(self._publish_reply, cfg.agent.confirm_timeout_s)
-        agent = Agent(cfg.tools, self.tools, cfg.agent.max_steps, self.approver)
+        agent = Agent(cfg.tools, self.tools, cfg.agent.max_steps, self.approver, self._tool_step)
         self.pipeline = Pipeline(
             guardian=PassGuardian(),
             router=self.build_router(cfg, semantic=False),
@@ -251,7 +252,8 @@ class App:
         self._spawn(announcer.announce(self.link))
 
     async def reload(self) -> bool:
-        """SIGHUP: re-read the config; swap in new guardian rules and ingress limits.
+        """SIGHUP: re-read the config; swap in new guardian rules, ingress limits and device
+        tools ([tools], [agent]).
 
         A config or pack that fails to load is refused with a log line, and the rules already
         running stay. Requests in flight finish under the rules they started with.
@@ -263,6 +265,8 @@ class App:
                 None, build_guardian, cfg, self.embedder, self._audit_tool
             )
             router = await loop.run_in_executor(None, self.build_router, cfg)
+            # last: [tools] and [agent] checked, then new reply topics subscribed
+            agent = reload_agent(cfg, self.pipeline.agent, self.topics, self.link)
         except Exception as e:
             log.error("event=reload_refused error=%r", str(e))
             return False
@@ -272,6 +276,7 @@ class App:
         router.adopt(self.pipeline.router)  # type: ignore[arg-type]
         self.pipeline.guardian = guardian
         self.pipeline.router = router
+        self.pipeline.agent = agent  # requests in flight keep the one they started with
         self.ingress.reconfigure(cfg)
         if self.http is not None:  # new limits for HTTP requests too (not host/port/key)
             self.http.front.cfg = cfg
@@ -291,6 +296,10 @@ class App:
     def _audit_tool(self, decision: ToolDecision) -> None:
         if self.reporter is not None:  # decisions before telemetry starts go only to the log
             self.reporter.observe_tool(decision)
+
+    def _tool_step(self, step: AgentStep) -> None:
+        if self.reporter is not None:  # telemetry's device-tool counts
+            self.reporter.observe_step(step)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` as a task the app holds until it ends (the loop keeps only weak

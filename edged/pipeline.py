@@ -138,13 +138,14 @@ class Pipeline:
     async def handle(self, request: Request, reply: ReplySink) -> None:
         """Serve one request; always ends with exactly one ``result`` or ``error``."""
         guardian = self.guardian  # a reload swaps the attribute; this request keeps its own
+        agent = self.agent  # so with the device tools (edged.agent.build)
         self.meter.begin(request.id)
         try:
             async with deadline(request.deadline_at_s):
                 verdict = await guardian.check_input(request)  # guardian in
                 out = await self._turn(verdict, guardian, reply)  # router .. responder
                 if out.device_calls:  # device tools: edged acts, then asks the model again
-                    run = await self._agent().run(
+                    run = await _needed(agent).run(
                         verdict,
                         (out, out.device_calls, out.text),
                         lambda v: self._agent_turn(v, guardian, reply),
@@ -180,11 +181,6 @@ class Pipeline:
         self.router.served(route, out.usage)
         out.route = route
         return out
-
-    def _agent(self) -> Agent:
-        if self.agent is None:  # ingress offers device tools only where they are configured
-            raise Internal("a device tool was called, but this pipeline has no agent loop")
-        return self.agent
 
     async def _agent_turn(
         self, verdict: Verdict, guardian: Guardian, reply: ReplySink
@@ -329,6 +325,12 @@ def _combined(run: AgentRun[_Outcome]) -> _Outcome:
         steps=run.steps,
         route=last.route,
     )
+
+
+def _needed(agent: Agent | None) -> Agent:
+    if agent is None:  # ingress offers device tools only where they are configured
+        raise Internal("a device tool was called, but this pipeline has no agent loop")
+    return agent
 
 
 def _total(counts: list[int | None]) -> int | None:

@@ -90,6 +90,8 @@ class ToolDecision:
     rules: tuple[str, ...]
     latency_us: float
     arguments: str
+    #: A call of a device tool (``Request.device_tools``: edged runs it), else a client's.
+    device: bool = False
 
 
 #: Told about every tool decision (telemetry); must not block.

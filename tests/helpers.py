@@ -240,6 +240,8 @@ class Daemon:
     log_path: Path
     extra_env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    #: the config file ``edged run --config`` reads (a reload test rewrites its own copy)
+    config: Path = ROOT / "configs" / "edged.toml"
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGED_")}
@@ -271,7 +273,7 @@ class Daemon:
                 "edged.cli",
                 "run",
                 "--config",
-                str(ROOT / "configs" / "edged.toml"),
+                str(self.config),
             ],
             env=self.env(),
             stdout=self._log,

@@ -112,11 +112,13 @@ class Agent:
         executor: ToolExecutor,
         max_steps: int,
         approver: Approver | None = None,
+        observe: Callable[[AgentStep], None] | None = None,
     ) -> None:
         self.tools = tools
         self.executor = executor
         self.max_steps = max_steps
         self.approver = approver  # None: a confirm call is never run (fail closed)
+        self.observe = observe  # told every step (telemetry's tool counts); must not block
 
     async def run(
         self,
@@ -138,8 +140,17 @@ class Agent:
             for call in calls:
                 content, step = await self._one(verdict, call, guardian)
                 steps.append(step)
+                if self.observe is not None:
+                    self.observe(step)
                 turns.append(ChatMessage("tool", content, tool_call_id=call.id))
             verdict = await self._reread(verdict, tuple(turns), guardian)
+            choice = verdict.request.tool_choice
+            log.debug(
+                "event=agent_turn id=%s turn=%d tool_choice=%s",
+                verdict.request.id,
+                len(outcomes) + 1,
+                "unset" if choice is None else choice.mode,
+            )
             outcome, calls, text = await turn(verdict)
             outcomes.append(outcome)
         return AgentRun(tuple(outcomes), verdict, tuple(steps), False)

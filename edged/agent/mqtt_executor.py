@@ -3,7 +3,9 @@ filled topic, and the first message after that on its reply topic is its result.
 
 The reply topics are subscribed when the link connects (each ``{placeholder}`` level as a
 ``+`` wildcard), so a reply topic is always subscribed before anything is published on the
-tool's topic, and no subscribe round trip is on the path of a call. A retained message is
+tool's topic, and no subscribe round trip is on the path of a call. A reload adds the new
+tools' filters (:meth:`MqttToolExecutor.add_tools`; the link subscribes them before the new
+tools can be called). A retained message is
 the device's old state, not this call's answer: it is ignored. Messages arrive on the event
 loop thread (edged.mqtt.link drives paho from the loop), so no lock is needed.
 """
@@ -43,6 +45,14 @@ class MqttToolExecutor:
         self._publish = publish
         self.subscriptions = reply_subscriptions(tools)
         self._waiting: dict[str, list[asyncio.Future[str]]] = {}
+
+    def add_tools(self, tools: Mapping[str, ToolConfig]) -> tuple[str, ...]:
+        """A reload's tools: their reply filters, now also consumed here. The old filters
+        stay (a reply to a call still in flight arrives on one; the link stays subscribed
+        to them until edged restarts)."""
+        new = reply_subscriptions(tools)
+        self.subscriptions = tuple(dict.fromkeys(self.subscriptions + new))
+        return new
 
     async def call(
         self, topic: str, payload_json: str, reply_topic: str | None, timeout_s: float

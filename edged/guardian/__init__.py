@@ -12,7 +12,15 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Sequence
 from typing import Protocol
 
-from edged.types import GuardianReport, Request, StreamEvent, ToolCall, Verdict
+from edged.types import (
+    GuardianReport,
+    Request,
+    StreamEvent,
+    ToolAudit,
+    ToolCall,
+    ToolDecision,
+    Verdict,
+)
 
 
 class Guardian(Protocol):
@@ -46,7 +54,11 @@ class Guardian(Protocol):
 
 
 class PassGuardian:
-    """No rules: lets everything through, and says so by reporting None."""
+    """No rules: lets everything through, and says so by reporting None. ``audit`` is told
+    each tool call, allowed by no rule (the audit trail and telemetry's tool counts)."""
+
+    def __init__(self, audit: ToolAudit | None = None) -> None:
+        self.audit = audit
 
     async def check_input(self, request: Request) -> Verdict:
         """Accept the request unchanged."""
@@ -61,7 +73,13 @@ class PassGuardian:
     def check_calls(
         self, request: Request, calls: Sequence[ToolCall], verdict: Verdict
     ) -> tuple[ToolCall, ...]:
-        """Release every call."""
+        """Release every call (each audited as allowed, no rule)."""
+        if self.audit is not None:
+            for c in calls:
+                device = c.name in request.device_tools
+                self.audit(
+                    ToolDecision(request.id, c.id, c.name, "allow", (), 0.0, c.arguments, device)
+                )
         return tuple(calls)
 
     def report(self, verdict: Verdict) -> GuardianReport | None:

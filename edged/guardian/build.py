@@ -18,7 +18,7 @@ def build_guardian(cfg: Config, embedder: Embedder, audit: ToolAudit | None = No
     ConfigError / ModelError naming the file, rule id and reason.
     """
     if not cfg.guardian.packs:
-        return PassGuardian()
+        return PassGuardian(audit)  # no rules: every call allowed, and audited so
     packs = load_packs(cfg.guardian.packs)
     semantic = any(r.kind == "semantic" for p in packs for r in p.rule)
     return RuleGuardian(packs, embedder if semantic else None, audit=audit)

@@ -218,6 +218,7 @@ class RuleGuardian:
                         d.rules,
                         latency_us,
                         call.arguments,
+                        call.name in request.device_tools,
                     )
                 )
         if calls and not released:

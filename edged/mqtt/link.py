@@ -291,6 +291,14 @@ class MqttLink:
                 props.MessageExpiryInterval = expiry_s
         return self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
 
+    def subscribe(self, topic: str, qos: int) -> None:
+        """Add a subscription (kept while the link lives): sent now when connected, and at
+        every reconnect; one already held is not sent again."""
+        if (topic, qos) not in self._subscriptions:
+            self._subscriptions = (*self._subscriptions, (topic, qos))
+            if self.connected.is_set():
+                self._client.subscribe(topic, qos=qos)
+
     def ack_when_done(self, incoming: Incoming) -> Callable[[], None]:
         """Track a QoS 1 message; returns the callable that marks its work finished."""
         if incoming.qos != 1 or not self.acks.track(incoming.mid):

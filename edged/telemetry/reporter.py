@@ -21,7 +21,9 @@ from edged.energy.sampler import Sampler
 from edged.errors import EdgedError
 from edged.report import result_fields
 from edged.store import StateDoc
-from edged.types import Request, Result, ToolDecision
+from edged.types import AgentStep, Request, Result, ToolDecision
+
+from .tool_counts import ToolCounts
 
 log = logging.getLogger("edged.telemetry")
 
@@ -123,6 +125,7 @@ class Reporter:
         self.routes: dict[str, int] = {}
         self.guardian_input: dict[str, int] = {}
         self.guardian_output: dict[str, int] = {}
+        self.tools = ToolCounts()  # tool calls decided and blocked, client and device
         self._pending: set[asyncio.Task[None]] = set()
 
     # --- per request -------------------------------------------------------------------------
@@ -158,9 +161,15 @@ class Reporter:
         task.add_done_callback(self._pending.discard)
 
     def observe_tool(self, decision: ToolDecision) -> None:
-        """The guardian decided a tool call (event loop; must not block): one audit event."""
+        """The guardian decided a tool call (event loop; must not block): counted, and one
+        audit event."""
+        self.tools.decided(decision)
         if self.events and self.tool_events_topic is not None:
             self._send(self.tool_events_topic, self.tool_event(decision))
+
+    def observe_step(self, step: AgentStep) -> None:
+        """The agent loop dealt with a device call (event loop; must not block): counted."""
+        self.tools.stepped(step)
 
     def tool_event(self, d: ToolDecision) -> dict[str, Any]:
         """The audit event of one tool decision; argument values only with ``log_arguments``
@@ -274,6 +283,7 @@ class Reporter:
             "errors": dict(self.errors),
             "routes": dict(self.routes),
             "guardian": {"input": dict(self.guardian_input), "output": dict(self.guardian_output)},
+            "tools": self.tools.snapshot(),
             **stats,
         }
 

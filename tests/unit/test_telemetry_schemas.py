@@ -562,9 +562,9 @@ def test_snapshot_with_the_real_app_stats_validates(tmp_path: Path) -> None:
     reporter._stats = app._stats
     snap = wire(reporter.snapshot())
     assert_valid("telemetry", snap)
-    # every field the schema requires is in the record, and nothing else (backends: optional
-    # in the schema, added later; the daemon always sends it)
-    assert set(snap) == set(schema("telemetry")["required"]) | {"backends"}
+    # every field the schema requires is in the record, and nothing else (backends, tools:
+    # optional in the schema, added later; the daemon always sends them)
+    assert set(snap) == set(schema("telemetry")["required"]) | {"backends", "tools"}
 
 
 # --- the request event ---------------------------------------------------------------------------
@@ -637,9 +637,9 @@ def test_schema_properties_are_what_the_reporter_emits(tmp_path: Path) -> None:
     keys |= set(reporter.event(request(), None, Timeout("late")))
     assert set(schema("request-event")["properties"]) == keys | {"historical", "spool_seq"}
     snap_keys = set(make_reporter(tmp_path, None, Clock()).snapshot())
-    optional = {"historical", "spool_seq", "backends"}
+    optional = {"historical", "spool_seq", "backends", "tools"}
     assert set(schema("telemetry")["properties"]) == snap_keys | optional
-    assert set(schema("telemetry")["required"]) == snap_keys - {"backends"}
+    assert set(schema("telemetry")["required"]) == snap_keys - {"backends", "tools"}
 
 
 # --- replayed records: historical and spool_seq --------------------------------------------------
