@@ -423,6 +423,44 @@ class Client:
 # --- the "cloud": llama.cpp's OpenAI-compatible server behind a recording TCP proxy ----------
 
 
+class DeviceStub:
+    """A test client standing in for the devices behind device tools: subscribed to
+    ``home/#``, it records every message in ``seen`` and hands each to :meth:`answer`,
+    which a test overrides to publish the tool's reply."""
+
+    def __init__(self, port: int) -> None:
+        self.client = Client(port)
+        self.seen: list[Msg] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> DeviceStub:
+        self.client.__enter__()
+        self.client.subscribe("home/#")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.client.__exit__(*exc)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                msg = self.client.get(timeout_s=0.05)
+            except queue.Empty:
+                continue
+            self.seen.append(msg)
+            self.answer(msg, msg.topic.split("/"))
+
+    def answer(self, msg: Msg, levels: list[str]) -> None:
+        """Reply to ``msg`` (its topic split into ``levels``); by default, nothing."""
+
+    def topics(self) -> list[str]:
+        return [m.topic for m in self.seen]
+
+
 class TcpRecorder:
     """A loopback TCP proxy (client -> ``port`` -> ``upstream_port``) that keeps every byte
     clients sent, so a test can prove what did or did not reach the server.

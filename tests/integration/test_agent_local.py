@@ -12,8 +12,6 @@ steps and comes back once), never what the model chose to say.
 from __future__ import annotations
 
 import json
-import queue
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ROOT, Broker, Client, Daemon, Msg
+from tests.helpers import ROOT, Broker, Client, Daemon, DeviceStub, Msg
 
 pytestmark = pytest.mark.integration
 
@@ -50,39 +48,15 @@ action = "block"
 """
 
 
-class Device:
+class Device(DeviceStub):
     """A test client on ``home/#``: records every message and answers each
     ``home/<room>/light/set`` on ``home/<room>/light/state``."""
 
-    def __init__(self, port: int) -> None:
-        self.client = Client(port)
-        self.seen: list[Msg] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Device:
-        self.client.__enter__()
-        self.client.subscribe("home/#")
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.client.__exit__(*exc)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                msg = self.client.get(timeout_s=0.05)
-            except queue.Empty:
-                continue
-            self.seen.append(msg)
-            levels = msg.topic.split("/")
-            if len(levels) == 4 and levels[2:] == ["light", "set"]:
-                on = json.loads(msg.payload)["on"]
-                state = json.dumps({"state": "on" if on else "off"})
-                self.client.publish(f"home/{levels[1]}/light/state", state, wait=False)
+    def answer(self, msg: Msg, levels: list[str]) -> None:
+        if len(levels) == 4 and levels[2:] == ["light", "set"]:
+            on = json.loads(msg.payload)["on"]
+            state = json.dumps({"state": "on" if on else "off"})
+            self.client.publish(f"home/{levels[1]}/light/state", state, wait=False)
 
 
 @pytest.fixture

@@ -8,8 +8,6 @@ device that does not answer becomes a tool result saying it timed out."""
 from __future__ import annotations
 
 import json
-import queue
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -18,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Broker, Client, Daemon, Msg
+from tests.helpers import Broker, Client, Daemon, DeviceStub, Msg
 from tests.scripted_cloud import (
     Call,
     ScriptedCloud,
@@ -77,45 +75,18 @@ NOTE = "Call Alice at alice@example.com about the party."
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class Device:
+class Device(DeviceStub):
     """A test client subscribed to ``home/#``: records every message, and answers each
     ``home/<room>/light/set`` with ``{"state": "on"|"off"}`` on ``home/<room>/light/state``
     (the fan never answers)."""
 
-    def __init__(self, port: int) -> None:
-        self.client = Client(port)
-        self.seen: list[Msg] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Device:
-        self.client.__enter__()
-        self.client.subscribe("home/#")
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.client.__exit__(*exc)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                msg = self.client.get(timeout_s=0.05)
-            except queue.Empty:
-                continue
-            self.seen.append(msg)
-            levels = msg.topic.split("/")
-            if msg.topic == "home/notes/get":
-                self.client.publish("home/notes/value", NOTE, wait=False)
-            if len(levels) == 4 and levels[2:] == ["light", "set"]:
-                on = json.loads(msg.payload)["on"]
-                state = json.dumps({"state": "on" if on else "off"})
-                self.client.publish(f"home/{levels[1]}/light/state", state, wait=False)
-
-    def topics(self) -> list[str]:
-        return [m.topic for m in self.seen]
+    def answer(self, msg: Msg, levels: list[str]) -> None:
+        if msg.topic == "home/notes/get":
+            self.client.publish("home/notes/value", NOTE, wait=False)
+        if len(levels) == 4 and levels[2:] == ["light", "set"]:
+            on = json.loads(msg.payload)["on"]
+            state = json.dumps({"state": "on" if on else "off"})
+            self.client.publish(f"home/{levels[1]}/light/state", state, wait=False)
 
 
 @pytest.fixture

@@ -7,9 +7,7 @@ periodic telemetry counts every call."""
 from __future__ import annotations
 
 import json
-import queue
 import signal
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -18,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ROOT, Broker, Client, Daemon, Msg
+from tests.helpers import ROOT, Broker, Client, Daemon, DeviceStub, Msg
 from tests.scripted_cloud import (
     Call,
     ScriptedCloud,
@@ -59,37 +57,13 @@ def write_config(path: Path, **tool: str) -> None:
     path.write_text(base + TOOL.format(**values))
 
 
-class Device:
+class Device(DeviceStub):
     """Answers every ``home/<room>/<thing>/set`` with its ``on`` on ``.../<thing>/state``."""
 
-    def __init__(self, port: int) -> None:
-        self.client = Client(port)
-        self.seen: list[Msg] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Device:
-        self.client.__enter__()
-        self.client.subscribe("home/#")
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.client.__exit__(*exc)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                msg = self.client.get(timeout_s=0.05)
-            except queue.Empty:
-                continue
-            self.seen.append(msg)
-            levels = msg.topic.split("/")
-            if len(levels) == 4 and levels[3] == "set":
-                state = json.dumps({"state": "on" if json.loads(msg.payload)["on"] else "off"})
-                self.client.publish("/".join([*levels[:3], "state"]), state, wait=False)
+    def answer(self, msg: Msg, levels: list[str]) -> None:
+        if len(levels) == 4 and levels[3] == "set":
+            state = json.dumps({"state": "on" if json.loads(msg.payload)["on"] else "off"})
+            self.client.publish("/".join([*levels[:3], "state"]), state, wait=False)
 
     def sets(self) -> list[str]:
         return [m.topic for m in self.seen if m.topic.endswith("/set")]
