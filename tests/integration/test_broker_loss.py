@@ -1,6 +1,6 @@
 """The broker killed (SIGKILL) with requests queued for an offline edged: what Mosquitto had
 saved survives, what it had not is gone (docs/reliability.md, "The loss window when the broker is
-killed"; bench/broker_loss.py measures the window).
+killed", with the window a bench measured).
 
 Each test runs its own Mosquitto (it kills it) and its own daemon with the fake backend. The
 daemon is started once and stopped to leave a persistent session with its subscription in

@@ -1,5 +1,6 @@
 """A request without ``temperature`` gets the device's ``ingress.temperature_default``
-(0.2: bench/temperature.py measured the default model right more often than at 0.7);
+(0.2: bench/temperature.py, retired since, measured the default model right more often
+than at 0.7; docs/benchmarks.md);
 one that sends a number keeps it, and ``null`` is refused."""
 
 from __future__ import annotations
