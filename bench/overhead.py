@@ -33,7 +33,9 @@ class Raw:
     the daemon's does), with the daemon's sampling settings."""
 
     def __init__(self, threads: int) -> None:
-        self.cfg = LocalModelConfig(n_threads=threads)
+        c = LocalModelConfig(n_threads=threads)
+        self.sampling = {"top_k": c.top_k, "top_p": c.top_p, "min_p": c.min_p}
+        self.sampling["repeat_penalty"] = c.repeat_penalty
         self.llm = h.load_llama(threads)
         self.fmt = h.chat_formatter(self.llm)
 
@@ -54,59 +56,28 @@ class Raw:
         t0 = time.perf_counter()
         prompt = str(self.fmt(messages=h.chat(text)).prompt)
         toks = self.llm.tokenize(prompt.encode(), add_bos=False, special=True)
-        c = self.cfg
-        gen = self.llm.generate(
-            toks,
-            temp=0.0,
-            top_k=c.top_k,
-            top_p=c.top_p,
-            min_p=c.min_p,
-            repeat_penalty=c.repeat_penalty,
-        )
+        gen = self.llm.generate(toks, temp=0.0, **self.sampling)
         return self._timed(gen, max_tokens, t0, self.llm.token_eos())
 
     def stream(self, text: str, max_tokens: int) -> dict[str, float]:
         t0 = time.perf_counter()
-        c = self.cfg
+        prompt = str(self.fmt(messages=h.chat(text)).prompt)
         gen = self.llm.create_completion(
-            str(self.fmt(messages=h.chat(text)).prompt),
-            max_tokens=max_tokens,
-            stream=True,
-            temperature=0.0,
-            top_k=c.top_k,
-            top_p=c.top_p,
-            min_p=c.min_p,
-            repeat_penalty=c.repeat_penalty,
+            prompt, max_tokens=max_tokens, stream=True, temperature=0.0, **self.sampling
         )
         return self._timed(gen, max_tokens, t0, None)
 
 
-class CpuMeter:
-    """CPU seconds (/proc) of the daemon's own process (the model worker left out) and of
-    the broker, summed over the edged rounds only."""
-
-    def __init__(self, daemon_pid: int, broker_pid: int) -> None:
-        self.pids = {"daemon": daemon_pid, "broker": broker_pid}
-        self.cpu_s = dict.fromkeys(self.pids, 0.0)
-        self._t0: dict[str, float] = {}
-
-    def start(self) -> None:
-        self._t0 = {k: h.cpu_s(pid) for k, pid in self.pids.items()}
-
-    def stop(self) -> None:
-        for k, pid in self.pids.items():
-            self.cpu_s[k] += h.cpu_s(pid) - self._t0[k]
-
-
 def via_edged(
-    c: h.Client, device_id: str, text: str, max_tokens: int, cpu: CpuMeter | None = None
+    c: h.Client, device_id: str, text: str, max_tokens: int, cpu: dict[int, float]
 ) -> dict[str, Any]:
+    """One request; adds the CPU seconds each pid of ``cpu`` (the daemon's own process, the
+    model worker left out, and the broker) spent over it."""
     body = {"messages": h.chat(text), "max_tokens": max_tokens, "temperature": 0.0}
-    if cpu is not None:
-        cpu.start()
+    before = {pid: h.cpu_s(pid) for pid in cpu}
     r = h.ask(c, device_id, body, "reply/overhead")
-    if cpu is not None:
-        cpu.stop()
+    for pid, t in before.items():
+        cpu[pid] += h.cpu_s(pid) - t
     final = r["final"]
     if final.get("type") != "result" or r["first_s"] is None:
         raise RuntimeError(f"edged failed: {final}")
@@ -122,16 +93,6 @@ def via_edged(
         "id": final["id"],
         "chunks": len(r["chunks"]),
     }
-
-
-def flush_env(chunk_ms: float | None, emit_ms: float | None) -> dict[str, str]:
-    """The daemon's coalescing settings that were given (None: its default)."""
-    env = {}
-    if chunk_ms is not None:
-        env["EDGED_INGRESS__CHUNK_FLUSH_MS"] = str(chunk_ms)
-    if emit_ms is not None:
-        env["EDGED_LOCAL__EMIT_FLUSH_MS"] = str(emit_ms)
-    return env
 
 
 def rss_split(pid: int) -> dict[str, float]:
@@ -165,42 +126,24 @@ def main() -> int:
         help="decode threads, all three paths ('all': every core)",
     )
     ap.add_argument("--idle-s", type=float, default=10.0)
-    ap.add_argument(
-        "--isolation",
-        choices=["process", "thread"],
-        default="process",
-        help="where the daemon runs the model (its [local] isolation)",
-    )
-    ap.add_argument(
-        "--guardian",
-        choices=["off", "default"],
-        default="off",
-        help="off: no rule packs (the serving overhead alone); default: the "
-        "shipped pack (its hold-back keeps a word until the next token)",
-    )
-    ap.add_argument(
-        "--chunk-flush-ms",
-        type=float,
-        default=None,
-        help="the daemon's [ingress] chunk_flush_ms (chunk coalescing; 0: off; default: "
-        "the daemon's own)",
-    )
-    ap.add_argument(
-        "--emit-flush-ms",
-        type=float,
-        default=None,
-        help="the daemon's [local] emit_flush_ms (the decode gathers text; 0: off; default: "
-        "the daemon's own)",
-    )
+    ap.add_argument("--isolation", choices=["process", "thread"], default="process")
+    ap.add_argument("--guardian", choices=["off", "default"], default="off", help="rule packs")
+    ap.add_argument("--chunk-flush-ms", type=float, help="[ingress] chunk_flush_ms (0: off)")
+    ap.add_argument("--emit-flush-ms", type=float, help="[local] emit_flush_ms (0: off)")
     args = ap.parse_args()
     started = time.perf_counter()
     env = {
         "EDGED_LOCAL__N_THREADS": str(args.threads),
         "EDGED_LOG__LEVEL": "debug",
         "EDGED_LOCAL__ISOLATION": args.isolation,
-        **flush_env(args.chunk_flush_ms, args.emit_flush_ms),
         **({"EDGED_GUARDIAN__PACKS": "[]"} if args.guardian == "off" else {}),
     }
+    for value, key in (
+        (args.chunk_flush_ms, "INGRESS__CHUNK"),
+        (args.emit_flush_ms, "LOCAL__EMIT"),
+    ):
+        if value is not None:
+            env[f"EDGED_{key}_FLUSH_MS"] = str(value)
     res: dict[str, list[dict[str, Any]]] = {"raw": [], "stream": [], "edged": []}
     with h.Stack("overhead") as stack:
         daemon = stack.daemon(env)
@@ -210,15 +153,15 @@ def main() -> int:
         with h.Client(stack.broker.port) as c:
             c.subscribe("reply/overhead")
             assert stack.broker.proc is not None
-            meter = CpuMeter(pid, stack.broker.proc.pid)
+            cpu = dict.fromkeys((pid, stack.broker.proc.pid), 0.0)
             paths = {
                 "raw": raw.generate,
                 "stream": stream.stream,
-                "edged": lambda t, n: via_edged(c, daemon.device_id, t, n, meter),
+                "edged": lambda t, n: via_edged(c, daemon.device_id, t, n, cpu),
             }
             for k, fn in enumerate(paths.values()):  # warm-up: model paged in, first calls paid
                 fn(h.story(97 + k), 8)
-            meter.cpu_s = dict.fromkeys(meter.cpu_s, 0.0)  # the warm-up not counted
+            cpu.update(dict.fromkeys(cpu, 0.0))  # the warm-up not counted
             for i in range(args.rounds):
                 order = list(paths) if i % 2 == 0 else list(reversed(paths))
                 for name in order:
@@ -265,7 +208,8 @@ def main() -> int:
         "edged_tokens": sum(tokens["edged"]),
         "edged_chunks": sum(int(r["chunks"]) for r in res["edged"]),
         "cpu_us_per_token": {
-            k: v / max(sum(tokens["edged"]), 1) * 1e6 for k, v in meter.cpu_s.items()
+            k: v / max(sum(tokens["edged"]), 1) * 1e6
+            for k, v in zip(("daemon", "broker"), cpu.values(), strict=True)
         },
     }
     print(
