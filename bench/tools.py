@@ -35,12 +35,8 @@ MODEL = h.DEFAULT_MODEL_FILE
 _DATA = json.loads((Path(__file__).parent / "data" / "tools.json").read_text())
 TOOLS: list[dict[str, Any]] = _DATA["tools"]
 REQUESTS: list[str] = _DATA["requests"]
-SETS = {
-    "1-tool": [ToolSpec(t["name"], t["description"], t["parameters"]) for t in TOOLS[:1]],
-    "10-tool": [ToolSpec(t["name"], t["description"], t["parameters"]) for t in TOOLS],
-}
-
-
+SPECS = [ToolSpec(t["name"], t["description"], t["parameters"]) for t in TOOLS]
+SETS = {"1-tool": SPECS[:1], "10-tool": SPECS}
 ROWS = ("raw", "auto", "forced", "warm")
 
 
@@ -89,29 +85,20 @@ def probe(engine: LlamaEngine) -> dict[str, Any]:
     return out
 
 
-def request(tools: list[ToolSpec], ask: str, max_tokens: int, mode: str) -> Request:
+def request(tools: list[ToolSpec], ask: str, max_tokens: int, mode: Any) -> Request:
     """A tool request at temperature 0.8."""
-    choice = ToolChoice(mode)  # type: ignore[arg-type]
-    req: Request = h.local_request(
-        ask, max_tokens, 0.8, route="auto", rid="b", tools=tuple(tools), tool_choice=choice
-    )
-    return req
+    kw = {"route": "auto", "rid": "b", "tools": tuple(tools), "tool_choice": ToolChoice(mode)}
+    return h.local_request(ask, max_tokens, 0.8, **kw)  # type: ignore[no-any-return]
 
 
 def raw(engine: LlamaEngine, tokens: list[int], max_tokens: int) -> dict[str, Any]:
     """``Llama.generate`` on ``tokens``: ms to the first token, decode tokens/s."""
-    llm, cfg = engine.llm, engine.cfg
-    llm.reset()
+    c = engine.cfg
+    engine.llm.reset()
     t0 = time.perf_counter()
     t_first, n = None, 0
-    for tok in llm.generate(
-        tokens,
-        temp=0.8,
-        top_k=cfg.top_k,
-        top_p=cfg.top_p,
-        min_p=cfg.min_p,
-        repeat_penalty=cfg.repeat_penalty,
-    ):
+    sampling = {"top_k": c.top_k, "top_p": c.top_p, "min_p": c.min_p}
+    for tok in engine.llm.generate(tokens, temp=0.8, repeat_penalty=c.repeat_penalty, **sampling):
         if engine._is_eog(engine.vocab, tok):
             break
         n += 1
@@ -226,9 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                 grammar.constraint(spec)
                 times.append((time.perf_counter() - t) * 1e3)
             print(f"-- {name}: compile {times[0]:.1f} ms, cached {times[1]:.2f} ms")
-            rows: dict[str, list[dict[str, Any]]] = {
-                r: [] for r in ("raw", "auto", "forced", "warm")
-            }
+            rows: dict[str, list[dict[str, Any]]] = {r: [] for r in ROWS}
             for r in range(args.rounds):
                 ask = REQUESTS[r % len(REQUESTS)]
                 prompt = engine.prompt_tokens(request(tools, ask, 1, "required"))
