@@ -36,7 +36,7 @@ from tests import helpers as _t
 
 # the real parts, shared with the tests
 Broker, Client, CloudServer, Daemon, Msg = _t.Broker, _t.Client, _t.CloudServer, _t.Daemon, _t.Msg
-DEFAULT_MODEL_FILE, ROOT, mosquitto_binary = _t.DEFAULT_MODEL_FILE, _t.ROOT, _t.mosquitto_binary
+DEFAULT_MODEL_FILE, ROOT = _t.DEFAULT_MODEL_FILE, _t.ROOT
 
 RESULTS = ROOT / "bench" / "results"
 SYSTEM = "You are a helpful assistant. Answer briefly."
@@ -86,20 +86,11 @@ def goal(value: float | None, limit: float) -> str:
 
 class Stack:
     """A temporary directory, a broker, optionally the test cloud, and daemons; ``with`` stops
-    everything in reverse order and removes the directory (kept when ``keep`` or a failure)."""
+    everything in reverse order and removes the directory (kept after a failure)."""
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        cloud: bool = False,
-        broker_conf: str = "",
-        tmp_dir: Path | None = None,
-        keep: bool = False,
-    ) -> None:
+    def __init__(self, name: str, *, cloud: bool = False, tmp_dir: Path | None = None) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix=f"edged-bench-{name}-", dir=tmp_dir))
-        self.keep = keep
-        self.broker = Broker(self.tmp / "mosquitto", extra_conf=broker_conf)
+        self.broker = Broker(self.tmp / "mosquitto")
         self.cloud = CloudServer(DEFAULT_MODEL_FILE, self.tmp) if cloud else None
         self.daemons: list[Daemon] = []
         self._stops: list[Callable[[], object]] = []
@@ -137,9 +128,6 @@ class Stack:
             d.start()
         return d
 
-    def on_exit(self, fn: Callable[[], object]) -> None:
-        self._stops.append(fn)
-
     def __exit__(self, *exc: object) -> None:
         for fn in reversed(self._stops):
             try:
@@ -147,7 +135,7 @@ class Stack:
             except Exception as e:
                 print(f"cleanup: {fn!r} failed: {e!r}", file=sys.stderr)
         self._stops.clear()
-        if self.keep or exc[0] is not None:
+        if exc[0] is not None:
             print(f"logs kept in {self.tmp}", file=sys.stderr)
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
@@ -245,20 +233,6 @@ def local_request(
         "received_at_s": time.monotonic(),
     }
     return Request(**(base | fields))
-
-
-async def answer(backend: Any, request: Any) -> tuple[str, int, str]:
-    """(text, completion tokens, finish reason) of one generation on ``backend``."""
-    from edged.types import Finished, TextDelta
-
-    parts: list[str] = []
-    tokens, finish = 0, "?"
-    async for ev in backend.generate(request):
-        if isinstance(ev, TextDelta):
-            parts.append(ev.text)
-        elif isinstance(ev, Finished):
-            tokens, finish = ev.usage.completion_tokens, ev.finish_reason
-    return "".join(parts), tokens, finish
 
 
 # --- /proc -----------------------------------------------------------------------------------
