@@ -1,19 +1,10 @@
 """What the guardian costs per text and per streamed token, and how often it fires on benign text.
 
-  1. rules     ``Matcher.scan`` and ``RuleGuardian.check_text`` with 1,000 phrase rules (block)
-               and one PII rule with all 11 detectors (redact), on ~200-byte and ~2 KB texts
-               cut from a real chat corpus, as they are and with a PII value and a phrase
-               inserted (and whether both were caught);
-  2. baseline  stdlib ``re``: the 1,000 phrases escaped, joined with ``|``, ``re.IGNORECASE``,
-               ``finditer`` over the same texts, in the same loop;
-  3. stream    ``StreamFilter.feed`` on ~4-character pieces: time per call, and how many
-               characters arrive before a piece is released;
-  4. semantic  ``check_text`` with one semantic rule (MiniLM int8), 1 and 2 threads;
-  5. benign    how often the default pack and the 1,000 phrases fire on 138,725 real chat
-               turns (Wilson 95% interval), the rules that fired and the flagged texts, each
-               judged real PII or not.
-
-Texts, phrases and insertions are deterministic (fixed offsets, a seeded generator).
+``Matcher.scan`` (1,000 phrase rules and a PII rule with all 11 detectors)
+against an ``re`` alternation of the same phrases on ~200 B and ~2 KB chat texts, with and
+without an inserted PII value and phrase (and whether both are caught); ``StreamFilter.feed``
+on token-sized pieces (time, hold-back, nothing leaked); a semantic rule at 1 and 2 threads;
+false positives of the default pack and of the 1,000 phrases on 138,725 real chat turns.
 
     .venv/bin/python bench/guardian.py [--quick] [--texts 300]
 """
@@ -28,7 +19,7 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +32,7 @@ from edged.errors import ModelError
 from edged.guardian import normalize as nz
 from edged.guardian.engine import RuleGuardian
 from edged.guardian.matcher import Finding, Matcher
-from edged.guardian.pii import shape as pii_shape
-from edged.guardian.rules import PII_NAMES, Direction, Pack, Rule, load_packs
+from edged.guardian.rules import PII_NAMES, Pack, Rule, load_packs
 from edged.guardian.stream import StreamFilter
 from tests.fixtures.benign.corpus import load_benign
 
@@ -51,24 +41,33 @@ DEFAULT_PACK = ROOT / "configs" / "guardian" / "default.toml"
 PAYLOAD_LIMIT = 65_536  # bytes; ingress refuses larger payloads before parsing
 CHARS_PER_TOKEN = 4
 TOKENS_PER_S = 135.0
-GOALS = {"p99_us_200": 50.0, "p99_us_2k": 200.0, "stream_us_per_token": 20.0}
+SCAN_P99_GOAL_US = {200: 50.0, 2000: 200.0}
+FEED_MEAN_GOAL_US = 20.0
 
-# Input data (bench/data/guardian.json): the words an operator's blocklist might hold
-# (threats, leaks, internal projects), one synthetic PII value per detector (documentation
-# ranges, published example keys), and the corpus values a person reviewed.
+# bench/data/guardian.json: blocklist words, one synthetic PII value per detector, and the
+# flagged corpus values a person reviewed (real personal data is a true positive).
 DATA = json.loads((ROOT / "bench" / "data" / "guardian.json").read_text(encoding="utf-8"))
 SINGLE, ADJECTIVES, NOUNS, VERBS = (
     " ".join(DATA["phrase_words"][k]).split() for k in ("single", "adjectives", "nouns", "verbs")
 )
 PII_SAMPLES: dict[str, str] = DATA["pii_samples"]
-# Real personal data is a true positive; everything else the detectors flag is a false positive.
+DETECTORS = list(PII_SAMPLES)
 REAL_PII: dict[str, str] = DATA["real_pii"]
 REVIEWED_BENIGN: dict[str, str] = DATA["reviewed_benign"]
+PII_RULE = Rule(id="pii.all", kind="pii", action="redact", applies_to="both", detectors=PII_NAMES)
+SEMANTIC_RULE = Rule(
+    id="semantic.self-harm",
+    kind="semantic",
+    action="force_local",
+    applies_to="input",
+    threshold=0.6,
+    examples=("I want to hurt myself", "how can I end my life", "I don't want to live anymore"),
+)
 
 
 def make_phrases(n: int = 1000, seed: int = SEED) -> list[str]:
-    """``n`` distinct phrases of 1-4 words (distinct after normalization too), in a fixed order:
-    all of SINGLE, then 2-, 3- and 4-word phrases in proportion 40 : 34 : 20."""
+    """``n`` distinct phrases (after normalization too): all of SINGLE, then 2-, 3- and 4-word
+    phrases in proportion 40 : 34 : 20."""
     rng = random.Random(seed)
     out: list[str] = []
     seen: set[tuple[str, ...]] = set()
@@ -104,56 +103,39 @@ def phrase_rules(phrases: Sequence[str]) -> list[Rule]:
     ]
 
 
-PII_RULE = Rule(id="pii.all", kind="pii", action="redact", applies_to="both", detectors=PII_NAMES)
-
-# --- texts --------------------------------------------------------------------------------
-
-
 def sized_texts(corpus: Sequence[str], target: int, count: int) -> list[str]:
-    """``count`` texts of about ``target`` bytes: consecutive turns joined with a space from
-    evenly spaced starting points, cut at the last space before ``target``."""
-    stride = len(corpus) // count
+    """``count`` texts of about ``target`` bytes: consecutive turns joined from evenly spaced
+    starting points, cut at the last space before ``target``."""
     out = []
     for k in range(count):
-        i = k * stride
-        parts: list[str] = []
-        size = -1
-        while size < target:
-            parts.append(corpus[i % len(corpus)])
-            size += len(parts[-1]) + 1
+        i = k * (len(corpus) // count)
+        s = corpus[i]
+        while len(s) < target:
             i += 1
-        s = " ".join(parts)
+            s += " " + corpus[i % len(corpus)]
         cut = s.rfind(" ", 0, target + 1)
         out.append(s[:cut] if cut > target * 0.8 else s[:target])
     return out
 
 
-def _boundary(text: str, frac: float) -> int:
-    at = text.rfind(" ", 0, int(len(text) * frac))
-    return max(at, 0)
-
-
 def insert(text: str, phrase: str | None, value: str | None) -> tuple[str, int, int]:
-    """``text`` with ``phrase`` at about 1/3 and ``value`` at about 2/3, on word boundaries;
-    returns the text and where the phrase and the value start (-1 when absent)."""
-    a, b = _boundary(text, 1 / 3), _boundary(text, 2 / 3)
-    head, mid, tail = text[:a], text[a:b], text[b:]
+    """``text`` with ``phrase`` at about 1/3 and ``value`` at about 2/3, on word boundaries,
+    and where each starts (-1 when absent)."""
+    a, b = (max(text.rfind(" ", 0, int(len(text) * f)), 0) for f in (1 / 3, 2 / 3))
+    head, mid = text[:a], text[a:b]
     p_at = v_at = -1
     if phrase is not None:
-        head += " "
-        p_at = len(head)
-        head += phrase + " "
+        p_at = len(head) + 1
+        head += f" {phrase} "
     if value is not None:
-        mid += " "
-        v_at = len(head) + len(mid)
-        mid += value + " "
-    return head + mid + tail, p_at, v_at
+        v_at = len(head) + len(mid) + 1
+        mid += f" {value} "
+    return head + mid + text[b:], p_at, v_at
 
 
 def pieces(text: str) -> list[str]:
-    """Token-sized pieces, about 4 characters on average as with a BPE tokenizer on English
-    (SmolLM2's gives 4.25 on these texts): each word with its leading space, whole up to 6
-    characters, longer ones cut into runs of 4."""
+    """Token-sized pieces: each word with its leading space, whole up to 6 characters, longer
+    ones cut into runs of 4."""
     out = []
     for w in re.findall(r"\s*\S+|\s+$", text):
         if len(w) <= 6:
@@ -163,150 +145,88 @@ def pieces(text: str) -> list[str]:
     return out
 
 
-# --- statistics ----------------------------------------------------------------------------
+def stats(xs: Sequence[float], key: str, scale: float = 1.0) -> dict[str, float]:
+    """p50, p99 and mean of ``xs`` / ``scale``, named ``key`` with the statistic in it."""
+    a = np.asarray(xs, dtype=np.float64) / scale
+    vals = (*np.percentile(a, [50, 99]), a.mean())
+    return {key.format(q): float(v) for q, v in zip(("p50", "p99", "mean"), vals, strict=True)}
 
 
-def pct(xs: Sequence[float], q: float) -> float:
-    return h.pct(xs, q) or math.nan
+def rate_row(k: int, n: int, z: float = 1.959963984540054) -> dict[str, float]:
+    """k of n with its 95% Wilson score interval."""
+    p, d = k / n, 1 + z * z / n
+    c, w = (p + z * z / (2 * n)) / d, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return dict(n=n, flagged=k, rate=p, wilson_lo=max(0.0, c - w), wilson_hi=min(1.0, c + w))
 
 
-def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score interval for k successes in n trials (95% by default)."""
-    if n == 0:
-        return math.nan, math.nan
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, c - h), min(1.0, c + h)
-
-
-def us_stats(ns: Sequence[int]) -> dict[str, float]:
-    us = [x / 1000 for x in ns]
-    return {"p50_us": pct(us, 50), "p99_us": pct(us, 99), "mean_us": float(np.mean(us))}
-
-
-# --- 1 and 2: whole texts ------------------------------------------------------------------
+def say(what: str, value: float, limit: float) -> None:
+    print(f"{what}: {value:.1f} us (<= {limit:g}: {h.goal(value, limit)})")
 
 
 def bench_texts(
-    sets: dict[str, list[str]],
-    *,
-    matcher: Matcher,
-    guardian: RuleGuardian,
-    baseline: re.Pattern[str],
-    rounds: int,
-    re_rounds: int,
-) -> dict[str, dict[str, float]]:
-    """Time scan, check_text and the re baseline on every text, interleaved text by text."""
-    out: dict[str, dict[str, float]] = {}
-    for name, texts in sets.items():
-        scan: list[int] = []
-        check: list[int] = []
-        base: list[int] = []
-        clock = time.perf_counter_ns
-        gc.collect()
-        for r in range(rounds):
-            order = texts if r % 2 == 0 else texts[::-1]
-            for t in order:
+    texts: list[str], matcher: Matcher, baseline: re.Pattern[str], rounds: tuple[int, int]
+) -> dict[str, float]:
+    """scan on every text for ``rounds[0]`` rounds, and the re baseline right after it on the
+    same text in the first ``rounds[1]``."""
+    scan: list[int] = []
+    base: list[int] = []
+    clock = time.perf_counter_ns
+    gc.collect()
+    for r in range(rounds[0]):
+        for t in texts if r % 2 == 0 else texts[::-1]:
+            t0 = clock()
+            matcher.scan(t)
+            scan.append(clock() - t0)
+            if r < rounds[1]:
                 t0 = clock()
-                matcher.scan(t)
-                t1 = clock()
-                guardian.check_text(t, "input")
-                t2 = clock()
-                scan.append(t1 - t0)
-                check.append(t2 - t1)
-                if r < re_rounds:
-                    t3 = clock()
-                    list(baseline.finditer(t))
-                    base.append(clock() - t3)
-        s, c, b = us_stats(scan), us_stats(check), us_stats(base)
-        out[name] = {
-            "bytes_mean": float(np.mean([len(t.encode()) for t in texts])),
-            "texts": len(texts),
-            "samples": len(scan),
-            **{f"scan_{k}": v for k, v in s.items()},
-            **{f"check_{k}": v for k, v in c.items()},
-            **{f"re_{k}": v for k, v in b.items()},
-            "re_samples": len(base),
-            "ratio_scan_re_p50": s["p50_us"] / b["p50_us"],
-            "ratio_scan_re_p99": s["p99_us"] / b["p99_us"],
-        }
-    return out
+                list(baseline.finditer(t))
+                base.append(clock() - t0)
+    row = {"bytes_mean": float(np.mean([len(t.encode()) for t in texts])), "texts": len(texts)}
+    row |= {"samples": len(scan), "re_samples": len(base)}
+    row |= stats(scan, "scan_{}_us", 1000) | stats(base, "re_{}_us", 1000)
+    for q in ("p50", "p99"):
+        row[f"ratio_scan_re_{q}"] = row[f"scan_{q}_us"] / row[f"re_{q}_us"]
+    return row
 
 
 def caught(
     matcher: Matcher, texts: Sequence[str], phrases: Sequence[str]
 ) -> tuple[list[str], dict[str, dict[str, int]]]:
-    """Texts with a phrase and a PII value inserted, and, per detector, whether scan found
-    both (a finding with the detector's label starting at the value, the phrase's rule)."""
+    """Texts with a phrase and a PII value inserted, and, per detector, whether scan found the
+    value (its label, at its start) and the phrase (its rule, at its start)."""
     out = []
-    per: dict[str, dict[str, int]] = {n: {"n": 0, "value": 0, "phrase": 0} for n in PII_SAMPLES}
-    names = list(PII_SAMPLES)
+    per = {n: {"n": 0, "value": 0, "phrase": 0} for n in PII_SAMPLES}
     for k, t in enumerate(texts):
-        det = names[k % len(names)]
-        pi = (k * 7) % len(phrases)
+        det, pi = DETECTORS[k % len(DETECTORS)], (k * 7) % len(phrases)
         text, p_at, v_at = insert(t, phrases[pi], PII_SAMPLES[det])
         out.append(text)
         findings, _ = matcher.scan(text)
-        row = per[det]
-        row["n"] += 1
-        if any(f.label == det and f.start == v_at for f in findings):
-            row["value"] += 1
-        if any(f.rule_id == f"phrase.{pi:04d}" and f.start == p_at for f in findings):
-            row["phrase"] += 1
+        rule = f"phrase.{pi:04d}"
+        per[det]["n"] += 1
+        per[det]["value"] += any(f.label == det and f.start == v_at for f in findings)
+        per[det]["phrase"] += any(f.rule_id == rule and f.start == p_at for f in findings)
     return out, per
 
 
-def breakdown(matcher: Matcher, texts: Sequence[str], rounds: int) -> dict[str, float]:
-    """Where scan's time goes: the steps of ``Matcher.scan`` on a whole text, each timed on
-    its own (p50 microseconds). The phrase and PII steps include their normalization."""
-    parts: dict[str, Callable[[str], object]] = {
-        "skeleton": nz.skeleton,
-        "skeleton+words": lambda t: nz.merged_word_texts(nz.skeleton(t)),
-        "phrases": lambda t: matcher._scan_phrases(t, False, []),
-        "plain": nz.plain,
-        "pii_shape": lambda t: pii_shape(nz.plain(t).text),
-        "pii": lambda t: matcher._scan_pii(nz.plain(t), False, []),
-        "scan": matcher.scan,
-    }
-    out = {}
-    clock = time.perf_counter_ns
-    for name, fn in parts.items():
-        ns = []
-        for _ in range(rounds):
-            for t in texts:
-                t0 = clock()
-                fn(t)
-                ns.append(clock() - t0)
-        out[name] = pct(ns, 50) / 1000
-    return out
-
-
-# --- 3: the stream filter --------------------------------------------------------------------
-
-
 def bench_stream(matcher: Matcher, texts: Sequence[str]) -> dict[str, Any]:
-    """Per-feed time and hold-back over ``texts`` fed in token-sized pieces."""
+    """Per-feed time, and hold-back per piece: the characters that arrive after the piece's
+    last one before it is released."""
     feed_ns: list[int] = []
-    hold_chars: list[int] = []
-    n_pieces = 0
-    n_chars = 0
-    blocked: Counter[str] = Counter()
-    worst = (-1, "")
+    hold: list[float] = []
+    n_pieces = n_chars = blocked = 0
     clock = time.perf_counter_ns
     gc.collect()
     for t in texts:
         filt = StreamFilter(matcher)
         ends: list[int] = []
-        released: list[int] = []  # original characters released after each feed
+        released: list[int] = []  # characters fed, and released, after each feed
         pos = 0
         for p in pieces(t):
             t0 = clock()
             step = filt.feed(p)
             feed_ns.append(clock() - t0)
             if step.blocked_by:  # a phrase in the chat itself ("classified"): stop, as edged
-                blocked.update(step.blocked_by)
+                blocked += 1
                 break
             pos += len(p)
             ends.append(pos)
@@ -315,260 +235,154 @@ def bench_stream(matcher: Matcher, texts: Sequence[str]) -> dict[str, Any]:
             filt.finish()
         n_pieces += len(ends)
         n_chars += pos
-        j = 0
-        for k, end in enumerate(ends):
-            j = max(j, k)
-            while j < len(ends) and released[j] < end:
-                j += 1
-            hold_chars.append((ends[j] if j < len(ends) else pos) - end)
-            if hold_chars[-1] > worst[0]:
-                worst = (hold_chars[-1], t[max(0, end - 30) : end + hold_chars[-1]])
-    hold = {"p50": pct(hold_chars, 50), "p99": pct(hold_chars, 99), "max": float(max(hold_chars))}
-    out: dict[str, Any] = {
-        "texts": len(texts),
-        "feeds": len(feed_ns),
-        "chars_per_piece": n_chars / n_pieces,
-        "feed_mean_us": float(np.mean(feed_ns)) / 1000,
-        "feed_p50_us": pct(feed_ns, 50) / 1000,
-        "feed_p99_us": pct(feed_ns, 99) / 1000,
-    }
-    for k, chars in hold.items():  # in characters, tokens and ms at TOKENS_PER_S
-        out[f"hold_{k}_chars"] = chars
-        out[f"hold_{k}_tokens"] = chars / CHARS_PER_TOKEN
-        out[f"hold_{k}_ms"] = chars / CHARS_PER_TOKEN * 1000 / TOKENS_PER_S
-    out["held_share"] = sum(1 for x in hold_chars if x > 0) / len(hold_chars)
-    out["longest_hold_text"] = worst[1]
-    out["blocked_texts"], out["blocked_by"] = sum(blocked.values()), dict(blocked)
+        # piece k's last character is out after the first feed j whose release reaches it
+        stops = np.append(ends, pos)[np.searchsorted(released, ends)]
+        hold.extend((stops - np.asarray(ends)).tolist())
+    out: dict[str, Any] = {"texts": len(texts), "feeds": len(feed_ns)}
+    out |= {"chars_per_piece": n_chars / n_pieces} | stats(feed_ns, "feed_{}_us", 1000)
+    for k, chars in {"p50": h.pct(hold, 50), "p99": h.pct(hold, 99), "max": max(hold)}.items():
+        tokens = float(chars or 0) / CHARS_PER_TOKEN
+        out |= {f"hold_{k}_chars": float(chars or 0), f"hold_{k}_tokens": tokens}
+        out[f"hold_{k}_ms"] = tokens * 1000 / TOKENS_PER_S
+    out["held_share"] = sum(1 for x in hold if x > 0) / len(hold)
+    out["blocked_texts"] = blocked
     return out
 
 
-def streamed(matcher: Matcher, text: str, finish: bool) -> tuple[list[str], list[str]]:
-    """What the stream filter released piece by piece (up to and including the step that
-    blocked, if one did; then ``finish``'s), and the rules that blocked."""
+def streamed(matcher: Matcher, text: str, finish: bool) -> tuple[str, list[str]]:
+    """What the stream filter released before a step blocked (with ``finish``: and at the
+    end), and the rules that blocked."""
     filt = StreamFilter(matcher)
     out = []
     for p in [*pieces(text), None] if finish else pieces(text):
         step = filt.feed(p) if p is not None else filt.finish()
-        out.append(step.release)
         if step.blocked_by:
-            return out, step.blocked_by
-    return out, []
+            return "".join(out), step.blocked_by
+        out.append(step.release)
+    return "".join(out), []
 
 
 def stream_leaks(matcher: Matcher, texts: Sequence[str], phrases: Sequence[str]) -> dict[str, Any]:
     """Stream texts with a PII value inserted (must be redacted, not even half of it
     released) and texts with a phrase inserted (must stop before the phrase starts)."""
-    names = list(PII_SAMPLES)
-    leaks: Counter[str] = Counter()
-    half: Counter[str] = Counter()
-    missed_redaction: Counter[str] = Counter()
-    stopped: Counter[str] = Counter()
-    not_blocked = late_block = 0
+    whole, half, unredacted, stopped = (Counter[str]() for _ in range(4))
+    not_blocked = late = 0
     for k, t in enumerate(texts):
-        det = names[k % len(names)]
+        det = DETECTORS[k % len(DETECTORS)]
         value = PII_SAMPLES[det]
-        # a phrase in the value ("PRIVATE KEY") or the chat stops the stream
-        out, blocked_by = streamed(matcher, insert(t, None, value)[0], finish=True)
-        released = "".join(out)
+        # a phrase in the value ("PRIVATE KEY") or in the chat stops the stream
+        released, blocked_by = streamed(matcher, insert(t, None, value)[0], finish=True)
         if value in released:
-            leaks[det] += 1
+            whole[det] += 1
         if value[: max(4, len(value) // 2)] in released:
             half[det] += 1
         if blocked_by:
             stopped[f"{det} by {','.join(blocked_by)}"] += 1
         elif f"[REDACTED:{det}]" not in released:
-            missed_redaction[det] += 1
-
+            unredacted[det] += 1
         text, p_at, _ = insert(t, phrases[(k * 13) % len(phrases)], None)
-        got, blocked = streamed(matcher, text, finish=False)
-        if not blocked:
-            not_blocked += 1
-        rel = "".join(got[:-1] if blocked else got)  # what left before the blocking step
-        if "[REDACTED:" not in rel and len(rel) > p_at:
-            late_block += 1
+        released, blocked_by = streamed(matcher, text, finish=False)
+        not_blocked += not blocked_by
+        late += "[REDACTED:" not in released and len(released) > p_at
     return {
         "texts": len(texts),
-        "pii_value_released_whole": dict(leaks),
+        "pii_value_released_whole": dict(whole),
         "pii_value_first_half_released": dict(half),
-        "pii_not_redacted": dict(missed_redaction),
+        "pii_not_redacted": dict(unredacted),
         "pii_stream_stopped": dict(stopped),
         "phrase_not_blocked": not_blocked,
-        "phrase_partly_released_before_block": late_block,
+        "phrase_partly_released_before_block": late,
     }
 
 
-# --- 4: semantic rule ---------------------------------------------------------------------
-
-SEMANTIC_RULE = Rule(
-    id="semantic.self-harm",
-    kind="semantic",
-    action="force_local",
-    applies_to="input",
-    threshold=0.6,
-    examples=("I want to hurt myself", "how can I end my life", "I don't want to live anymore"),
-)
-
-
-def bench_semantic(inputs: Sequence[str], rounds: int) -> dict[str, Any]:
+def bench_semantic(corpus: Sequence[str], n_inputs: int, rounds: int) -> dict[str, Any]:
+    """check_text with one semantic rule on corpus turns of 18-22 words, MiniLM at 1 and at
+    2 threads, interleaved."""
     from edged.embeddings.minilm import MiniLMEmbedder
 
-    guardians: dict[int, RuleGuardian] = {}
-    load_ms: dict[int, float] = {}
-    for threads in (1, 2):
-        t0 = time.perf_counter()
-        emb = MiniLMEmbedder.from_manifest(
-            ROOT / "models" / "manifest.toml", ROOT / "models", threads=threads
-        )
-        load_ms[threads] = (time.perf_counter() - t0) * 1000
-        guardians[threads] = RuleGuardian([Pack(name="semantic", rule=(SEMANTIC_RULE,))], emb)
+    inputs = [t for t in corpus if 18 <= len(t.split()) <= 22]
+    inputs = inputs[:: max(1, len(inputs) // n_inputs)][:n_inputs]
+    models, pack = ROOT / "models", [Pack(name="semantic", rule=(SEMANTIC_RULE,))]
+    embedders = {
+        n: MiniLMEmbedder.from_manifest(models / "manifest.toml", models, threads=n) for n in (1, 2)
+    }
+    guardians = {n: RuleGuardian(pack, e) for n, e in embedders.items()}
     ms: dict[int, list[float]] = {1: [], 2: []}
-    fired: Counter[int] = Counter()
+    fired = Counter[int]()
     try:
         for g in guardians.values():  # warm-up
             for t in inputs[:5]:
                 g.check_text(t, "input")
         for r in range(rounds):
             for i, t in enumerate(inputs):
-                order = (1, 2) if (i + r) % 2 == 0 else (2, 1)
-                for threads in order:
+                for n in (1, 2) if (i + r) % 2 == 0 else (2, 1):
                     t0 = time.perf_counter_ns()
-                    o = guardians[threads].check_text(t, "input")
-                    ms[threads].append((time.perf_counter_ns() - t0) / 1e6)
+                    o = guardians[n].check_text(t, "input")
+                    ms[n].append((time.perf_counter_ns() - t0) / 1e6)
                     if r == 0 and o.action != "allow":
-                        fired[threads] += 1
+                        fired[n] += 1
     finally:
         for g in guardians.values():
             g.close()
-    words = [len(t.split()) for t in inputs]
-    return {
-        "inputs": len(inputs),
-        "words_mean": float(np.mean(words)),
-        **{
-            f"threads{n}": {
-                "p50_ms": pct(ms[n], 50),
-                "p99_ms": pct(ms[n], 99),
-                "load_ms": load_ms[n],
-                "fired": fired[n],
-            }
-            for n in (1, 2)
-        },
-    }
-
-
-# --- 5: false positives on the benign corpus ----------------------------------------------
+    threads = {f"threads{n}": stats(ms[n], "{}_ms") | {"fired": fired[n]} for n in (1, 2)}
+    return {"inputs": len(inputs)} | threads
 
 
 def judge(text: str, findings: Sequence[Finding]) -> tuple[str, str]:
     """('real' | 'benign' | 'unreviewed', why) for one flagged text."""
     values = [text[f.start : f.end] for f in findings]
-    if values and all(v in REAL_PII for v in values):
-        return "real", REAL_PII[values[0]]
-    reasons = [REVIEWED_BENIGN.get(v) for v in values]
     if any(v in REAL_PII for v in values):
-        return "real", "real PII among other findings"
-    if all(reasons):
-        return "benign", str(reasons[0])
+        return "real", REAL_PII.get(values[0], "real PII among other findings")
+    if all(v in REVIEWED_BENIGN for v in values):
+        return "benign", REVIEWED_BENIGN[values[0]]
     return "unreviewed", "not reviewed: counted as a false positive"
 
 
-def excerpt(text: str, start: int, mark: bool = True) -> str:
-    """120 characters of ``text`` around ``start`` (``mark``: "..." first when cut there)."""
-    lo = max(0, min(start - 40, len(text) - 120))
-    return ("..." if lo and mark else "") + text[lo : lo + 120]
-
-
-def rate_row(k: int, n: int) -> dict[str, float]:
-    lo, hi = wilson(k, n)
-    return {
-        "n": n,
-        "flagged": k,
-        "rate": k / n if n else math.nan,
-        "wilson_lo": lo,
-        "wilson_hi": hi,
-    }
-
-
-def fp_default(corpus: Sequence[str]) -> dict[str, Any]:
+def fp_default(texts: Sequence[tuple[int, str]]) -> dict[str, Any]:
+    """The default pack on every turn, both directions; each flagged text judged."""
     guardian = RuleGuardian(load_packs([DEFAULT_PACK]))
-    result: dict[str, Any] = {"skipped_over_limit": 0}
-    flagged_texts: dict[int, list[Finding]] = {}
+    out: dict[str, Any] = {}
+    examples: dict[int, dict[str, Any]] = {}
     try:
-        directions: tuple[Direction, ...] = ("input", "output")
-        for direction in directions:
-            n = flagged = real = 0
-            labels: Counter[str] = Counter()
-            rule_ids: Counter[str] = Counter()
-            for i, t in enumerate(corpus):
-                if len(t.encode()) > PAYLOAD_LIMIT:
-                    if direction == "input":
-                        result["skipped_over_limit"] += 1
-                    continue
-                n += 1
-                o = guardian.check_text(t, direction)
-                if o.action == "allow":
-                    continue
-                flagged += 1
+        for direction in ("input", "output"):
+            real, labels, rule_ids, n = 0, Counter[str](), Counter[str](), len(texts)
+            outcomes = ((i, t, guardian.check_text(t, direction)) for i, t in texts)
+            flagged = [(i, t, o) for i, t, o in outcomes if o.action != "allow"]
+            for i, t, o in flagged:
+                verdict, why = judge(t, o.findings)
+                real += verdict == "real"
                 labels.update(f.label for f in o.findings)
                 rule_ids.update(o.rules)
-                flagged_texts.setdefault(i, list(o.findings))
-                if judge(t, o.findings)[0] == "real":
-                    real += 1
-            result[direction] = {
-                "raw": rate_row(flagged, n),
+                values = [f"{f.label}: {t[f.start : f.end]}" for f in o.findings]
+                examples.setdefault(i, dict(index=i, verdict=verdict, why=why, values=values))
+            out[direction] = {
+                "raw": rate_row(len(flagged), n),
                 "true_positive_texts": real,
-                "excluding_true_positives": rate_row(flagged - real, n - real),
+                "excluding_true_positives": rate_row(len(flagged) - real, n - real),
                 "labels": dict(labels.most_common()),
                 "rules": dict(rule_ids.most_common()),
             }
     finally:
         guardian.close()
-    examples = []
-    for i, findings in sorted(flagged_texts.items()):
-        t = corpus[i]
-        verdict, why = judge(t, findings)
-        values = [f"{f.label}: {t[f.start : f.end]}" for f in findings]
-        text = excerpt(t, findings[0].start)
-        examples.append(
-            {"index": i, "verdict": verdict, "why": why, "values": values, "text": text}
-        )
-    result["examples"] = examples
-    return result
+    return out | {"examples": [examples[i] for i in sorted(examples)]}
 
 
-def fp_phrases(corpus: Sequence[str], phrases: Sequence[str]) -> dict[str, Any]:
+def fp_phrases(texts: Sequence[tuple[int, str]], phrases: Sequence[str]) -> dict[str, Any]:
+    """The 1,000 phrases on every turn (input): the texts blocked, by phrase and phrase length."""
     guardian = RuleGuardian([Pack(name="phrases", rule=tuple(phrase_rules(phrases)))])
-    n = flagged = 0
-    fired: Counter[str] = Counter()
-    by_words: Counter[int] = Counter()  # texts by the longest phrase that fired in them
-    examples: list[str] = []
     try:
-        for t in corpus:
-            if len(t.encode()) > PAYLOAD_LIMIT:
-                continue
-            n += 1
-            o = guardian.check_text(t, "input")
-            if o.action == "allow":
-                continue
-            flagged += 1
-            fired.update(o.rules)
-            by_words[max(len(phrases[int(r.split(".")[1])].split()) for r in o.rules)] += 1
-            if len(examples) < 5:
-                examples.append(excerpt(t, o.findings[0].start, mark=False))
+        outcomes = (guardian.check_text(t, "input") for _, t in texts)
+        blocked = [o.rules for o in outcomes if o.action != "allow"]
     finally:
         guardian.close()
-    by_phrase = {
-        f"{rid} {phrases[int(rid.split('.')[1])]!r}": c for rid, c in fired.most_common(12)
-    }
-    return {
-        **rate_row(flagged, n),
+    phrase = {f"phrase.{i:04d}": p for i, p in enumerate(phrases)}
+    fired = Counter(r for rules in blocked for r in rules)
+    longest = Counter(max(len(phrase[r].split()) for r in rules) for rules in blocked)
+    return rate_row(len(blocked), len(texts)) | {
         "phrases_that_fired": len(fired),
-        "top": by_phrase,
-        "texts_by_phrase_words": dict(sorted(by_words.items())),
-        "examples": examples,
+        "top": {f"{r} {phrase[r]!r}": c for r, c in fired.most_common(12)},
+        "texts_by_phrase_words": dict(sorted(longest.items())),  # by the longest phrase fired
     }
-
-
-# --- main -------------------------------------------------------------------------------------
 
 
 def main() -> int:
@@ -576,70 +390,41 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer texts and rounds, 1/10 corpus")
     ap.add_argument("--texts", type=int, default=None, help="texts per size (default 300)")
     args = ap.parse_args()
-    quick = bool(args.quick)
-    n_texts = args.texts or (60 if quick else 300)
+    n_texts = args.texts or (60 if args.quick else 300)
     started = time.perf_counter()
-    corpus = load_benign()
-    phrases = make_phrases()
+    corpus, phrases = load_benign(), make_phrases()
     rules = [*phrase_rules(phrases), PII_RULE]
     matcher_in, matcher_out = Matcher(rules, "input"), Matcher(rules, "output")
-    guardian = RuleGuardian([Pack(name="bench", rule=tuple(rules))])
     baseline = re.compile("|".join(re.escape(p) for p in phrases), re.IGNORECASE)
-    f: dict[str, Any] = {
-        "seed": SEED,
-        "corpus_turns": len(corpus),
-        "texts_per_size": n_texts,
-        "phrases_by_words": dict(Counter(len(p.split()) for p in phrases)),
-        "caught": {},
-        "texts": {},
-    }
+    f: dict[str, Any] = {"seed": SEED, "corpus_turns": len(corpus), "texts_per_size": n_texts}
+    f["phrases_by_words"] = dict(Counter(len(p.split()) for p in phrases))
+    f |= {"caught": {}, "texts": {}, "stream": {}}
+    plain: dict[int, list[str]] = {}
+    # per size: rounds of scan, and how many of them with the re baseline
+    rounds = {200: (3, 1), 2000: (2, 1)} if args.quick else {200: (20, 3), 2000: (8, 1)}
+    for size, n_rounds in rounds.items():
+        plain[size] = sized_texts(corpus, size, n_texts)
+        inserted, f["caught"][str(size)] = caught(matcher_in, plain[size], phrases)
+        for name, texts in (("plain", plain[size]), ("inserted", inserted)):
+            f["texts"][f"{size}_{name}"] = bench_texts(texts, matcher_in, baseline, n_rounds)
+    for size, limit in SCAN_P99_GOAL_US.items():
+        say(f"scan p99 at {size} B", f["texts"][f"{size}_plain"]["scan_p99_us"], limit)
 
-    # 1 + 2: whole texts, against re
-    sets: dict[str, list[str]] = {}
-    for size, rounds, re_rounds in (
-        (200, 3 if quick else 20, 1 if quick else 3),
-        (2000, 2 if quick else 8, 1),
-    ):
-        plain = sets[f"{size}_plain"] = sized_texts(corpus, size, n_texts)
-        inserted, f["caught"][str(size)] = caught(matcher_in, plain, phrases)
-        sub = {f"{size}_plain": plain, f"{size}_inserted": inserted}
-        sets.update(sub)
-        f["texts"] |= bench_texts(
-            sub,
-            matcher=matcher_in,
-            guardian=guardian,
-            baseline=baseline,
-            rounds=rounds,
-            re_rounds=re_rounds,
-        )
-    for size, limit in (("200", GOALS["p99_us_200"]), ("2000", GOALS["p99_us_2k"])):
-        p99 = f["texts"][f"{size}_plain"]["scan_p99_us"]
-        print(f"scan p99 at {size} B: {p99:.1f} us (<= {limit:g}: {h.goal(p99, limit)})")
-    f["breakdown_2k_p50_us"] = breakdown(matcher_in, sets["2000_plain"][:100], 1 if quick else 3)
-
-    # 3: the stream filter
-    f["stream"] = {str(n): bench_stream(matcher_out, sets[f"{n}_plain"]) for n in (200, 2000)}
-    mean, limit = f["stream"]["2000"]["feed_mean_us"], GOALS["stream_us_per_token"]
-    print(f"stream feed mean at 2 KB: {mean:.1f} us (<= {limit:g}: {h.goal(mean, limit)})")
-    texts = sets["200_plain"] + sets["2000_plain"]
-    f["stream_leaks"] = stream_leaks(matcher_out, texts, phrases)
-
-    # 4: a semantic rule
-    sem_inputs = [t for t in corpus if 18 <= len(t.split()) <= 22]
-    n_sem = 40 if quick else 200
-    sem_inputs = sem_inputs[:: max(1, len(sem_inputs) // n_sem)][:n_sem]
+    for size, texts in plain.items():
+        f["stream"][str(size)] = bench_stream(matcher_out, texts)
+    say("stream feed mean at 2 KB", f["stream"]["2000"]["feed_mean_us"], FEED_MEAN_GOAL_US)
+    f["stream_leaks"] = stream_leaks(matcher_out, plain[200] + plain[2000], phrases)
     try:
-        f["semantic"] = bench_semantic(sem_inputs, 1 if quick else 2)
+        f["semantic"] = bench_semantic(corpus, 40 if args.quick else 200, 1 if args.quick else 2)
     except ModelError as e:  # edged models fetch minilm-l6-v2-int8 minilm-l6-v2-tokenizer
         f["semantic"] = {"error": str(e)}
 
-    # 5: false positives on the benign corpus
-    fp_corpus = corpus[::10] if quick else corpus
-    f["fp_default"] = fpd = fp_default(fp_corpus)
-    f["fp_phrases"] = fp_phrases(fp_corpus, phrases)
-    ex = fpd["input"]["excluding_true_positives"]
+    fp_corpus = corpus[::10] if args.quick else corpus
+    texts = [(i, t) for i, t in enumerate(fp_corpus) if len(t.encode()) <= PAYLOAD_LIMIT]
+    f["fp_default"] = {"skipped_over_limit": len(fp_corpus) - len(texts)} | fp_default(texts)
+    f["fp_phrases"] = fp_phrases(texts, phrases)
+    ex = f["fp_default"]["input"]["excluding_true_positives"]
     print(f"default pack, input: {ex['flagged']} of {ex['n']} false positives")
-    guardian.close()
     h.write(args, f, started=started)
     return 0
 
