@@ -11,10 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
-import os
 import signal
-import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -30,12 +27,10 @@ from edged.backends.base import CLOUD_KIND, LOCAL_KINDS, Backend, BackendSpec, b
 from edged.backends.named import build_named
 from edged.backends.supervisor import Supervisor
 from edged.config import Config, load_config
-from edged.config_backends import backend_table
 from edged.embeddings.lazy import LazyEmbedder
 from edged.energy.meter import EnergyMeter, NullMeter
 from edged.energy.sampler import Sampler
-from edged.figures import load_figures
-from edged.guardian import PassGuardian
+from edged.guardian import Guardian, PassGuardian
 from edged.guardian.build import build_guardian
 from edged.guardian.engine import RuleGuardian
 from edged.http_front import build_http
@@ -43,18 +38,16 @@ from edged.ingress.journal import Journal
 from edged.ingress.service import Ingress
 from edged.models import load_manifest, model_file, resolve
 from edged.mqtt.connect import daemon_link
-from edged.mqtt.link import Incoming, Will
+from edged.mqtt.link import Incoming
 from edged.mqtt.topics import Topics
 from edged.pipeline import Pipeline
 from edged.power.base import FedSource
 from edged.power.build import open_power
-from edged.router.router import LocalStats, Router, load_policies
+from edged.router.build import RouterBuilder
+from edged.router.router import Router
 from edged.service import systemd
-from edged.telemetry.discovery import Announcer
-from edged.telemetry.outbox import Outbox
-from edged.telemetry.presence import status_payload
-from edged.telemetry.reporter import EnergyCounter, Reporter
-from edged.telemetry.spool import Spool
+from edged.telemetry.presence import Presence
+from edged.telemetry.runtime import Telemetry
 from edged.telemetry.stats import backends_report, build_stats
 from edged.types import CLOUD, LOCAL, AgentStep, PowerState, ReplyAddress, ToolDecision
 
@@ -84,23 +77,24 @@ class App:
             self.backends[CLOUD] = build(CLOUD_KIND, BackendSpec(CLOUD, cfg))
         self.backends.update(build_named(cfg, lambda m: model_file(cfg, m)))  # [backends.NAME]
         self.embedder = LazyEmbedder(cfg)
-        self.device_figures = load_figures(cfg)  # from `edged bench --write-profile`
+        self.sampler: Sampler | None = None  # built in run() (reads sysfs)
+        self.profile_name: str | None = None
+        self.routers = RouterBuilder(cfg, self.backends, self._power_state, self.embedder)
         # device tools ([tools.NAME]): published on this daemon's link (docs/agents.md)
         self.tools = MqttToolExecutor(cfg.tools, lambda t, p: self.link.publish(t, p, qos=1))
         self.approver = MqttApprover(self._publish_reply, cfg.agent.confirm_timeout_s)
         agent = Agent(cfg.tools, self.tools, cfg.agent.max_steps, self.approver, self._tool_step)
         self.pipeline = Pipeline(
             guardian=PassGuardian(),
-            router=self.build_router(cfg, semantic=False),
+            router=self.routers(cfg, semantic=False),
             backends=self.backends,
             meter=NullMeter(),
             agent=agent,  # with no [tools], ingress refuses every device_tools name
         )
+        self.presence = Presence(cfg, self.topics, version=__version__, model=self.model_name)
         self.link = daemon_link(
             cfg,
-            will=lambda: Will(
-                self.topics.status, status_payload(cfg, "offline", reason="connection_lost")
-            ),
+            will=self.presence.will,
             subscriptions=self._subscriptions(cfg),
             on_message=self._on_message,
             on_connected=self._on_connected,
@@ -115,15 +109,11 @@ class App:
             journal=Journal(cfg.telemetry.state_dir / "inflight.journal"),
         )
         self.http = build_http(cfg, self.ingress, self.backends, self.link.connected)
-        self.started_unix_s = time.time()
-        self._stop = asyncio.Event()
-        self.sampler: Sampler | None = None
-        self.profile_name: str | None = None
-        self.outbox: Outbox | None = None
-        self.reporter: Reporter | None = None
+        self.telemetry: Telemetry | None = None  # started in run(), once the sampler runs
         self.supervisor = Supervisor(self.backends)
         self.notifier = systemd.Notifier(unset_environment=True)
         self.loop_lag = systemd.LoopLag()
+        self._stop = asyncio.Event()
         self._background: set[asyncio.Future[Any]] = set()
 
     def _subscriptions(self, cfg: Config) -> tuple[tuple[str, int], ...]:
@@ -143,18 +133,7 @@ class App:
         return Sampler(power.source, power.sample_hz, self.cfg.power.buffer_s)
 
     def _power_state(self) -> PowerState:
-        s = self.sampler.latest if self.sampler is not None else None
-        if s is None or self.sampler is None:
-            return PowerState()
-        fresh = self.sampler.healthy()
-        return PowerState(
-            battery_pct=s.battery_pct,
-            charging=s.charging,
-            power_w=s.total_w if fresh else None,
-            thermal_throttled=s.throttled,
-            reason=None if fresh else self.sampler.why_not(),
-            power_mode=s.power_mode.name if s.power_mode is not None else None,
-        )
+        return PowerState() if self.sampler is None else self.sampler.power_state()
 
     def _stats(self) -> dict[str, Any]:
         cloud = self.backends.get(CLOUD)
@@ -165,40 +144,16 @@ class App:
             in_flight=self.ingress.in_flight,
             ingress=self.ingress.counts,
             idle_w=self.pipeline.meter.idle_w,
-            outbox=self.outbox,
+            outbox=None if self.telemetry is None else self.telemetry.outbox,
             sampler=self.sampler,
             profile=self.profile_name,
             backends=backends_report(self.backends, self.pipeline.router),
         )
 
-    def _local_stats(self) -> LocalStats:
-        """Measured by the backend while serving; until then, `edged bench --write-profile`."""
-        b = self.local.stats()
-        stored = self.device_figures
-        return LocalStats(
-            queue=b.queue_depth or 0,
-            tokens_per_s=b.tokens_per_s or (stored.tokens_per_s if stored else None),
-            ttft_s=b.ttft_s or (stored.ttft_s if stored else None),
-        )
-
-    def build_router(self, cfg: Config, semantic: bool = True) -> Router:
-        """Policies from presets and config; semantic route vectors when ``semantic``
-        (blocking: may load the embedding model)."""
-        router_cfg = (
-            cfg.router if semantic else cfg.router.model_copy(update={"semantic_routes": []})
-        )
-        stored = load_figures(cfg)
-        if router_cfg.local_j_per_token is None and stored and stored.j_per_token is not None:
-            router_cfg = router_cfg.model_copy(update={"local_j_per_token": stored.j_per_token})
-        return Router(
-            router_cfg,
-            load_policies(cfg.router),
-            self.backends,
-            power=self._power_state,
-            local_stats=self._local_stats,
-            embedder=self.embedder if router_cfg.semantic_routes else None,
-            table=backend_table(cfg),
-        )
+    def _rules(self, cfg: Config) -> tuple[Guardian, Router]:
+        """Guardian and router for ``cfg`` (blocking: reads packs and policies, may load the
+        embedding model)."""
+        return build_guardian(cfg, self.embedder, self._audit_tool), self.routers(cfg)
 
     def _on_message(self, msg: Incoming) -> None:
         if msg.topic != self.topics.request and msg.topic == self.cfg.power.mqtt_topic:
@@ -222,34 +177,8 @@ class App:
 
     def _on_connected(self, session_present: bool) -> None:
         self.notifier.status(self._serving_status())
-        self.link.publish(
-            self.topics.status,
-            status_payload(
-                self.cfg,
-                "online",
-                version=__version__,
-                model=self.model_name,
-                started_unix_s=round(self.started_unix_s, 3),
-                pid=os.getpid(),
-                request_topic=self.topics.request,
-            ),
-            qos=1,
-            retain=True,
-        )
-        # retained, so published on the link directly (the outbox never retains); also
-        # clears the sensors announced before when discovery is off now (docs/telemetry.md)
-        tcfg = self.cfg.telemetry
-        announcer = Announcer(
-            tcfg.state_dir / "discovery.json",
-            enabled=tcfg.homeassistant_discovery,
-            device_id=self.cfg.device_id,
-            prefix=tcfg.discovery_prefix,
-            telemetry_topic=self.topics.telemetry,
-            status_topic=self.topics.status,
-            version=__version__,
-            expire_after_s=math.ceil(3 * tcfg.interval_s),
-        )
-        self._spawn(announcer.announce(self.link))
+        self.presence.online(self.link)
+        self._spawn(self.presence.announce(self.link))
 
     async def reload(self) -> bool:
         """SIGHUP: re-read the config; swap in new guardian rules, ingress limits and device
@@ -261,10 +190,7 @@ class App:
         loop = asyncio.get_running_loop()
         try:
             cfg = await loop.run_in_executor(None, load_config, self.config_path)
-            guardian = await loop.run_in_executor(
-                None, build_guardian, cfg, self.embedder, self._audit_tool
-            )
-            router = await loop.run_in_executor(None, self.build_router, cfg)
+            guardian, router = await loop.run_in_executor(None, self._rules, cfg)
             # last: [tools] and [agent] checked, then new reply topics subscribed
             agent = reload_agent(cfg, self.pipeline.agent, self.topics, self.link)
         except Exception as e:
@@ -280,9 +206,9 @@ class App:
         self.ingress.reconfigure(cfg)
         if self.http is not None:  # new limits for HTTP requests too (not host/port/key)
             self.http.front.cfg = cfg
-        if self.reporter is not None:  # audit events carry arguments only with log_prompts
-            self.reporter.log_arguments = cfg.log.log_prompts
-        self.cfg = cfg
+        if self.telemetry is not None:  # audit events carry arguments only with log_prompts
+            self.telemetry.reporter.log_arguments = cfg.log.log_prompts
+        self.cfg = self.presence.cfg = cfg
         self._spawn(
             retire(
                 old,
@@ -294,12 +220,12 @@ class App:
         return True
 
     def _audit_tool(self, decision: ToolDecision) -> None:
-        if self.reporter is not None:  # decisions before telemetry starts go only to the log
-            self.reporter.observe_tool(decision)
+        if self.telemetry is not None:  # decisions before telemetry starts go only to the log
+            self.telemetry.reporter.observe_tool(decision)
 
     def _tool_step(self, step: AgentStep) -> None:
-        if self.reporter is not None:  # telemetry's device-tool counts
-            self.reporter.observe_step(step)
+        if self.telemetry is not None:  # telemetry's device-tool counts
+            self.telemetry.reporter.observe_step(step)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` as a task the app holds until it ends (the loop keeps only weak
@@ -349,36 +275,20 @@ class App:
         )
         async with systemd.extending_timeout(self.notifier, 30.0, limit_s=600):
             self.notifier.status("loading guardian rules and routing policies")
-            self.pipeline.guardian = await loop.run_in_executor(
-                None, build_guardian, self.cfg, self.embedder, self._audit_tool
-            )
-            if self.cfg.router.semantic_routes:
-                self.pipeline.router = await loop.run_in_executor(None, self.build_router, self.cfg)
+            rules = await loop.run_in_executor(None, self._rules, self.cfg)
+            self.pipeline.guardian, self.pipeline.router = rules
             for name, backend in self.backends.items():
                 self.notifier.status(f"starting backend {name} ({self.model_name})")
                 await backend.start()
             self.notifier.status("reading the power source")
-            self.sampler = await loop.run_in_executor(None, self._build_sampler)
-        self.sampler.start()
-        meter = EnergyMeter(self.sampler, idle_w=self.cfg.power.idle_w)
-        self.pipeline.meter = meter
-        tcfg = self.cfg.telemetry
-        self.outbox = Outbox(self.link, Spool(tcfg.spool_dir, tcfg.spool_max_bytes))
-        await self.outbox.spool.open()  # damage found at start is in the first record
-        self.reporter = Reporter(
-            device_id=self.cfg.device_id,
-            telemetry_topic=self.topics.telemetry,
-            events_topic=self.topics.request_events,
-            sender=self.outbox,
-            sampler=self.sampler,
-            counter=EnergyCounter(tcfg.state_dir / "energy.json"),
-            interval_s=tcfg.interval_s,
-            events=tcfg.events,
-            stats=self._stats,
-            tool_events_topic=self.topics.tool_events,
-            log_arguments=self.cfg.log.log_prompts,
+            self.sampler = sampler = await loop.run_in_executor(None, self._build_sampler)
+        sampler.start()
+        self.pipeline.meter = EnergyMeter(sampler, idle_w=self.cfg.power.idle_w)
+        self.telemetry = telemetry = Telemetry(
+            self.cfg, self.topics, self.link, sampler, self._stats
         )
-        self.pipeline.observer = self.reporter.observe
+        await telemetry.open()
+        self.pipeline.observer = telemetry.reporter.observe
         # requests journalled but unanswered when edged stopped, before the link delivers any
         # (their replies wait in paho's queue until it is connected)
         self.ingress.resume()
@@ -394,11 +304,8 @@ class App:
         )
         connected.cancel()
         self.notifier.ready(self._serving_status())
-        side_tasks = [
-            asyncio.create_task(self.outbox.run(), name="telemetry-outbox"),
-            asyncio.create_task(self.reporter.run(), name="telemetry"),
-            asyncio.create_task(self.supervisor.run(), name="supervisor"),
-        ]
+        side_tasks = telemetry.start()
+        side_tasks.append(asyncio.create_task(self.supervisor.run(), name="supervisor"))
         log.info(
             "event=started device_id=%s request_topic=%s broker=%s:%d",
             self.cfg.device_id,
@@ -418,26 +325,16 @@ class App:
         for task in side_tasks:
             task.cancel()
         await asyncio.gather(*side_tasks, return_exceptions=True)
-        if self.reporter is not None:  # the last report, and the counter saved
-            with contextlib.suppress(Exception):
-                await self.outbox.send(self.topics.telemetry, self.reporter.snapshot())
-                await loop.run_in_executor(None, self.reporter.counter.save)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.outbox.flush(), 3.0)
+        await telemetry.close()  # the last record, and the counter saved
         if self.link.connected.is_set():
-            self.link.publish(
-                self.topics.status,
-                status_payload(self.cfg, "offline", reason="shutdown"),
-                qos=1,
-                retain=True,
-            )
+            self.presence.offline(self.link)
         await self.link.close()
         link_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await link_task
         for backend in self.backends.values():
             await backend.close()
-        await loop.run_in_executor(None, self.sampler.stop)
+        await loop.run_in_executor(None, sampler.stop)
         watchdog.cancel()
         log.info("event=stopped")
         return 0

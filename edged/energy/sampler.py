@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from edged.power.base import PowerSample, PowerSource
+from edged.types import PowerState
 
 log = logging.getLogger("edged.sampler")
 
@@ -148,3 +149,19 @@ class Sampler:
         if self.latest is not None and self.latest.total_w is None:
             return self.latest.total_reason or "the source reports no total power"
         return f"power source stopped answering ({self.last_error or 'no recent reading'})"
+
+    def power_state(self) -> PowerState:
+        """The latest reading as the router sees it: battery, charging and throttling as last
+        read; watts only while readings are fresh, else None with the reason."""
+        s = self.latest
+        if s is None:
+            return PowerState()
+        fresh = self.healthy()
+        return PowerState(
+            battery_pct=s.battery_pct,
+            charging=s.charging,
+            power_w=s.total_w if fresh else None,
+            thermal_throttled=s.throttled,
+            reason=None if fresh else self.why_not(),
+            power_mode=s.power_mode.name if s.power_mode is not None else None,
+        )

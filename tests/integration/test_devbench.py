@@ -70,6 +70,6 @@ def test_bench_measures_and_stores_figures_the_router_uses(
         environ={"EDGED_TELEMETRY__STATE_DIR": str(tmp_path), "EDGED_LOCAL__BACKEND": "fake"},
     )
     app = App(cfg)
-    stats = app._local_stats()
+    stats = app.routers.local_stats()
     assert stats.tokens_per_s == figures["tokens_per_s"] and stats.ttft_s == figures["ttft_s"]
     assert app.pipeline.router.cfg.local_j_per_token == figures["j_per_token"]  # type: ignore[attr-defined]

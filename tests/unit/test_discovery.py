@@ -33,7 +33,7 @@ from edged.telemetry.discovery import (
     object_base,
     removal_messages,
 )
-from edged.telemetry.presence import status_payload
+from edged.telemetry.presence import Presence, status_payload
 from tests.unit.test_telemetry_schemas import (
     BOARD_W,
     Clock,
@@ -556,3 +556,51 @@ def test_announce_refuses_a_bad_prefix_without_raising(tmp_path: Path) -> None:
     assert asyncio.run(announcer(tmp_path, False).announce(link)) is True
     assert link.sent == [(t, b"") for t in sorted(config_topics("kitchen-1", "homeassistant"))]
     assert json.loads((tmp_path / "discovery.json").read_text())["topics"] == []
+
+
+def test_presence_says_online_offline_and_announces_what_the_reloaded_config_says(
+    tmp_path: Path,
+) -> None:
+    class Link:  # takes every message as acknowledged (publish returns no delivery)
+        def __init__(self) -> None:
+            self.connected = asyncio.Event()
+            self.sent: list[tuple[str, bytes]] = []
+
+        def publish(
+            self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+        ) -> None:
+            assert qos == 1 and retain
+            self.sent.append((topic, payload))
+
+    def app_config(discovery: bool) -> Config:
+        return Config.model_validate(
+            {
+                "device_id": "kitchen-1",
+                "telemetry": {"state_dir": str(tmp_path), "homeassistant_discovery": discovery},
+            }
+        )
+
+    presence = Presence(app_config(True), TOPICS, version=__version__, model="m")
+    will = presence.will()
+    assert (will.topic, will.qos, will.retain) == (TOPICS.status, 1, True)
+    assert json.loads(will.payload)["reason"] == "connection_lost"
+    link = Link()
+    presence.online(link)
+    presence.offline(link)
+    assert [t for t, _ in link.sent] == [TOPICS.status, TOPICS.status]
+    online, offline = (json.loads(p) for _, p in link.sent)
+    assert online["state"] == "online" and online["model"] == "m"
+    assert online["version"] == __version__ and online["request_topic"] == TOPICS.request
+    assert offline == {**offline, "state": "offline", "reason": "shutdown"}
+    for body in configs().values():  # what Home Assistant reads as available and not
+        status = body["availability"][0]
+        assert render(status["value_template"], link.sent[0][1].decode()) == "online"
+        assert render(status["value_template"], link.sent[1][1].decode()) == "offline"
+    topics = sorted(config_topics("kitchen-1", "homeassistant"))
+    link.sent.clear()
+    assert asyncio.run(presence.announce(link)) is True
+    assert sorted(t for t, p in link.sent if p) == topics  # announced
+    presence.cfg = app_config(False)  # a reload turned discovery off: cleared at the next
+    link.sent.clear()
+    assert asyncio.run(presence.announce(link)) is True
+    assert sorted(link.sent) == [(t, b"") for t in topics]

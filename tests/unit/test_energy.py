@@ -10,6 +10,7 @@ import pytest
 from edged.energy.meter import EnergyMeter, integrate
 from edged.energy.sampler import Point, Sampler
 from edged.power.base import PowerSample, SensorInfo
+from edged.types import PowerState
 
 HZ = 50.0
 TS = 1 / HZ
@@ -191,6 +192,19 @@ def test_sensor_vanishing_gives_null_with_reason_never_zero() -> None:
     meter.begin("y")
     run_to(clock, sampler, 1004.0)
     assert meter.end("y", 3).joules == pytest.approx(5.0)
+
+
+def test_power_state_gives_watts_only_while_readings_are_fresh() -> None:
+    clock, src, sampler, _ = rig(lambda t: 5.0)
+    assert sampler.power_state() == PowerState()  # nothing read yet: the default reason
+    run_to(clock, sampler, 1001.0)
+    fresh = sampler.power_state()
+    assert fresh.power_w == pytest.approx(5.0) and fresh.reason is None
+    src.fail = True  # the last good reading stays, but its watts are no longer current
+    run_to(clock, sampler, 1002.0)
+    stale = sampler.power_state()
+    assert stale.power_w is None
+    assert stale.reason is not None and "sensor gone" in stale.reason
 
 
 def test_integrate_refuses_gaps() -> None:

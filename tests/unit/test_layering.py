@@ -38,13 +38,14 @@ STAGES = {
     "tools": BASE,
     # tool rules check their argument schemas with the pure tool-schema library
     "guardian": BASE | {TOOLS},
-    "router": BASE,
+    "router": BASE | {"edged.figures"},  # the device figures `edged bench` stored
     "backends": BASE | {TOOLS, GRAMMAR},
     # the cache key of a compiled grammar is edged.tools.validate.canonical
     "grammar": BASE | {TOOLS},
     "energy": BASE | {"edged.power.base"},  # the power-source interface, not a source
     "power": BASE,
-    "telemetry": BASE | {"edged.energy.meter", "edged.energy.sampler", "edged.mqtt.link"},
+    "telemetry": BASE
+    | {"edged.energy.meter", "edged.energy.sampler", "edged.mqtt.link", "edged.mqtt.topics"},
     "embeddings": BASE | {"edged.models"},
     "ingress": BASE | {"edged.mqtt.link", "edged.mqtt.topics", TOOLS},
     "mqtt": BASE,
