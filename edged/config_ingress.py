@@ -29,8 +29,8 @@ class IngressConfig(BaseModel):
         ge=0.0,
         le=2.0,
         description="temperature when a request has none. 0.2: the default 135M model answers "
-        "simple factual questions right more often than at 0.7 (bench/temperature.py, "
-        "docs/benchmarks.md); a larger model may want more.",
+        "simple factual questions right more often than at 0.7 (docs/benchmarks.md; "
+        "measured by the retired bench/temperature.py); a larger model may want more.",
     )
     max_tokens_limit: int = Field(2048, ge=1, description="Largest max_tokens a request may ask.")
     max_messages: int = Field(64, ge=1, description="Most messages in one request.")
