@@ -411,6 +411,9 @@ class MqttLink:
         """Flush, then disconnect cleanly (the broker then does not publish our will)."""
         self._stopping = True
         await self.flush(timeout_s)
+        # whether the DISCONNECT went out (else the broker publishes the will): logged, as
+        # a status that reads "connection lost" after a clean stop is otherwise a mystery
+        clean = False
         if self.connected.is_set():
             props = props_for(PacketTypes.DISCONNECT)
             # Keep the session for session_expiry_s so queued requests survive a restart.
@@ -419,5 +422,7 @@ class MqttLink:
             await self.flush(timeout_s)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._lost.wait(), timeout_s)
+                clean = True
+        log.info("event=mqtt_closed disconnect_sent=%s last_error=%r", clean, self.last_error)
         self._lost.set()
         self._cleanup_socket()

@@ -252,7 +252,10 @@ def test_status_online_then_offline(make_daemon: Callable[..., Daemon], broker: 
     # interval, not the configured 10 s, so that this takes 2.5 s and not 12
     p = status_cmd(broker, d.device_id, EDGED_TELEMETRY__INTERVAL_S="0.5")
     assert p.returncode == 1
-    assert lines_of(p.stdout)["state"].startswith("offline (edged stopped)")
+    state = lines_of(p.stdout)["state"]
+    # the daemon's log says why when the broker published the will instead (seen once, in
+    # a fresh clone's full run under load; not reproduced since)
+    assert state.startswith("offline (edged stopped)"), state + "\n" + d.logs()[-4000:]
 
 
 @pytest.mark.integration
